@@ -1,0 +1,236 @@
+"""The ``mhsa`` command line: one thin command per verb.
+
+Each command is generated from its stage's config dataclass (see
+:mod:`mhsa_cli.config`): options -> config -> library call -> report. The
+library never prints; :mod:`mhsa_cli.report` renders what it returns.
+
+Bad input (:class:`MhsaError`, or a usage error from the parser) is one line on
+stderr and exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+import sys
+import typing
+import warnings
+from typing import Any, Callable, List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .config import _base_type, build_config, field_types
+from .errors import MhsaError
+
+
+
+def _click_exception(name: str) -> type:
+    """The parser's exception class: newer typer vendors click, older typer uses it."""
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(name)  # pragma: no cover
+
+
+UsageError, ClickException, Abort = (_click_exception(n) for n in ("UsageError", "ClickException", "Abort"))
+
+DEBUG = {"on": bool(os.environ.get("MHSA_DEBUG"))}
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` as one line on stderr and exit."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class MhsaGroup(TyperGroup):
+    """Turns usage errors and :class:`MhsaError` into one line + exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except UsageError as exc:
+            ctx = exc.ctx
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                print(ctx.get_help())
+                sys.exit(0)
+            cmd = f"{ctx.command_path}: " if ctx is not None else ""
+            fail(f"{cmd}{exc.format_message()} (see --help)")
+        except ClickException as exc:
+            fail(exc.format_message())
+        except Abort:
+            fail("aborted", 130)
+        except MhsaError as exc:
+            if DEBUG["on"]:
+                import traceback
+
+                traceback.print_exc()
+            fail(str(exc))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=MhsaGroup,
+    help="Train, prune, quantize, distill and benchmark multi-head self-attention models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mhsa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Train, prune, quantize, distill and benchmark multi-head self-attention models."""
+    DEBUG["on"] = DEBUG["on"] or debug
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+# --------------------------------------------------------------------------- generator
+
+def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
+    """A Typer parameter for one config field (lists as "a,b", dicts as repeated k=v)."""
+    meta = f.metadata
+    base, optional = _base_type(tp)
+    origin = typing.get_origin(base)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help_text = meta.get("help", "")
+    choices = meta.get("choices")
+    if choices is not None and not callable(choices):
+        help_text += f" [{'|'.join(map(str, choices))}]"
+    if meta.get("argument"):
+        if origin is list:
+            info = typer.Argument(..., help=help_text, show_default=False)
+            return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=List[str])
+        info = typer.Argument(... if default in (None, "") else default, help=help_text)
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=str)
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    if origin is dict or base is dict:
+        info = typer.Option(None, flag, help=help_text + " (repeatable key=value)", show_default=False)
+        annotation: Any = Optional[List[str]]
+    elif origin is list:
+        shown = ",".join(map(str, default)) if default else None
+        info = typer.Option(shown, flag, help=help_text + " (comma-separated)")
+        annotation = Optional[str]
+    elif base is bool:
+        info = typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_text)
+        annotation = bool
+    else:
+        info = typer.Option(default, flag, help=help_text)
+        annotation = Optional[base] if optional or default is None else base
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def config_from_cli(cls: type, values: dict[str, Any]) -> Any:
+    """Build a config from parsed CLI values (dropping unset optional dicts/lists)."""
+    clean = {k: v for k, v in values.items() if v is not None or _base_type(field_types(cls)[k])[1]}
+    return build_config(cls, clean)
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(f"mhsa_cli.{module}"), name)
+
+
+def stage_command(name: str, cls: type, run: str, render: str, help: str, epilog: str) -> None:
+    """Register ``mhsa NAME``: options from ``cls``, calls ``run(cfg, progress)``,
+    then ``render(result, console)``. ``run``/``render`` are "module:function"."""
+    hints = field_types(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    params = [_cli_param(f, hints[f.name]) for f in fields]
+
+    def command(**values: Any) -> None:
+        from rich.console import Console
+
+        from .progress import RichProgress
+
+        cfg = config_from_cli(cls, values)
+        console = Console()
+        result = _resolve(run)(cfg, progress=RichProgress())
+        _resolve(render)(result, console)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = help
+    command.__name__ = name
+    app.command(name, help=help, epilog=epilog)(command)
+
+
+def _stages() -> None:
+    from . import config as c
+
+    specs = [
+        ("train", "TrainConfig", "train:train", "report.train:render_train",
+         "Train a baseline attention classifier on a task and save a checkpoint.",
+         "Examples:  mhsa train --out runs/baseline  ·  mhsa train --task digits --epochs 20 --out runs/digits"
+         "  ·  mhsa train --data reviews.csv --task-opt text_column=review --out runs/reviews"),
+        ("prune", "PruneConfig", "prune:prune", "report.prune:render_prune",
+         "Score attention heads and physically remove the least important ones.",
+         "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"
+         "  ·  mhsa prune runs/baseline --sweep 0,0.25,0.5,0.75 --method gradient,magnitude,random --out runs/sweep"),
+        ("quantize", "QuantizeConfig", "quantize:quantize", "report.quantize:render_quantize",
+         "Dynamic int8 quantization of every Linear layer (CPU inference).",
+         "Examples:  mhsa quantize runs/baseline --out runs/int8  ·  mhsa quantize runs/pruned --engine x86 --out runs/pruned-int8"),
+        ("distill", "DistillConfig", "distill:distill", "report.distill:render_distill",
+         "Train a smaller student from a teacher checkpoint (knowledge distillation).",
+         "Examples:  mhsa distill --teacher runs/baseline --shrink half --out runs/student"
+         "  ·  mhsa distill --teacher runs/baseline --layers 1 --d-model 32 --compare-scratch --out runs/student"),
+        ("bench", "BenchConfig", "bench:bench", "report.bench:render_bench",
+         "Compare checkpoints: accuracy, size and latency on CPU (and CUDA).",
+         "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"),
+        ("run", "RecipeConfig", "recipe:run_recipe", "report.recipe:render_recipe",
+         "Run a YAML recipe: a whole compression pipeline, resumable.",
+         "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"
+         "  ·  mhsa run recipes/text-csv.yaml --set data=my.csv"),
+    ]
+    for name, cls_name, run, render, help_text, epilog in specs:
+        cls = getattr(c, cls_name, None)
+        if cls is not None:
+            stage_command(name, cls, run, render, help_text, epilog)
+
+
+_stages()
+
+
+@app.command("info", epilog="Example:  mhsa info runs/baseline")
+def info(checkpoint: str = typer.Argument(..., help="checkpoint folder")) -> None:
+    """Show a checkpoint: architecture, task, metrics, environment and lineage."""
+    from rich.console import Console
+
+    from .checkpoint import load_checkpoint
+    from .report.info import render_info
+
+    render_info(load_checkpoint(checkpoint), Console())
+
+
+@app.command("tasks", epilog="Example:  mhsa tasks")
+def tasks() -> None:
+    """List the built-in tasks with their input kind, classes and options."""
+    from rich.console import Console
+
+    from .report.info import render_tasks
+
+    render_tasks(Console())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,35 @@
+"""User-facing errors.
+
+Library code raises :class:`MhsaError` for anything caused by the user's input
+(bad option, missing file, wrong checkpoint kind). The CLI turns it into one
+clear line on stderr and exit code 2, with no traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class MhsaError(Exception):
+    """A problem with the user's input, reported as one line (exit code 2)."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def choice(kind: str, name: str, choices: Iterable[str]) -> str:
+    """Validate ``name`` against ``choices`` and return it.
+
+    Raises:
+        MhsaError: unknown name, with the valid choices and the closest one.
+    """
+    choices = list(choices)
+    if name not in choices:
+        raise MhsaError(
+            f"unknown {kind} '{name}'{closest(name, choices)}; choose from: {', '.join(choices)}"
+        )
+    return name

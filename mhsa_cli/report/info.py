@@ -1,0 +1,74 @@
+"""Render ``mhsa info`` (a checkpoint) and ``mhsa tasks`` (the registry)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console
+
+from . import fmt, human_bytes, kv_table, table
+
+
+def parameter_groups(tensors: dict[str, Any]) -> dict[str, int]:
+    """Element counts per component (embedding, attention, feed-forward, norms, head)."""
+    groups: dict[str, int] = defaultdict(int)
+    for name, t in tensors.items():
+        if ".attn." in name:
+            key = "attention"
+        elif ".ff" in name:
+            key = "feed-forward"
+        elif "ln" in name:
+            key = "layer norms"
+        elif name.startswith(("embed", "pos", "cls")):
+            key = "embeddings"
+        elif name.startswith("head"):
+            key = "classifier"
+        else:
+            key = "other"
+        groups[key] += t.numel()
+    return dict(groups)
+
+
+def render_info(ckpt: Any, console: Console) -> None:
+    """Architecture, task, metrics, environment and lineage of a checkpoint."""
+    from ..checkpoint import size_on_disk
+
+    meta = ckpt.meta
+    m = meta["model"]
+    console.print(kv_table(f"Checkpoint {ckpt.path}", [
+        ("kind", meta["kind"]),
+        ("id", meta.get("id", "–")),
+        ("size on disk", human_bytes(size_on_disk(ckpt.path))),
+        ("layers", len(m["heads"])),
+        ("heads per layer", ", ".join(map(str, m["heads"]))),
+        ("d_model / head_dim / d_ff", f"{m['d_model']} / {m['head_dim']} / {m['d_ff']}"),
+        ("input", f"{m['input_kind']} (max_len {m['max_len']})"),
+        ("classes", m["num_classes"]),
+        ("pooling", m["pooling"]),
+    ]))
+    task = dict(meta["task"])
+    for key in ("vocab", "labels"):
+        if isinstance(task.get(key), list) and len(task[key]) > 12:
+            task[key] = f"{len(task[key])} entries"
+    console.print(kv_table("Task", [(k, json.dumps(v) if isinstance(v, (list, dict)) else fmt(v)) for k, v in task.items()]))
+    groups = parameter_groups(ckpt.tensors)
+    console.print(table("Parameters (tensor elements)", ["component", "elements"],
+                        [*sorted(groups.items()), ("total", sum(groups.values()))]))
+    metrics = {k: v for k, v in meta.get("metrics", {}).items() if not isinstance(v, (dict, list))}
+    console.print(kv_table("Metrics", metrics.items()))
+    env = meta.get("environment", {})
+    console.print(kv_table("Environment", [(k, fmt(v)) for k, v in env.items()]))
+    rows = [(str(i), s["operation"], s.get("parent") or "–", s.get("time", "–"),
+             ", ".join(f"{k}={v}" for k, v in s.get("settings", {}).items() if k not in ("force",))[:120])
+            for i, s in enumerate(meta.get("lineage", []))]
+    console.print(table("Lineage (oldest first)", ["#", "operation", "parent", "time", "settings"], rows))
+
+
+def render_tasks(console: Console) -> None:
+    """The task registry: name, input kind, description and options."""
+    from ..tasks import TASKS
+
+    rows = [(t.name, t.input_kind, t.description, ", ".join(t.options)) for t in TASKS.values()]
+    console.print(table("Tasks", ["task", "input", "description", "options (--task-opt key=value)"], rows))

@@ -1,0 +1,178 @@
+"""``digits``: scikit-learn's bundled 8x8 handwritten digits as patch sequences.
+
+Each image is cut into non-overlapping ``patch`` x ``patch`` squares, read in
+row-major order, so a model sees a sequence of T = (8 / patch)^2 tokens with
+F = patch^2 features each (pixel values scaled to [0, 1]). No download: the
+data ships with scikit-learn.
+
+This module also holds :func:`stratified_split` and :func:`check_fraction`,
+which the file loaders (``text``) share.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import MhsaError
+from . import Split, TaskData, TaskInfo, register
+
+PATCHES = (1, 2, 4)
+LABELS = [str(d) for d in range(10)]
+
+
+def check_fraction(name: str, value: Any, where: str) -> float:
+    """Parse a split fraction and check it lies in (0, 0.5].
+
+    Args:
+        name: option name, for the message.
+        value: the option value (number or numeric string).
+        where: who is asking (task name or file), for the message.
+
+    Returns:
+        The fraction as a float.
+
+    Raises:
+        MhsaError: not a number, or outside (0, 0.5].
+    """
+    try:
+        frac = float(value)
+    except (TypeError, ValueError):
+        raise MhsaError(f"{where}: {name} must be a number, got {value!r}") from None
+    if not 0.0 < frac <= 0.5:
+        raise MhsaError(f"{where}: {name} must be in (0, 0.5], got {value}")
+    return frac
+
+
+def _allocate(counts: list[int], caps: list[int], frac: float, target: int) -> list[int]:
+    """Split ``target`` rows over classes in proportion to ``counts``.
+
+    Largest-remainder rounding; class ``c`` never gets more than ``caps[c]``.
+    Ties go to the lower class id, so the result is deterministic.
+    """
+    ideal = [n * frac for n in counts]
+    take = [min(int(v), cap) for v, cap in zip(ideal, caps)]
+    order = sorted(range(len(counts)), key=lambda c: (-(ideal[c] - int(ideal[c])), c))
+    left = target - sum(take)
+    while left > 0:
+        open_ = [c for c in order if take[c] < caps[c]]
+        if not open_:
+            break
+        for c in open_[:left]:
+            take[c] += 1
+        left -= min(left, len(open_))
+    return take
+
+
+def stratified_split(y: Sequence[int], val_fraction: float, test_fraction: float,
+                     seed: int) -> tuple[list[int], list[int], list[int]]:
+    """Deterministic stratified train / val / test split of row indices.
+
+    Every class keeps at least one row in train (a class with a single row goes
+    to train entirely). Overall val / test sizes are ``round(N * fraction)``
+    (at least 1 where possible), shared over classes by largest remainder.
+
+    Args:
+        y: class id of each row, length N.
+        val_fraction: share of rows for validation, in [0, 1).
+        test_fraction: share of rows for test; 0 for no test split.
+        seed: seeds the ``torch.Generator`` that shuffles each class.
+
+    Returns:
+        ``(train, val, test)``: sorted row indices, disjoint, covering all rows.
+    """
+    n = len(y)
+    classes = sorted(set(int(c) for c in y))
+    members = {c: [i for i, v in enumerate(y) if int(v) == c] for c in classes}
+    counts = [len(members[c]) for c in classes]
+    gen = torch.Generator().manual_seed(int(seed))
+    shuffled = [[members[c][j] for j in torch.randperm(len(members[c]), generator=gen).tolist()]
+                for c in classes]
+
+    def target(frac: float) -> int:
+        return max(1, int(n * frac + 0.5)) if frac > 0 else 0
+
+    n_test = _allocate(counts, [k - 1 for k in counts], test_fraction, target(test_fraction))
+    n_val = _allocate(counts, [k - 1 - t for k, t in zip(counts, n_test)], val_fraction,
+                      target(val_fraction))
+    train: list[int] = []
+    val: list[int] = []
+    test: list[int] = []
+    for rows, t, v in zip(shuffled, n_test, n_val):
+        test += rows[:t]
+        val += rows[t:t + v]
+        train += rows[t + v:]
+    return sorted(train), sorted(val), sorted(test)
+
+
+def _patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, 8, 8) images -> (N, T, F) patch sequences, T = (8/patch)^2, F = patch^2."""
+    n, g = images.shape[0], 8 // patch
+    x = images.reshape(n, g, patch, g, patch)  # (N, gy, py, gx, px)
+    x = x.permute(0, 1, 3, 2, 4)  # (N, gy, gx, py, px)
+    return x.reshape(n, g * g, patch * patch).contiguous()  # (N, T, F)
+
+
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (N, 8, 8) float32 images in [0, 1] and (N,) int64 labels."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise MhsaError("task 'digits' needs scikit-learn: pip install 'mhsa[data]'") from None
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32) / 16.0  # (N, 8, 8)
+    return images, torch.tensor(data.target, dtype=torch.long)  # (N,)
+
+
+def build(seed: int = 0, patch: int = 2, val_fraction: float = 0.15,
+          test_fraction: float = 0.2) -> TaskData:
+    """Build the ``digits`` task with a deterministic stratified split.
+
+    Args:
+        seed: split seed.
+        patch: patch side, one of 1, 2, 4 (T = 64, 16, 4 tokens of 1, 4, 16 features).
+        val_fraction: validation share, in (0, 0.5].
+        test_fraction: test share, in (0, 0.5].
+
+    Returns:
+        TaskData with float32 ``x`` of shape (N, T, F) and 10 classes.
+
+    Raises:
+        MhsaError: bad option, or scikit-learn missing.
+    """
+    try:
+        patch = int(patch)
+    except (TypeError, ValueError):
+        raise MhsaError(f"digits task: patch must be one of 1, 2, 4, got {patch!r}") from None
+    if patch not in PATCHES:
+        raise MhsaError(f"digits task: patch must be one of 1, 2, 4, got {patch}")
+    val_fraction = check_fraction("val_fraction", val_fraction, "digits task")
+    test_fraction = check_fraction("test_fraction", test_fraction, "digits task")
+    seed = int(seed)
+    images, y = _load_digits()
+    x = _patches(images, patch)  # (N, T, F)
+    splits = []
+    for idx in stratified_split(y.tolist(), val_fraction, test_fraction, seed):
+        index = torch.tensor(idx, dtype=torch.long)
+        split = Split(x[index], y[index])
+        split._rows = idx  # source image indices, for tests and debugging
+        splits.append(split)
+    spec = dict(name="digits", seed=seed, patch=patch, val_fraction=val_fraction,
+                test_fraction=test_fraction)
+    t, f = x.shape[1], x.shape[2]
+    return TaskData(spec, "features", 0, f, t, list(LABELS), *splits)
+
+
+register(TaskInfo(
+    name="digits",
+    description="scikit-learn 8x8 handwritten digits as patch sequences (10 classes, no download)",
+    input_kind="features",
+    build=build,
+    needs="scikit-learn",
+    options={
+        "patch": "patch side 1, 2 or 4: 64, 16 or 4 tokens of 1, 4 or 16 pixels (default 2)",
+        "val_fraction": "validation share of the 1797 images, stratified (default 0.15)",
+        "test_fraction": "test share of the 1797 images, stratified (default 0.2)",
+    },
+))

@@ -1,0 +1,372 @@
+"""``text``: text classification from the user's own CSV / TSV / JSONL files.
+
+Rows are read with the ``csv`` / ``json`` modules (quoted fields, embedded
+commas and newlines, utf-8 with optional BOM). Class ids follow the sorted
+unique label strings. The split is stratified and deterministic from ``seed``;
+the vocabulary is built from the training split only (0 = ``<pad>``,
+1 = ``<unk>``, then by frequency, ties alphabetical).
+
+The spec stores the vocabulary, labels and the sha256 of every data file, so
+:func:`from_spec` rebuilds exactly the same tensors, or refuses if a file
+changed. :func:`encode_texts` encodes new text the same way for inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from collections import Counter
+from typing import Any
+
+import torch
+
+from ..errors import MhsaError, choice
+from . import Split, TaskData, TaskInfo, register
+from .digits import check_fraction, stratified_split
+
+PAD, UNK = "<pad>", "<unk>"
+FORMATS = ("auto", "csv", "tsv", "jsonl")
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+TOKENIZERS = ("word", "char")
+WORD_RE = re.compile(r"\w+|[^\w\s]")
+DEFAULTS: dict[str, Any] = dict(
+    path=None, test_path=None, format="auto", text_column="text", label_column="label",
+    tokenizer="word", max_len=64, lowercase=True, min_freq=1, max_vocab=20000,
+    val_fraction=0.1, test_fraction=0.1,
+)
+Row = tuple[int, str, str]  # (line number, text, label string)
+
+
+# ---------------------------------------------------------------- options
+def _to_bool(name: str, value: Any) -> bool:
+    """Parse a bool option given as bool, 0/1 or a word like 'true' / 'no'."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key not in words:
+        raise MhsaError(f"text task: {name} must be true or false, got {value!r}")
+    return words[key]
+
+
+def _to_int(name: str, value: Any, low: int) -> int:
+    """Parse an integer option and check it is >= ``low``."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise MhsaError(f"text task: {name} must be an integer, got {value!r}") from None
+    if number < low:
+        raise MhsaError(f"text task: {name} must be >= {low}, got {number}")
+    return number
+
+
+def _options(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults, coerce types and validate the text task's options."""
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise MhsaError(f"task 'text' has no option '{unknown[0]}'; options: {', '.join(DEFAULTS)}")
+    opts = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    if not opts["path"]:
+        raise MhsaError("text task: option 'path' is required (a .csv, .tsv or .jsonl file)")
+    opts["path"] = os.path.abspath(str(opts["path"]))
+    if opts["test_path"]:
+        opts["test_path"] = os.path.abspath(str(opts["test_path"]))
+    opts["format"] = choice("format", str(opts["format"]), FORMATS)
+    opts["tokenizer"] = choice("tokenizer", str(opts["tokenizer"]), TOKENIZERS)
+    opts["text_column"], opts["label_column"] = str(opts["text_column"]), str(opts["label_column"])
+    opts["lowercase"] = _to_bool("lowercase", opts["lowercase"])
+    opts["max_len"] = _to_int("max_len", opts["max_len"], 1)
+    opts["min_freq"] = _to_int("min_freq", opts["min_freq"], 1)
+    opts["max_vocab"] = _to_int("max_vocab", opts["max_vocab"], 3)
+    opts["val_fraction"] = check_fraction("val_fraction", opts["val_fraction"], "text task")
+    opts["test_fraction"] = check_fraction("test_fraction", opts["test_fraction"], "text task")
+    return opts
+
+
+# ---------------------------------------------------------------- reading
+def _read_file(path: str) -> tuple[str, str]:
+    """Return (decoded text, sha256 hex) of ``path``; BOM stripped."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise MhsaError(f"data file {path} not found") from None
+    except IsADirectoryError:
+        raise MhsaError(f"data file {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise MhsaError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MhsaError(f"data file {path} is not valid utf-8 (byte {exc.start})") from None
+    return text, hashlib.sha256(data).hexdigest()
+
+
+def _format_of(path: str, fmt: str) -> str:
+    """Resolve format ``auto`` from the file extension."""
+    if fmt != "auto":
+        return fmt
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        raise MhsaError(f"cannot tell the format of {path} from its extension '{ext}'; "
+                        "use format=csv, tsv or jsonl")
+    return EXTENSIONS[ext]
+
+
+def _missing_column(path: str, column: str, kind: str, columns: list[str]) -> MhsaError:
+    shown = ", ".join(repr(c) for c in columns) or "none"
+    return MhsaError(f"{path} has no {kind} column '{column}'; columns: {shown} "
+                     f"(set {kind}_column=...)")
+
+
+def _parse_csv(content: str, path: str, delimiter: str, text_col: str, label_col: str) -> list[Row]:
+    """Rows of a CSV / TSV file with a header line; empty texts skipped."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    try:
+        columns = list(reader.fieldnames or [])
+        if not columns:
+            raise MhsaError(f"data file {path} is empty (no header, no rows)")
+        for col, kind in ((text_col, "text"), (label_col, "label")):
+            if col not in columns:
+                raise _missing_column(path, col, kind, columns)
+        rows: list[Row] = []
+        for record in reader:
+            text, label = record.get(text_col), record.get(label_col)
+            if text is None or not text.strip():
+                continue
+            if label is None or not label.strip():
+                raise MhsaError(f"{path} line {reader.line_num}: empty label")
+            rows.append((reader.line_num, text, label.strip()))
+    except csv.Error as exc:
+        raise MhsaError(f"{path} line {reader.line_num}: bad {delimiter!r}-separated row: {exc}") from None
+    return rows
+
+
+def _parse_jsonl(content: str, path: str, text_col: str, label_col: str) -> list[Row]:
+    """Rows of a JSON-lines file (one object per line); blank lines and empty texts skipped."""
+    rows: list[Row] = []
+    seen: dict[str, None] = {}  # keys seen so far, in order, for error messages
+    for num, line in enumerate(content.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MhsaError(f"{path} line {num}: invalid JSON ({exc.msg}, column {exc.colno}); "
+                           "expected one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise MhsaError(f"{path} line {num}: expected a JSON object, got {type(obj).__name__}")
+        seen.update(dict.fromkeys(obj))
+        for col, kind in ((text_col, "text"), (label_col, "label")):
+            if col not in obj:
+                if num == 1 or not rows:
+                    raise _missing_column(path, col, kind, list(seen))
+                raise MhsaError(f"{path} line {num}: no '{col}' field")
+        text, label = obj[text_col], obj[label_col]
+        if text is None or not str(text).strip():
+            continue
+        if label is None or isinstance(label, (dict, list)) or not str(label).strip():
+            raise MhsaError(f"{path} line {num}: label must be a non-empty string or number")
+        rows.append((num, str(text), str(label).strip()))
+    return rows
+
+
+def _read_rows(path: str, opts: dict[str, Any]) -> tuple[list[Row], str]:
+    """Read and parse one data file. Returns (rows, sha256)."""
+    fmt = _format_of(path, opts["format"])
+    content, sha = _read_file(path)
+    if fmt == "jsonl":
+        rows = _parse_jsonl(content, path, opts["text_column"], opts["label_column"])
+    else:
+        delimiter = "\t" if fmt == "tsv" else ","
+        rows = _parse_csv(content, path, delimiter, opts["text_column"], opts["label_column"])
+    if not rows:
+        raise MhsaError(f"data file {path} has no rows with text")
+    return rows, sha
+
+
+# ---------------------------------------------------------------- tokens
+def tokenize(text: str, tokenizer: str, lowercase: bool) -> list[str]:
+    """Split ``text`` into tokens.
+
+    Args:
+        text: raw text.
+        tokenizer: ``word`` (regex ``\\w+|[^\\w\\s]``) or ``char`` (every character).
+        lowercase: lowercase first.
+
+    Returns:
+        The list of token strings.
+    """
+    if lowercase:
+        text = text.lower()
+    return WORD_RE.findall(text) if tokenizer == "word" else list(text)
+
+
+def build_vocab(token_lists: list[list[str]], min_freq: int, max_vocab: int) -> list[str]:
+    """Vocabulary: pad, unk, then tokens seen >= ``min_freq`` times by count desc, then
+    alphabetically, at most ``max_vocab`` entries in all."""
+    counts = Counter(tok for toks in token_lists for tok in toks)
+    for special in (PAD, UNK):
+        counts.pop(special, None)
+    kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+    return [PAD, UNK] + kept[: max_vocab - 2]
+
+
+def _encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> torch.Tensor:
+    """Token lists -> (N, max_len) int64 ids, truncated, padded with 0.
+
+    A text with no tokens becomes a single ``<unk>``, so no row is all padding.
+    """
+    index = {tok: i for i, tok in enumerate(vocab)}
+    x = torch.zeros(len(token_lists), max_len, dtype=torch.long)  # (N, T)
+    for row, toks in enumerate(token_lists):
+        ids = [index.get(tok, 1) for tok in toks[:max_len]] or [1]
+        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return x
+
+
+def encode_texts(texts: list[str], spec: dict[str, Any]) -> torch.Tensor:
+    """Encode new texts with the tokenizer and vocabulary stored in a ``text`` spec.
+
+    Args:
+        texts: raw strings.
+        spec: ``TaskData.spec`` of a ``text`` task (from a checkpoint).
+
+    Returns:
+        (N, max_len) int64 token ids, unknown tokens = 1, padding = 0.
+
+    Raises:
+        MhsaError: the spec is not a ``text`` task spec.
+    """
+    if spec.get("name") != "text" or "vocab" not in spec:
+        raise MhsaError(f"encode_texts needs a 'text' task spec, got task '{spec.get('name')}'")
+    toks = [tokenize(str(t), spec["tokenizer"], bool(spec["lowercase"])) for t in texts]
+    return _encode(toks, list(spec["vocab"]), int(spec["max_len"]))
+
+
+# ---------------------------------------------------------------- assembly
+def _labels_of(rows: list[Row], test_rows: list[Row], opts: dict[str, Any]) -> list[str]:
+    """Sorted unique labels of the training file; test-file labels must be among them."""
+    labels = sorted({label for _, _, label in rows})
+    if len(labels) < 2:
+        raise MhsaError(f"{opts['path']} has a single class ({labels[0]!r}); "
+                        f"need at least 2 labels in column '{opts['label_column']}'")
+    extra = sorted({label for _, _, label in test_rows} - set(labels))
+    if extra:
+        raise MhsaError(f"{opts['test_path']}: label {extra[0]!r} does not occur in {opts['path']}")
+    return labels
+
+
+def _split_rows(rows: list[Row], test_rows: list[Row] | None, labels: list[str],
+                opts: dict[str, Any], seed: int) -> dict[str, list[tuple[str, Row]]]:
+    """Stratified split -> {split: [(file option, row), ...]}; rows keep file order."""
+    class_id = {label: i for i, label in enumerate(labels)}
+    test_frac = 0.0 if test_rows is not None else opts["test_fraction"]
+    parts = stratified_split([class_id[r[2]] for r in rows], opts["val_fraction"], test_frac, seed)
+    out = {name: [("path", rows[i]) for i in idx] for name, idx in zip(("train", "val", "test"), parts)}
+    if test_rows is not None:
+        out["test"] = [("test_path", r) for r in test_rows]
+    for name in ("val", "test"):
+        if not out[name]:
+            raise MhsaError(f"{opts['path']}: too few rows ({len(rows)}) to split off a "
+                            f"{'validation' if name == 'val' else 'test'} set")
+    return out
+
+
+def _assemble(seed: int, opts: dict[str, Any], stored: dict[str, Any] | None = None) -> TaskData:
+    """Read, split, tokenize and encode. ``stored``: spec to match (sha256, vocab, labels)."""
+    files = {"path": opts["path"]} if not opts["test_path"] else \
+        {"path": opts["path"], "test_path": opts["test_path"]}
+    read: dict[str, tuple[list[Row], str]] = {}
+    for key, path in files.items():
+        if stored is not None and not os.path.exists(path):
+            raise MhsaError(f"data file {path} not found (needed to rebuild the checkpoint's task)")
+        read[key] = _read_rows(path, opts)
+        if stored is not None and read[key][1] != stored.get("sha256", {}).get(key):
+            raise MhsaError(f"data file {path} changed since the checkpoint was made (sha256 differs)")
+    rows, test_rows = read["path"][0], read["test_path"][0] if "test_path" in read else None
+    labels = _labels_of(rows, test_rows or [], opts)
+    parts = _split_rows(rows, test_rows, labels, opts, seed)
+    tokens = {name: [tokenize(r[1], opts["tokenizer"], opts["lowercase"]) for _, r in part]
+              for name, part in parts.items()}
+    if stored is not None:  # encode with the checkpoint's vocabulary, never a rebuilt one
+        vocab, labels = list(stored["vocab"]), list(stored["labels"])
+    else:
+        vocab = build_vocab(tokens["train"], opts["min_freq"], opts["max_vocab"])
+    class_id = {label: i for i, label in enumerate(labels)}
+    splits = []
+    for name in ("train", "val", "test"):
+        x = _encode(tokens[name], vocab, opts["max_len"])  # (N, max_len)
+        y = torch.tensor([class_id[r[2]] for _, r in parts[name]], dtype=torch.long)  # (N,)
+        split = Split(x, y)
+        split._rows = [(key, r[0]) for key, r in parts[name]]  # (file option, line number)
+        split._texts = [r[1] for _, r in parts[name]]
+        splits.append(split)
+    spec = dict(name="text", seed=seed, **opts, vocab=vocab, labels=labels,
+                sha256={key: sha for key, (_, sha) in read.items()})
+    return TaskData(spec, "tokens", len(vocab), 0, opts["max_len"], list(labels), *splits)
+
+
+def build(seed: int = 0, **options: Any) -> TaskData:
+    """Build the ``text`` task from the user's file(s).
+
+    Args:
+        seed: split seed.
+        **options: see ``TaskInfo.options`` (``path`` is required).
+
+    Returns:
+        TaskData with int64 ``x`` of shape (N, max_len); spec holds vocab, labels, sha256.
+
+    Raises:
+        MhsaError: bad option, unreadable / empty / malformed file, missing column,
+            single class, or too few rows to split.
+    """
+    return _assemble(int(seed), _options(options))
+
+
+def from_spec(spec: dict[str, Any]) -> TaskData:
+    """Rebuild a ``text`` task from a checkpoint's spec with its stored vocabulary.
+
+    Args:
+        spec: ``TaskData.spec`` as stored.
+
+    Returns:
+        The same splits and tensors as when the spec was made.
+
+    Raises:
+        MhsaError: a data file is missing or changed, or the spec is incomplete.
+    """
+    missing = [k for k in ("path", "vocab", "labels", "sha256") if k not in spec]
+    if missing:
+        raise MhsaError(f"stored 'text' task spec lacks '{missing[0]}'; cannot rebuild the data")
+    opts = _options({k: spec[k] for k in DEFAULTS if k in spec})
+    return _assemble(int(spec.get("seed", 0)), opts, stored=spec)
+
+
+register(TaskInfo(
+    name="text",
+    description="text classification from your .csv / .tsv / .jsonl file (path=...)",
+    input_kind="tokens",
+    build=build,
+    from_spec=from_spec,
+    options={
+        "path": "data file: .csv, .tsv or .jsonl with a text and a label column (required)",
+        "test_path": "separate test file in the same format (default: split off test_fraction)",
+        "format": "auto (by extension), csv, tsv or jsonl (default auto)",
+        "text_column": "column / field holding the text (default text)",
+        "label_column": "column / field holding the label (default label)",
+        "tokenizer": "word (words and punctuation) or char (default word)",
+        "max_len": "tokens per text; longer texts are truncated (default 64)",
+        "lowercase": "lowercase text before tokenizing (default true)",
+        "min_freq": "keep tokens seen at least this often in train (default 1)",
+        "max_vocab": "vocabulary size incl. <pad> and <unk> (default 20000)",
+        "val_fraction": "validation share of path, stratified (default 0.1)",
+        "test_fraction": "test share of path, stratified; ignored with test_path (default 0.1)",
+    },
+))

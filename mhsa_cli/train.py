@@ -1,0 +1,228 @@
+"""The one training loop.
+
+:func:`fit` trains any model on a task's train split, selects the best epoch on
+the validation split, and is reused by fine-tuning after pruning and by
+distillation (which passes its own loss). :func:`train` is ``mhsa train``.
+The test split is only evaluated once, at the end, for reporting.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as dist
+from .checkpoint import check_output_dir, make_meta, save_model
+from .config import TrainConfig, to_dict
+from .environment import resolve_device, set_threads
+from .model import build_model, count_parameters, make_config
+from .progress import NULL, Progress
+from .tasks import Split, TaskData, load_task
+
+# loss_fn(model, x, y) -> (loss, logits)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class LoopConfig:
+    """Settings of :func:`fit` (a subset of :class:`TrainConfig`, shared by all stages)."""
+
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    patience: int = 0
+    amp: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "LoopConfig":
+        """Take the loop fields present on any stage config (missing ones keep defaults)."""
+        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if hasattr(cfg, k)})
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    best_epoch: int = 0
+    best_val_acc: float = 0.0
+    seconds: float = 0.0
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+
+    return loss_fn
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
+            epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y) mini-batches; with ``shuffle`` the order depends only on (seed, epoch).
+
+    Under torchrun each process gets its own shard of the same permutation.
+    """
+    n = len(split)
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    else:
+        order = torch.arange(n)
+    order = dist.shard(order)
+    for i in range(0, len(order), batch_size):
+        idx = order[i: i + batch_size]
+        yield split.x[idx], split.y[idx]
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
+             batch_size: int = 256) -> float:
+    """Accuracy of ``model`` on ``split`` (eval mode restored to the caller's mode)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in batches(split, batch_size):
+        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
+    correct, total = dist.all_reduce_sum(correct), len(split)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` x steps, then cosine decay to zero."""
+    warm = max(1, int(total_steps * warmup)) if warmup > 0 else 0
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+    return f
+
+
+def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device | str = "cpu",
+        loss_fn: LossFn | None = None, progress: Progress = NULL, desc: str = "train",
+        extra_params: list[nn.Parameter] | None = None) -> FitResult:
+    """Train ``model`` on ``data.train``; keep the weights of the best validation epoch.
+
+    Args:
+        model: any classifier mapping x -> logits (moved to ``device``).
+        data: the task; only ``train`` and ``val`` are used.
+        loop: epochs, batch size, optimiser and schedule settings.
+        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy.
+        progress: receives one bar per epoch and a log line per epoch.
+        extra_params: more trainable tensors (e.g. distillation projections).
+
+    Returns:
+        FitResult with the per-epoch history; ``model`` holds the best weights.
+    """
+    device = torch.device(device)
+    model.to(device)
+    train_model = dist.wrap(model, device)
+    loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
+    steps_per_epoch = math.ceil(len(dist.shard(torch.arange(len(data.train)))) / loop.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
+    result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
+    for epoch in range(1, loop.epochs + 1):
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = _epoch(train_model, data.train, loop, device, loss_fn, opt, sched,
+                                         progress, f"{desc} epoch {epoch}/{loop.epochs}", epoch, steps_per_epoch)
+        val_acc = evaluate(model, data.val, device)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "val_acc": val_acc, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        progress.log(f"{desc} epoch {epoch:>3}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}"
+                     f"  val acc {val_acc:.4f}  {row['seconds']:.1f}s")
+        if val_acc > result.best_val_acc:
+            result.best_val_acc, result.best_epoch, stale = val_acc, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if loop.patience and stale >= loop.patience:
+                progress.log(f"{desc}: early stop after epoch {epoch} (best {result.best_epoch})")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _epoch(model, split, loop, device, loss_fn, opt, sched, progress, desc, epoch, steps):
+    """One pass over the training split; returns (loss sum, correct, seen)."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    use_amp = loop.amp and device.type == "cuda"
+    with progress.task(desc, total=steps) as bar:
+        for x, y in batches(split, loop.batch_size, shuffle=True, seed=loop.seed, epoch=epoch):
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, logits = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if loop.grad_clip:
+                nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], loop.grad_clip)
+            opt.step()
+            sched.step()
+            n = y.shape[0]
+            loss_sum += float(loss.detach()) * n
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += n
+            bar.advance(1, loss=loss_sum / seen)
+    return loss_sum, correct, seen
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (the CLI renders it)."""
+
+    out: str
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    task: dict[str, Any]
+
+
+def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
+    """Train a baseline on ``cfg.task`` and save it as a checkpoint in ``cfg.out``.
+
+    Raises:
+        MhsaError: bad task/data/shape, missing CUDA, or an output folder that exists.
+    """
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if dist.is_main():
+        check_output_dir(cfg.out, cfg.force)
+    data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
+    mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,
+                       data.feature_dim, cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff,
+                       cfg.dropout, cfg.pooling)
+    model = build_model(mcfg, seed=cfg.seed)
+    fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
+    metrics = {
+        "val_acc": fitted.best_val_acc,
+        "test_acc": evaluate(model, data.test, device),
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history),
+        "train_seconds": fitted.seconds,
+        "params": count_parameters(model),
+        "world_size": dist.world_size(),
+    }
+    settings = to_dict(cfg)
+    meta = make_meta("float", mcfg, data.spec, "train", settings, metrics,
+                     extra={"history": fitted.history})
+    if dist.is_main():
+        save_model(cfg.out, model.cpu(), meta, force=cfg.force)
+    dist.barrier()
+    return TrainResult(cfg.out, metrics, fitted.history, data.summary())
