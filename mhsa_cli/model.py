@@ -230,8 +230,17 @@ class MHSAClassifier(nn.Module):
         logits = self.head(self.ln_f(self._pool(h, pad)))
         return EncoderOutput(logits, hidden, attns, pad)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C): the fast path used for training, evaluation and latency."""
+    def forward(self, x: torch.Tensor, features: bool = False,
+                head_gates: list[torch.Tensor] | None = None,
+                output_attentions: bool = False) -> torch.Tensor | EncoderOutput:
+        """Logits (B, C): the fast path used for training, evaluation and latency.
+
+        With ``features=True`` returns :meth:`forward_features`'s
+        :class:`EncoderOutput` instead (so a DDP-wrapped model can give hidden
+        states and attentions through its own ``forward``).
+        """
+        if features:
+            return self.forward_features(x, head_gates, output_attentions)
         h, pad = self._embed(x)
         attn_mask = pad[:, None, None, :] if pad is not None else None
         for block in self.blocks:
