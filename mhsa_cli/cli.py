@@ -158,14 +158,18 @@ def stage_command(name: str, cls: type, run: str, render: str, help: str, epilog
     params = [_cli_param(f, hints[f.name]) for f in fields]
 
     def command(**values: Any) -> None:
+        # under torchrun every rank runs this: rank 0 alone draws bars and renders
         from rich.console import Console
 
-        from .progress import RichProgress
+        from . import distributed as dist
+        from .progress import NULL, RichProgress
 
-        cfg = config_from_cli(cls, values)
-        console = Console()
-        result = _resolve(run)(cfg, progress=RichProgress())
-        _resolve(render)(result, console)
+        with dist.launched(name, values.get("device") or "auto"):
+            cfg = dist.agree(config_from_cli, cls, values)
+            main = dist.is_main()
+            result = _resolve(run)(cfg, progress=RichProgress() if main else NULL)
+            if main:
+                _resolve(render)(result, Console())
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}

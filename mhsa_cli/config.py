@@ -218,7 +218,8 @@ class TrainConfig:
     dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0, max_open=True)
     pooling: str = opt("cls", "pooling: cls token or mean over tokens", choices=("cls", "mean"))
     epochs: int = opt(12, "training epochs", min=1)
-    batch_size: int = opt(64, "batch size", min=1)
+    batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
+                          "processes: must be divisible by their number)", min=1)
     lr: float = opt(3e-3, "peak learning rate (AdamW)", min=0.0, min_open=True)
     warmup: float = opt(0.05, "fraction of steps for linear warm-up", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0.0)
@@ -338,7 +339,8 @@ class DistillConfig:
     init_from_teacher: bool = opt(False, "initialise student blocks from every k-th teacher block")
     compare_scratch: bool = opt(False, "also train the same student without the teacher")
     epochs: int = opt(12, "training epochs", min=1)
-    batch_size: int = opt(64, "batch size", min=1)
+    batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
+                          "processes: must be divisible by their number)", min=1)
     lr: float = opt(3e-3, "peak learning rate", min=0.0, min_open=True)
     warmup: float = opt(0.05, "warm-up fraction", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "weight decay", min=0.0)

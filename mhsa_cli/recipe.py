@@ -1,0 +1,444 @@
+"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
+
+A recipe::
+
+    name: quickstart                  # results go to results/<name>/
+    defaults: {seed: 0}               # merged into every stage that has the key
+    stages:
+      - name: baseline
+        type: train                   # train | prune | quantize | distill | bench
+        epochs: 12                    # same keys as the command's options
+      - name: pruned
+        type: prune
+        from: baseline                # the input checkpoint (teacher for distill)
+        ratio: 0.5
+      - name: bench
+        type: bench
+        compare: [baseline, pruned]   # bench takes several stages
+        baseline: baseline
+
+Every stage's keys are validated against the same config dataclass as its
+command (one schema), with the YAML line in the error. ``out`` and ``force``
+are set by the runner: each stage writes ``<out>/<stage>/``.
+
+Resume: each finished stage leaves ``stage.json`` holding a hash of its
+resolved settings and of its inputs' hashes. A re-run skips stages whose hash
+is unchanged and reruns from the first that changed (and everything that
+depends on it). Stage outputs are written atomically and ``stage.json`` last,
+so an interrupted run leaves no half-written stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import config as C
+from .errors import MhsaError, closest
+from .progress import NULL, Progress
+from .report import write_atomic, write_json
+
+
+@dataclass
+class StageType:
+    """How a stage type maps onto its command: config class, library call, wiring."""
+
+    config: type
+    run: str  # "module:function", called as run(cfg, progress=...)
+    input_field: str | None  # config field that receives the `from` stage's folder
+    accepts: tuple[str, ...]  # output kinds accepted as input
+    output: Callable[[dict[str, Any]], str]  # resolved settings -> output kind
+
+
+STAGE_TYPES: dict[str, StageType] = {
+    "train": StageType(C.TrainConfig, "train:train", None, (), lambda s: "float"),
+    "prune": StageType(C.PruneConfig, "prune:prune", "checkpoint", ("float",),
+                       lambda s: "sweep" if s.get("sweep") else "float"),
+    "quantize": StageType(C.QuantizeConfig, "quantize:quantize", "checkpoint", ("float",), lambda s: "int8"),
+    "distill": StageType(C.DistillConfig, "distill:distill", "teacher", ("float",), lambda s: "float"),
+    "bench": StageType(C.BenchConfig, "bench:bench", None, ("float", "int8"), lambda s: "bench"),
+}
+RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
+STAGE_META_KEYS = ("name", "type", "from", "compare")
+TOP_KEYS = ("name", "description", "defaults", "stages")
+STAGE_FILE = "stage.json"
+RECIPE_FILE = "recipe.json"
+
+
+# ------------------------------------------------------------------ YAML with lines
+
+def _construct(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) -> Any:
+    """Build Python objects from a composed YAML node, recording each path's line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for k, v in node.value:
+            key = yaml.safe_load(yaml.serialize(k)) if not isinstance(k, yaml.ScalarNode) else k.value
+            key = str(key)
+            if key in out:
+                raise MhsaError(f"line {k.start_mark.line + 1}: duplicate key '{key}'")
+            out[key] = _construct(v, lines, path + (key,))
+            lines[path + (key,)] = k.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, lines, path + (i,)) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def load_recipe_text(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """Parse recipe YAML; returns (data, path -> line). Errors name line and column."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MhsaError(f"{source}:{where} malformed YAML: {problem}") from None
+    if node is None:
+        raise MhsaError(f"{source}: the recipe is empty")
+    lines: dict[tuple, int] = {}
+    try:
+        data = _construct(node, lines)
+    except MhsaError as exc:
+        raise MhsaError(f"{source}: {exc}") from None
+    if not isinstance(data, dict):
+        raise MhsaError(f"{source}: a recipe is a mapping with 'name' and 'stages'")
+    return data, lines
+
+
+# ------------------------------------------------------------------ validation
+
+@dataclass
+class Stage:
+    """One validated stage of a plan."""
+
+    name: str
+    type: str
+    inputs: list[str]  # stage names this one reads
+    settings: dict[str, Any]  # resolved config (incl. out)
+    config: Any  # the config dataclass instance
+    output_kind: str
+    hash: str = ""
+    status: str = "pending"  # pending | run | skip
+    seconds: float = 0.0
+    result: Any = None
+
+
+@dataclass
+class Plan:
+    name: str
+    source: str
+    out: Path
+    stages: list[Stage]
+    resolved: dict[str, Any]
+
+
+def _apply_set(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Apply ``--set a.b.c=value``: first part may be a stage name, 'defaults' or a top key."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        stages = {s.get("name"): s for s in data.get("stages", []) if isinstance(s, dict)}
+        if parts[0] in stages:
+            target: Any = stages[parts[0]]
+            parts = parts[1:]
+        elif parts[0] == "stages" and len(parts) > 1 and parts[1] in stages:
+            target, parts = stages[parts[1]], parts[2:]
+        else:
+            target = data
+        if not parts:
+            raise MhsaError(f"--set {dotted}: name a key inside the stage, e.g. {dotted}.epochs=3")
+        for p in parts[:-1]:
+            if not isinstance(target.get(p, {}), dict):
+                raise MhsaError(f"--set {dotted}: '{p}' is not a mapping")
+            target = target.setdefault(p, {})
+        if target is data and parts[0] not in TOP_KEYS:
+            raise MhsaError(f"--set {dotted}: no stage or top-level key '{parts[0]}'"
+                            f"{closest(parts[0], list(stages) + list(TOP_KEYS))}")
+        target[parts[-1]] = value
+
+
+def _line(lines: dict[tuple, int], *path: Any) -> str:
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return f"line {lines[path[:n]]}"
+    return "line ?"
+
+
+def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
+                    out: str | Path | None = None) -> Plan:
+    """Parse and validate a whole recipe before anything runs.
+
+    Raises:
+        MhsaError: malformed YAML, unknown keys (closest valid key named), wrong types,
+            out-of-range values, unknown/later/missing ``from``, a stage that cannot take
+            its input's kind; each with the YAML line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MhsaError(f"recipe {path} not found")
+    data, lines = load_recipe_text(path.read_text(encoding="utf-8"), str(path))
+    data = copy.deepcopy(data)
+    _apply_set(data, overrides or {})
+    src = str(path)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise MhsaError(f"{src}:{_line(lines, key)}: unknown top-level key '{key}'{closest(key, TOP_KEYS)}")
+    name = str(data.get("name") or path.stem)
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise MhsaError(f"{src}:{_line(lines, 'stages')}: 'stages' must be a non-empty list of stages")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise MhsaError(f"{src}:{_line(lines, 'defaults')}: 'defaults' must be a mapping")
+    root = Path(out) if out else Path("results") / name
+    stages: list[Stage] = []
+    for i, raw in enumerate(stages_raw):
+        stages.append(_validate_stage(i, raw, defaults, {s.name: s for s in stages}, root, src, lines))
+    _check_default_keys(defaults, src, lines)
+    resolved = {"name": name, "defaults": defaults,
+                "stages": [{"name": s.name, "type": s.type, **({"inputs": s.inputs} if s.inputs else {}),
+                            **{k: v for k, v in s.settings.items() if k not in RUNNER_KEYS}} for s in stages]}
+    plan = Plan(name, src, root, stages, resolved)
+    _hash_stages(plan)
+    return plan
+
+
+def _check_default_keys(defaults: dict[str, Any], src: str, lines: dict[tuple, int]) -> None:
+    valid = {f.name for t in STAGE_TYPES.values() for f in dataclasses.fields(t.config)} - set(RUNNER_KEYS)
+    for key in defaults:
+        if key not in valid:
+            raise MhsaError(f"{src}:{_line(lines, 'defaults', key)}: unknown key '{key}' in defaults{closest(key, valid)}")
+
+
+def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[str, Stage],
+                    root: Path, src: str, lines: dict[tuple, int]) -> Stage:
+    at = lambda *p: f"{src}:{_line(lines, 'stages', i, *p)}"  # noqa: E731
+    if not isinstance(raw, dict):
+        raise MhsaError(f"{at()}: each stage is a mapping with 'name' and 'type'")
+    name, kind = raw.get("name"), raw.get("type")
+    if not name or not isinstance(name, str) or "/" in name or name.startswith("."):
+        raise MhsaError(f"{at()}: stage {i + 1} needs a 'name' (a plain folder name)")
+    if name in earlier:
+        raise MhsaError(f"{at('name')}: duplicate stage name '{name}'")
+    if kind not in STAGE_TYPES:
+        raise MhsaError(f"{at('type')}: stage '{name}': unknown stage type '{kind}'"
+                        f"{closest(str(kind), STAGE_TYPES)}; choose from: {', '.join(STAGE_TYPES)}")
+    st = STAGE_TYPES[kind]
+    fields = {f.name for f in dataclasses.fields(st.config) if f.metadata.get("recipe", True)}
+    own = {k: v for k, v in raw.items() if k not in STAGE_META_KEYS}
+    for key in own:
+        if key in RUNNER_KEYS:
+            raise MhsaError(f"{at(key)}: stage '{name}': '{key}' is set by the recipe runner "
+                            f"(outputs go to <results>/{name}/)")
+        if key not in fields or key == st.input_field or (kind == "bench" and key == "checkpoints"):
+            raise MhsaError(f"{at(key)}: stage '{name}' ({kind}): unknown key '{key}'"
+                            f"{closest(key, fields | {'from', 'compare'})}")
+    inputs = _stage_inputs(name, kind, raw, st, earlier, at)
+    values = {k: v for k, v in defaults.items() if k in fields and k not in RUNNER_KEYS}
+    values.update(own)
+    values["out"] = str(root / name)
+    values["force"] = True
+    if st.input_field:
+        values[st.input_field] = str(root / inputs[0])
+    if kind == "bench":
+        values["checkpoints"] = [str(root / s) for s in inputs]
+        if "baseline" in own:
+            if own["baseline"] not in inputs:
+                raise MhsaError(f"{at('baseline')}: stage '{name}': baseline '{own['baseline']}' "
+                                f"is not in compare: {', '.join(inputs)}")
+            values["baseline"] = str(root / own["baseline"])
+    try:
+        cfg = C.build_config(st.config, values)
+    except MhsaError as exc:
+        key = str(exc).split("'")[1] if "'" in str(exc) else None
+        raise MhsaError(f"{at(key) if key in own else at()}: stage '{name}' ({kind}): {exc}") from None
+    settings = C.to_dict(cfg)
+    return Stage(name, kind, inputs, settings, cfg, st.output(settings))
+
+
+def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
+                  earlier: dict[str, Stage], at: Callable[..., str]) -> list[str]:
+    """Resolve ``from`` / ``compare`` to earlier stages and check their output kinds."""
+    if kind == "bench":
+        refs = raw.get("compare")
+        if not isinstance(refs, list) or not refs:
+            raise MhsaError(f"{at()}: stage '{name}' (bench): 'compare' must list earlier stages")
+        key = "compare"
+    elif st.input_field:
+        if "from" not in raw:
+            raise MhsaError(f"{at()}: stage '{name}' ({kind}): missing 'from' (the stage whose output it takes)")
+        refs, key = [raw["from"]], "from"
+    else:
+        if "from" in raw:
+            raise MhsaError(f"{at('from')}: stage '{name}' ({kind}) takes no 'from'")
+        return []
+    for ref in refs:
+        if ref == name:
+            raise MhsaError(f"{at(key)}: stage '{name}' refers to itself (cycle)")
+        if ref not in earlier:
+            raise MhsaError(f"{at(key)}: stage '{name}': '{ref}' is not an earlier stage"
+                            f"{closest(str(ref), earlier)} (stages run in order; no forward references)")
+        got = earlier[ref].output_kind
+        if got not in st.accepts:
+            hint = "; prune before quantizing" if kind == "prune" and got == "int8" else ""
+            raise MhsaError(f"{at(key)}: stage '{name}' ({kind}) cannot take '{ref}': it makes "
+                            f"{'a ' + got + ' checkpoint' if got in ('float', 'int8') else got + ' results'}{hint}")
+    return list(refs)
+
+
+def _hash_stages(plan: Plan) -> None:
+    """Stage hash = sha256(type, settings without runner keys, input hashes)."""
+    by_name: dict[str, Stage] = {}
+    for s in plan.stages:
+        payload = {"type": s.type, "settings": {k: v for k, v in s.settings.items() if k not in RUNNER_KEYS},
+                   "inputs": [by_name[i].hash for i in s.inputs]}
+        # input paths are implied by stage names; don't let the results root change hashes
+        for k in ("checkpoint", "teacher", "checkpoints", "baseline"):
+            payload["settings"].pop(k, None)
+        s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        by_name[s.name] = s
+
+
+# ------------------------------------------------------------------ running
+
+def stage_done(stage: Stage, root: Path) -> bool:
+    """True when ``root/stage`` holds a finished run with the same hash."""
+    marker = root / stage.name / STAGE_FILE
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("hash") == stage.hash
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _check_results_folder(plan: Plan, force: bool) -> None:
+    marker = plan.out / RECIPE_FILE
+    if plan.out.exists() and not plan.out.is_dir():
+        raise MhsaError(f"results path {plan.out} is a file, not a folder")
+    if marker.is_file():
+        try:
+            other = json.loads(marker.read_text(encoding="utf-8")).get("name")
+        except json.JSONDecodeError:
+            other = None
+        if other != plan.name and not force:
+            raise MhsaError(f"{plan.out} holds results of recipe '{other}', not '{plan.name}'; "
+                            "pass --force or choose another --out")
+    elif plan.out.is_dir() and any(plan.out.iterdir()) and not force:
+        raise MhsaError(f"{plan.out} exists and was not made by a recipe; pass --force or choose another --out")
+
+
+def mark_plan(plan: Plan) -> None:
+    """Set each stage's status: skip if done and no input reruns, else run."""
+    rerun: set[str] = set()
+    for s in plan.stages:
+        if stage_done(s, plan.out) and not (set(s.inputs) & rerun):
+            s.status = "skip"
+        else:
+            s.status = "run"
+            rerun.add(s.name)
+
+
+class _TeeProgress(Progress):
+    """Forwards to the user's progress and appends log lines to the run log."""
+
+    def __init__(self, inner: Progress, log_path: Path):
+        self.inner, self.log_path = inner, log_path
+
+    def task(self, description: str, total: int | None = None):
+        return self.inner.task(description, total)
+
+    def log(self, message: str) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        self.inner.log(message)
+
+
+@dataclass
+class RecipeResult:
+    """What :func:`run_recipe` returns: the plan with statuses, and the final bench."""
+
+    plan: Plan
+    dry_run: bool
+    bench: Any = None
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
+    """Validate the recipe, then run its stages in order, skipping unchanged ones.
+
+    Raises:
+        MhsaError: any validation error (nothing runs), or a stage's own bad input.
+    """
+    plan = validate_recipe(cfg.recipe, cfg.set, cfg.out)
+    _check_results_folder(plan, cfg.force)
+    mark_plan(plan)
+    if cfg.dry_run:
+        return RecipeResult(plan, True)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
+    write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
+    tee = _TeeProgress(progress, plan.out / "run.log")
+    start, bench = time.perf_counter(), None
+    for i, s in enumerate(plan.stages, 1):
+        head = f"[{i}/{len(plan.stages)}] {s.name} ({s.type}{' from ' + ', '.join(s.inputs) if s.inputs else ''})"
+        if s.status == "skip":
+            tee.log(f"{head}: up to date, skipped")
+            s.result = _load_result(s, plan.out)
+            continue
+        tee.log(f"{head}: running")
+        t0 = time.perf_counter()
+        s.result = _run_stage(s, tee)
+        s.seconds = time.perf_counter() - t0
+        write_json(plan.out / s.name / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash,
+                                                     "inputs": s.inputs, "settings": s.settings,
+                                                     "seconds": s.seconds})
+        tee.log(f"{head}: done in {s.seconds:.1f}s")
+    files = _publish_final_bench(plan)
+    last_bench = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
+    bench = last_bench.result if last_bench else None
+    return RecipeResult(plan, False, bench, time.perf_counter() - start, files)
+
+
+def _run_stage(stage: Stage, progress: Progress) -> Any:
+    from .cli import _resolve  # "module:function" -> callable
+
+    return _resolve(STAGE_TYPES[stage.type].run)(stage.config, progress=progress)
+
+
+def _load_result(stage: Stage, root: Path) -> Any:
+    """A skipped bench stage's result, re-read from its bench.json (None otherwise)."""
+    if stage.type != "bench":
+        return None
+    path = root / stage.name / "bench.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")
+
+
+def _publish_final_bench(plan: Plan) -> list[str]:
+    """Copy the last bench stage's files to the results root (the run's report)."""
+    last = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
+    if last is None:
+        return []
+    copied = []
+    for name in BENCH_FILES:
+        src = plan.out / last.name / name
+        if src.is_file():
+            write_atomic(plan.out / name, src.read_bytes())
+            copied.append(str(plan.out / name))
+    return copied
+
+
+def clean_stage(root: Path, name: str) -> None:
+    """Remove a stage folder (used by tests and by a user wanting a clean rerun)."""
+    shutil.rmtree(root / name, ignore_errors=True)

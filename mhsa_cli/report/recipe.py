@@ -1,0 +1,36 @@
+"""Render ``mhsa run``: the plan (dry run) or the stages run, then the final bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+
+from . import table
+
+STATUS = {"run": "[yellow]will run[/]", "skip": "[green]up to date[/]"}
+
+
+def render_recipe(result: Any, console: Console) -> None:
+    """Stage table (status, time, output) and the final comparison table."""
+    plan = result.plan
+    rows = []
+    for s in plan.stages:
+        status = STATUS[s.status] if result.dry_run else ("ran" if s.status == "run" else "skipped (up to date)")
+        rows.append((s.name, s.type, ", ".join(s.inputs) or "–", status,
+                     f"{s.seconds:.1f}s" if s.seconds else "–", str(plan.out / s.name)))
+    title = f"Recipe '{plan.name}' ({plan.source})" + (" — dry run, nothing ran" if result.dry_run else "")
+    console.print(table(title, ["stage", "type", "from", "status", "time", "output"], rows))
+    if result.dry_run:
+        return
+    bench_md = plan.out / "bench.md"
+    if result.bench is not None and not isinstance(result.bench, dict):
+        from .bench import render_bench
+
+        render_bench(result.bench, console)
+    elif bench_md.is_file():
+        console.print(Markdown(bench_md.read_text(encoding="utf-8")))
+    console.print(f"results in {plan.out}/ ({result.seconds:.1f}s): "
+                  + ", ".join(Path(f).name for f in result.files) if result.files else f"results in {plan.out}/")

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny tasks and checkpoints (2 layers, d=32, a few hundred samples)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+TINY_TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
+
+
+def tiny_train_config(out, **overrides):
+    from mhsa_cli.config import TrainConfig, build_config
+
+    values = {"out": str(out), "epochs": 2, "d_model": 32, "heads": 4, "d_ff": 64,
+              "task_options": dict(TINY_TASK), "device": "cpu"}
+    values.update(overrides)
+    return build_config(TrainConfig, values)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A trained float checkpoint on a tiny `order` task (shared, read-only)."""
+    from mhsa_cli.train import train
+
+    out = tmp_path_factory.mktemp("ckpt") / "baseline"
+    train(tiny_train_config(out))
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="no CUDA GPU present")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)

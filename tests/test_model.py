@@ -1,0 +1,137 @@
+"""model.py: shapes, padding masks, zero-head layers, gates, attention probabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mhsa_cli.errors import MhsaError
+from mhsa_cli.model import ModelConfig, attention_flops, build_model, count_parameters, make_config
+
+
+def token_config(**kw):
+    base = dict(input_kind="tokens", max_len=12, num_classes=5, vocab_size=20, d_model=32,
+                heads=[4, 2], head_dim=8, d_ff=48)
+    base.update(kw)
+    return ModelConfig(**base).validate()
+
+
+def test_shapes_tokens_and_features():
+    m = build_model(token_config(), seed=0).eval()
+    x = torch.randint(1, 20, (3, 12))
+    assert m(x).shape == (3, 5)
+    assert m.blocks[0].attn.q.weight.shape == (32, 32) and m.blocks[1].attn.q.weight.shape == (16, 32)
+    assert m.blocks[1].attn.o.weight.shape == (32, 16)
+    f = build_model(ModelConfig("features", 16, 10, feature_dim=4, d_model=32, heads=[4], head_dim=8), seed=0)
+    assert f(torch.rand(2, 16, 4)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_does_not_change_logits(pooling):
+    m = build_model(token_config(pooling=pooling), seed=0).eval()
+    x = torch.randint(1, 20, (2, 6))
+    padded = torch.cat([x, torch.zeros(2, 6, dtype=torch.long)], dim=1)  # (2, 12)
+    torch.testing.assert_close(m(x), m(padded), atol=1e-5, rtol=1e-5)
+    # without the mask the padding would leak in: the logits must differ from a model
+    # that sees the pad tokens as content (different token id, same positions)
+    assert not torch.allclose(m(padded), m(torch.cat([x, torch.full((2, 6), 5)], dim=1)))
+
+
+def test_zero_head_layer_is_valid_and_adds_only_bias():
+    m = build_model(token_config(heads=[0, 2]), seed=0).eval()
+    attn = m.blocks[0].attn
+    assert not hasattr(attn, "q") and attn.o_bias.shape == (32,)
+    x = torch.randn(2, 5, 32)
+    out, probs = attn(x)
+    assert probs is None
+    torch.testing.assert_close(out, attn.o_bias.expand(2, 5, 32))
+    assert m(torch.randint(1, 20, (2, 12))).shape == (2, 5)
+    assert m.heads == [0, 2]
+
+
+def test_attention_probabilities_path_equals_fast_path():
+    m = build_model(token_config(), seed=1).eval()
+    x = torch.randint(0, 20, (4, 12))
+    x[:, 0] = 3  # at least one real token
+    out = m(x, features=True, output_attentions=True)
+    torch.testing.assert_close(out.logits, m(x), atol=1e-5, rtol=1e-5)
+    p = out.attentions[0]
+    assert p.shape == (4, 4, 13, 13)  # CLS + 12 tokens
+    torch.testing.assert_close(p.sum(-1), torch.ones(4, 4, 13))
+    pad_keys = torch.cat([torch.zeros(4, 1, dtype=torch.bool), x == 0], dim=1)  # (B, T)
+    assert torch.all(p.masked_select(pad_keys[:, None, None, :].expand_as(p)) == 0)
+    assert len(out.hidden_states) == 3
+
+
+def test_gates_of_one_change_nothing_and_zero_gates_matter():
+    m = build_model(token_config(), seed=2).eval()
+    x = torch.randint(1, 20, (3, 12))
+    ones = [torch.ones(4), torch.ones(2)]
+    torch.testing.assert_close(m(x, features=True, head_gates=ones).logits, m(x), atol=1e-6, rtol=1e-6)
+    zeros = [torch.zeros(4), torch.ones(2)]
+    assert not torch.allclose(m(x, features=True, head_gates=zeros).logits, m(x))
+
+
+def test_same_seed_same_weights_and_different_seed_differs():
+    a, b, c = (build_model(token_config(), seed=s) for s in (0, 0, 1))
+    for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    assert not torch.equal(a.blocks[0].attn.q.weight, c.blocks[0].attn.q.weight)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(layers=0), "layers must be >= 1"),
+    (dict(heads=3), "divisible"),
+    (dict(heads=0), "divisible"),
+])
+def test_make_config_rejects_bad_shapes(kw, msg):
+    args = dict(layers=2, d_model=32, heads=4)
+    args.update(kw)
+    with pytest.raises(MhsaError, match=msg):
+        make_config("tokens", 12, 5, 20, 0, args["layers"], args["d_model"], args["heads"], 48, 0.0, "cls")
+
+
+def test_flops_and_params_shrink_with_heads():
+    full, pruned = token_config(heads=[4, 4]), token_config(heads=[2, 0])
+    assert attention_flops(pruned) < attention_flops(full)
+    assert count_parameters(build_model(pruned)) < count_parameters(build_model(full))
+
+
+def test_too_long_input_is_a_clear_error():
+    m = build_model(token_config(), seed=0)
+    with pytest.raises(MhsaError, match="exceeds the model's max_len"):
+        m(torch.ones(1, 20, dtype=torch.long))
+
+
+class BagOfEmbeddings(nn.Module):
+    """The attention-free control: mean-pooled token + position embeddings and an MLP."""
+
+    def __init__(self, vocab: int, max_len: int, classes: int, d: int = 64):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d, padding_idx=0), nn.Parameter(torch.randn(1, max_len, d) * 0.02)
+        self.mlp = nn.Sequential(nn.Linear(d, 128), nn.GELU(), nn.Linear(128, classes))
+
+    def forward(self, x):
+        mask = (x != 0).unsqueeze(-1).float()  # (B, T, 1)
+        h = (self.tok(x) + self.pos) * mask
+        return self.mlp(h.sum(1) / mask.sum(1))
+
+
+@pytest.mark.slow
+def test_order_task_needs_attention():
+    """The quickstart task: attention model far above an attention-free model of similar size."""
+    from mhsa_cli.tasks import load_task
+    from mhsa_cli.train import LoopConfig, evaluate, fit
+
+    data = load_task("order", seed=0, n_val=300, n_test=500)
+    loop = LoopConfig(epochs=5, batch_size=64, lr=3e-3)
+    bag = BagOfEmbeddings(data.vocab_size, data.max_len, data.num_classes)
+    torch.manual_seed(0)
+    fit(bag, data, loop)
+    cfg = make_config("tokens", data.max_len, data.num_classes, data.vocab_size, 0, 2, 64, 4, 128, 0.0, "cls")
+    attn = build_model(cfg, seed=0)
+    fit(attn, data, loop)
+    bag_acc, attn_acc = evaluate(bag, data.test), evaluate(attn, data.test)
+    assert bag_acc < 0.35, bag_acc  # chance is 1/6
+    assert attn_acc > bag_acc + 0.4, (attn_acc, bag_acc)

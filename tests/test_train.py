@@ -1,0 +1,80 @@
+"""train.py: determinism, validation-based selection, the test split untouched, every flag matters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mhsa_cli.checkpoint import load_checkpoint, load_model
+from mhsa_cli.model import build_model, make_config
+from mhsa_cli.tasks import Split, load_task
+from mhsa_cli.train import LoopConfig, evaluate, fit, lr_lambda, train
+
+from .conftest import TINY_TASK, tiny_train_config
+
+
+def weights(path):
+    return load_checkpoint(path).tensors
+
+
+def test_same_seed_same_weights_different_seed_differs(tmp_path):
+    train(tiny_train_config(tmp_path / "a", epochs=1))
+    train(tiny_train_config(tmp_path / "b", epochs=1))
+    train(tiny_train_config(tmp_path / "c", epochs=1, seed=1))
+    a, b, c = weights(tmp_path / "a"), weights(tmp_path / "b"), weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_metrics_match_a_fresh_evaluation(tiny_ckpt):
+    ckpt = load_checkpoint(tiny_ckpt)
+    data = load_task("order", seed=0, **TINY_TASK)
+    model = load_model(ckpt)
+    assert evaluate(model, data.val) == ckpt.meta["metrics"]["val_acc"]
+    assert evaluate(model, data.test) == ckpt.meta["metrics"]["test_acc"]
+    hist = ckpt.meta["extra"]["history"]
+    best = max(hist, key=lambda h: h["val_acc"])
+    assert ckpt.meta["metrics"]["best_epoch"] == best["epoch"]
+
+
+def tiny_setup():
+    data = load_task("order", seed=0, **TINY_TASK)
+    cfg = make_config("tokens", data.max_len, data.num_classes, data.vocab_size, 0, 1, 16, 2, 32, 0.0, "cls")
+    return data, cfg
+
+
+def test_fit_never_touches_the_test_split():
+    data, cfg = tiny_setup()
+    # ids far outside the vocabulary: any forward pass on them would raise
+    data.test = Split(torch.full_like(data.test.x, 10_000), data.test.y)
+    fit(build_model(cfg, seed=0), data, LoopConfig(epochs=2, patience=1))
+
+
+def test_early_stopping_and_best_weights_kept():
+    data, cfg = tiny_setup()
+    model = build_model(cfg, seed=0)
+    res = fit(model, data, LoopConfig(epochs=6, lr=1e-12, patience=2, warmup=0))
+    assert len(res.history) == 3  # epoch 1 is best, two stale epochs, stop
+    assert res.best_epoch == 1
+
+
+def test_warmup_then_cosine_schedule():
+    f = lr_lambda(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5, abs=0.02) and f(99) < 0.01
+    assert lr_lambda(100, 0.0)(0) == 1.0
+
+
+@pytest.mark.parametrize("change", [
+    {"lr": 1e-3}, {"warmup": 0.5}, {"weight_decay": 0.3}, {"grad_clip": 0.01}, {"label_smoothing": 0.2},
+    {"dropout": 0.3}, {"pooling": "mean"}, {"batch_size": 32}, {"seed": 3}, {"d_ff": 48}, {"layers": 1},
+])
+def test_every_training_flag_changes_the_result(tmp_path, change):
+    base = tiny_train_config(tmp_path / "base", epochs=1, d_model=16, heads=2)
+    train(base)
+    cfg = dataclasses.replace(base, out=str(tmp_path / "changed"), **change)
+    train(cfg)
+    a, b = weights(tmp_path / "base"), weights(tmp_path / "changed")
+    assert set(a) != set(b) or any(a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a)
