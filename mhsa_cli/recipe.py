@@ -156,13 +156,13 @@ def _apply_set(data: dict[str, Any], overrides: dict[str, Any]) -> None:
             target = data
         if not parts:
             raise MhsaError(f"--set {dotted}: name a key inside the stage, e.g. {dotted}.epochs=3")
+        if target is data and parts[0] not in TOP_KEYS:
+            raise MhsaError(f"--set {dotted}: no stage or top-level key '{parts[0]}'"
+                            f"{closest(parts[0], list(stages) + list(TOP_KEYS))}")
         for p in parts[:-1]:
             if not isinstance(target.get(p, {}), dict):
                 raise MhsaError(f"--set {dotted}: '{p}' is not a mapping")
             target = target.setdefault(p, {})
-        if target is data and parts[0] not in TOP_KEYS:
-            raise MhsaError(f"--set {dotted}: no stage or top-level key '{parts[0]}'"
-                            f"{closest(parts[0], list(stages) + list(TOP_KEYS))}")
         target[parts[-1]] = value
 
 
@@ -191,14 +191,14 @@ def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     src = str(path)
     for key in data:
         if key not in TOP_KEYS:
-            raise MhsaError(f"{src}:{_line(lines, key)}: unknown top-level key '{key}'{closest(key, TOP_KEYS)}")
+            raise MhsaError(f"{src}, {_line(lines, key)}: unknown top-level key '{key}'{closest(key, TOP_KEYS)}")
     name = str(data.get("name") or path.stem)
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
-        raise MhsaError(f"{src}:{_line(lines, 'stages')}: 'stages' must be a non-empty list of stages")
+        raise MhsaError(f"{src}, {_line(lines, 'stages')}: 'stages' must be a non-empty list of stages")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise MhsaError(f"{src}:{_line(lines, 'defaults')}: 'defaults' must be a mapping")
+        raise MhsaError(f"{src}, {_line(lines, 'defaults')}: 'defaults' must be a mapping")
     root = Path(out) if out else Path("results") / name
     stages: list[Stage] = []
     for i, raw in enumerate(stages_raw):
@@ -216,12 +216,12 @@ def _check_default_keys(defaults: dict[str, Any], src: str, lines: dict[tuple, i
     valid = {f.name for t in STAGE_TYPES.values() for f in dataclasses.fields(t.config)} - set(RUNNER_KEYS)
     for key in defaults:
         if key not in valid:
-            raise MhsaError(f"{src}:{_line(lines, 'defaults', key)}: unknown key '{key}' in defaults{closest(key, valid)}")
+            raise MhsaError(f"{src}, {_line(lines, 'defaults', key)}: unknown key '{key}' in defaults{closest(key, valid)}")
 
 
 def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[str, Stage],
                     root: Path, src: str, lines: dict[tuple, int]) -> Stage:
-    at = lambda *p: f"{src}:{_line(lines, 'stages', i, *p)}"  # noqa: E731
+    at = lambda *p: f"{src}, {_line(lines, 'stages', i, *p)}"  # noqa: E731
     if not isinstance(raw, dict):
         raise MhsaError(f"{at()}: each stage is a mapping with 'name' and 'type'")
     name, kind = raw.get("name"), raw.get("type")
@@ -261,6 +261,9 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
     except MhsaError as exc:
         key = str(exc).split("'")[1] if "'" in str(exc) else None
         raise MhsaError(f"{at(key) if key in own else at()}: stage '{name}' ({kind}): {exc}") from None
+    if kind == "train" and cfg.task_kwargs().get("path") and not Path(cfg.task_kwargs()["path"]).is_file():
+        raise MhsaError(f"{at('data')}: stage '{name}': data file {cfg.task_kwargs()['path']} not found "
+                        f"(give it with --set {name}.data=FILE)")
     settings = C.to_dict(cfg)
     return Stage(name, kind, inputs, settings, cfg, st.output(settings))
 

@@ -20,8 +20,9 @@ def render_recipe(result: Any, console: Console) -> None:
     for s in plan.stages:
         status = STATUS[s.status] if result.dry_run else ("ran" if s.status == "run" else "skipped (up to date)")
         rows.append((s.name, s.type, ", ".join(s.inputs) or "–", status,
-                     f"{s.seconds:.1f}s" if s.seconds else "–", str(plan.out / s.name)))
-    title = f"Recipe '{plan.name}' ({plan.source})" + (" — dry run, nothing ran" if result.dry_run else "")
+                     f"{s.seconds:.1f}s" if s.seconds else "–", f"{s.name}/"))
+    title = (f"Recipe '{plan.name}' ({plan.source}) → {plan.out}/"
+             + (" — dry run, nothing ran" if result.dry_run else ""))
     console.print(table(title, ["stage", "type", "from", "status", "time", "output"], rows))
     if result.dry_run:
         return
