@@ -217,7 +217,7 @@ class TrainConfig:
     d_ff: int = opt(128, "feed-forward hidden size", min=1)
     dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0, max_open=True)
     pooling: str = opt("cls", "pooling: cls token or mean over tokens", choices=("cls", "mean"))
-    epochs: int = opt(12, "training epochs", min=1)
+    epochs: Optional[int] = opt(None, "training epochs (default: the task's: 12, digits 40)", min=1)
     batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
                           "processes: must be divisible by their number)", min=1)
     lr: float = opt(3e-3, "peak learning rate (AdamW)", min=0.0, min_open=True)
@@ -244,6 +244,10 @@ class TrainConfig:
             self.task = "text" if self.task == "order" else self.task
             if self.task != "text":
                 raise MhsaError(f"--data is for the text task, not '{self.task}'")
+        if self.epochs is None:  # resolved here so every output records the real number
+            from .tasks import TASKS
+
+            self.epochs = int(TASKS[self.task].train_defaults.get("epochs", 12)) if self.task in TASKS else 12
         if self.d_model % self.heads:
             raise MhsaError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
 
@@ -289,11 +293,12 @@ class PruneConfig:
     normalize: bool = opt(True, "gradient/taylor: normalise scores per layer (L2), as Michel et al.")
     importance_batches: int = opt(0, "validation batches used for importance (0 = all)", min=0)
     finetune_epochs: int = opt(0, "fine-tune epochs after pruning (same training loop)", min=0)
-    iterative: int = opt(1, "prune in this many steps, fine-tuning between them", min=1)
+    iterative: int = opt(1, "prune in this many steps, re-scoring heads (and fine-tuning, with "
+                         "--finetune-epochs) after each", min=1)
     sweep: Optional[list[float]] = opt(None, "sensitivity sweep: ratios, e.g. 0,0.25,0.5,0.75,0.9 "
                                        "(test accuracy without fine-tuning)", min=0.0, max=1.0, max_open=True)
     random_seeds: int = opt(3, "sweep: seeds for the random method (mean and spread)", min=1)
-    batch_size: int = opt(64, "fine-tuning batch size", min=1)
+    batch_size: int = opt(64, "batch size of importance scoring and fine-tuning", min=1)
     lr: float = opt(1e-3, "fine-tuning peak learning rate", min=0.0, min_open=True)
     warmup: float = opt(0.05, "fine-tuning warm-up fraction", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "fine-tuning weight decay", min=0.0)
@@ -324,17 +329,18 @@ class DistillConfig:
     """``mhsa distill``: train a smaller student from a teacher checkpoint."""
 
     teacher: str = opt("", "teacher checkpoint folder")
-    shrink: Optional[str] = opt(None, "student preset: half (half layers and width) or quarter",
+    shrink: Optional[str] = opt(None, "student preset: half (half layers and width) or quarter (half layers, "
+                                "quarter width); default half when no shape option is given",
                                 choices=("half", "quarter"))
     layers: Optional[int] = opt(None, "student layers (default: from --shrink, else teacher's)", min=1)
-    d_model: Optional[int] = opt(None, "student width", min=1)
-    heads: Optional[int] = opt(None, "student heads per layer", min=1)
-    d_ff: Optional[int] = opt(None, "student feed-forward size", min=1)
+    d_model: Optional[int] = opt(None, "student width (default: from --shrink, else teacher's)", min=1)
+    heads: Optional[int] = opt(None, "student heads per layer (default: keep the teacher's head_dim)", min=1)
+    d_ff: Optional[int] = opt(None, "student feed-forward size (default: from --shrink, else teacher's)", min=1)
     alpha: float = opt(0.5, "weight of the KD term: (1-alpha)*CE + alpha*T^2*KL", min=0.0, max=1.0)
     temperature: float = opt(2.0, "softmax temperature T (> 0)", min=0.0, min_open=True)
     hidden_weight: float = opt(0.0, "weight of hidden-state MSE (0 = off)", min=0.0)
-    hidden_layers: Optional[list[str]] = opt(None, "student:teacher layer pairs for hidden loss, e.g. 1:2 "
-                                             "(default: last student block to last teacher block)")
+    hidden_layers: Optional[list[str]] = opt(None, "student:teacher layer pairs for the hidden (and attention) "
+                                             "losses, e.g. 1:2; 0 = embeddings (default: last block to last block)")
     attn_weight: float = opt(0.0, "weight of attention KL, head-averaged maps (0 = off)", min=0.0)
     init_from_teacher: bool = opt(False, "initialise student blocks from every k-th teacher block")
     compare_scratch: bool = opt(False, "also train the same student without the teacher")

@@ -75,6 +75,8 @@ class TaskInfo:
     build: Callable[..., TaskData]
     needs: str = ""  # optional extra needed, e.g. "scikit-learn"
     options: dict[str, str] = field(default_factory=dict)  # option -> help
+    # Training defaults that differ from TrainConfig's (e.g. more epochs for small data).
+    train_defaults: dict[str, Any] = field(default_factory=dict)
     # Rebuild from a stored spec; default: build(seed, **options in spec).
     from_spec: Callable[[dict[str, Any]], TaskData] | None = None
 

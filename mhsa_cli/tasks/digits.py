@@ -170,6 +170,7 @@ register(TaskInfo(
     input_kind="features",
     build=build,
     needs="scikit-learn",
+    train_defaults={"epochs": 40},  # 1,168 training images: 12 epochs reach ~90 %, 40 reach ~97 %
     options={
         "patch": "patch side 1, 2 or 4: 64, 16 or 4 tokens of 1, 4 or 16 pixels (default 2)",
         "val_fraction": "validation share of the 1797 images, stratified (default 0.15)",
