@@ -158,7 +158,7 @@ def ckpts(tmp_path_factory):
 def fake_int8(root: Path, monkeypatch) -> Path:
     """An int8 checkpoint rebuilt by a stand-in ``mhsa_cli.quantize`` (torch dynamic quantization).
 
-    Independent of the real quantize.py, so bench's int8 handling is always tested.
+    Independent of the real mhsa_cli.quantize, so bench's int8 handling is always tested.
     """
     out = root / "int8-fake"
     if not out.exists():
@@ -324,7 +324,7 @@ def test_timing_input_seed_and_seq_len(ckpts):
 
 
 def test_every_timing_flag_reaches_the_timer(ckpts, monkeypatch):
-    from mhsa_cli import bench as bench_mod
+    from mhsa_cli.bench import command as bench_command
 
     seen = []
 
@@ -332,7 +332,7 @@ def test_every_timing_flag_reaches_the_timer(ckpts, monkeypatch):
         seen.append((str(device), min_time, min_repeats, warmup, {n: tuple(x.shape) for n, (_, x) in models.items()}))
         return {n: summarize([1.0], int(x.shape[0])) for n, (_, x) in models.items()}
 
-    monkeypatch.setattr(bench_mod, "measure_interleaved", fake_measure)
+    monkeypatch.setattr(bench_command, "measure_interleaved", fake_measure)
     result = bench(bench_cfg([ckpts / "base", ckpts / "base", ckpts / "pruned"], min_time=0.25, min_repeats=7,
                              warmup=2, batch_sizes=[3, 3, 5], seq_len=10))
     assert [r.name for r in result.rows] == ["base", "pruned"]  # a repeated checkpoint is benched once
@@ -355,12 +355,12 @@ def test_int8_float_pruned_in_one_bench(ckpts, monkeypatch):
 
 
 def test_weight_bytes_and_params_of_dynamic_quantized_model():
-    from mhsa_cli import bench as bench_mod
+    from mhsa_cli.bench import sizes
 
     model = nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32))
     q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     assert count_weights(q) == count_weights(model) == 64 * 32 + 32 + 2 * 32
-    own = bench_mod._own_weight_bytes(q)
+    own = sizes._own_weight_bytes(q)
     assert own == 64 * 32 * 1 + 16 + 32 * 4 + 2 * 32 * 4  # int8 values + scale/zero point + float bias + LN
     assert weight_bytes(model) == (64 * 32 + 32 + 64) * 4
 

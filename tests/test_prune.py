@@ -23,6 +23,8 @@ from mhsa_cli.cli import app
 from mhsa_cli.config import PruneConfig, TrainConfig, build_config
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import Attention, attention_flops, count_parameters
+from mhsa_cli.prune import command as prune_command
+from mhsa_cli.prune import surgery
 from mhsa_cli.report.prune import heatmap_png, heatmap_table, render_prune
 from mhsa_cli.tasks import Split, task_from_spec
 from mhsa_cli.train import train
@@ -118,7 +120,7 @@ def test_remove_heads_rejects_bad_indices(model):
 
 
 def test_remove_heads_raises_if_pruned_model_differs(model, monkeypatch):
-    real = P._slice_attention
+    real = surgery._slice_attention
 
     def broken(attn, keep):
         new = real(attn, keep)
@@ -126,7 +128,7 @@ def test_remove_heads_raises_if_pruned_model_differs(model, monkeypatch):
             new.v.weight[0].add_(1e-2)  # one value row off by a little
         return new
 
-    monkeypatch.setattr(P, "_slice_attention", broken)
+    monkeypatch.setattr(surgery, "_slice_attention", broken)
     with pytest.raises(RuntimeError, match="logit gap"):
         P.remove_heads(model, {0: [1]})
 
@@ -245,9 +247,9 @@ def test_importance_reads_only_the_validation_split(model, data):
 def test_prune_command_never_uses_test_split_for_importance(baseline, data, tmp_path, monkeypatch):
     """Same checkpoint, test split replaced by garbage: identical scores and heads removed."""
     garbage = Split(torch.randint(0, 16, data.test.x.shape), torch.randint(0, 6, data.test.y.shape))
-    monkeypatch.setattr(P, "task_from_spec", lambda spec: dataclasses.replace(data, test=garbage))
+    monkeypatch.setattr(prune_command, "task_from_spec", lambda spec: dataclasses.replace(data, test=garbage))
     bad = P.prune(cfg(baseline, tmp_path / "bad", method=["taylor"], importance_batches=1))
-    monkeypatch.setattr(P, "task_from_spec", lambda spec: data)
+    monkeypatch.setattr(prune_command, "task_from_spec", lambda spec: data)
     good = P.prune(cfg(baseline, tmp_path / "good", method=["taylor"], importance_batches=1))
     assert bad.scores == good.scores and bad.removed == good.removed
     assert bad.before.test_acc != good.before.test_acc  # the garbage really was the test split
@@ -367,14 +369,14 @@ def test_finetune_and_iterative(baseline, tmp_path):
 
 def test_threads_flag(baseline, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(P, "set_threads", seen.append)
+    monkeypatch.setattr(prune_command, "set_threads", seen.append)
     P.prune(cfg(baseline, tmp_path / "t", method=["magnitude"], threads=3))
     assert seen == [3]
 
 
 def test_finetune_settings_reach_the_training_loop(baseline, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(P, "fit", lambda model, data, loop, *a, **k: seen.append(loop) or
+    monkeypatch.setattr(prune_command, "fit", lambda model, data, loop, *a, **k: seen.append(loop) or
                         type("F", (), {"best_epoch": 1, "seconds": 0.0, "history": []})())
     P.prune(cfg(baseline, tmp_path / "f", finetune_epochs=3, iterative=2, lr=5e-4, warmup=0.2,
                 weight_decay=0.1, batch_size=32, seed=7))

@@ -1,4 +1,4 @@
-"""quantize.py: every Linear int8, bounded error, exact save -> load without pickle,
+"""mhsa_cli.quantize: every Linear int8, bounded error, exact save -> load without pickle,
 engines, pruned models, sizes, and the ``mhsa quantize`` command's bad inputs."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mhsa_cli.cli import app
 from mhsa_cli.config import QuantizeConfig, TrainConfig, build_config
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import ModelConfig, build_model
+from mhsa_cli.quantize import engines
 from mhsa_cli.tasks import load_task
 
 TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
@@ -159,26 +160,26 @@ def test_engine_recorded(int8, int8_pc):
 
 
 def test_auto_engine_rule(monkeypatch):
-    monkeypatch.setattr(Q, "cpu_family", lambda: "x86")
+    monkeypatch.setattr(engines, "cpu_family", lambda: "x86")
     for supported, expected in ((["qnnpack", "onednn", "x86", "fbgemm"], "x86"),
                                 (["qnnpack", "fbgemm"], "fbgemm"), (["qnnpack"], "qnnpack")):
-        monkeypatch.setattr(Q, "supported_engines", lambda s=supported: s)
+        monkeypatch.setattr(engines, "supported_engines", lambda s=supported: s)
         assert Q.resolve_engine("auto") == expected
-    monkeypatch.setattr(Q, "cpu_family", lambda: "arm")
-    monkeypatch.setattr(Q, "supported_engines", lambda: ["onednn", "qnnpack"])
+    monkeypatch.setattr(engines, "cpu_family", lambda: "arm")
+    monkeypatch.setattr(engines, "supported_engines", lambda: ["onednn", "qnnpack"])
     assert Q.resolve_engine("auto") == "qnnpack"
 
 
 def test_unknown_and_unsupported_engine(monkeypatch):
     with pytest.raises(MhsaError, match="unknown quantized engine 'fbgem'.*did you mean 'fbgemm'"):
         Q.resolve_engine("fbgem")
-    monkeypatch.setattr(Q, "supported_engines", lambda: ["x86", "fbgemm"])
+    monkeypatch.setattr(engines, "supported_engines", lambda: ["x86", "fbgemm"])
     with pytest.raises(MhsaError, match="'qnnpack' is not supported on this machine"):
         Q.resolve_engine("qnnpack")
 
 
 def test_recorded_engine_missing_here_falls_back_to_auto(int8, monkeypatch):
-    monkeypatch.setattr(Q, "supported_engines", lambda: ["onednn"])
+    monkeypatch.setattr(engines, "supported_engines", lambda: ["onednn"])
     q = load_model(Path(int8.out))  # recorded: x86; int8 values are engine-independent
     assert q.quantization["engine"] == "onednn"
     monkeypatch.undo()
@@ -354,7 +355,7 @@ def test_cli_unknown_engine(base, tmp_path):
 
 
 def test_cli_unsupported_engine(base, tmp_path, monkeypatch):
-    monkeypatch.setattr(Q, "supported_engines", lambda: ["x86", "fbgemm"])
+    monkeypatch.setattr(engines, "supported_engines", lambda: ["x86", "fbgemm"])
     out = tmp_path / "q"
     assert_one_line_error(cli(base, "--out", out, "--engine", "qnnpack"), "not supported on this machine")
     assert_nothing_written(out)

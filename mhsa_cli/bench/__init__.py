@@ -1,0 +1,24 @@
+"""Measurement only: accuracy, size, latency and memory of checkpoints.
+
+* :mod:`.timer` -- where latency is measured: :func:`measure_latency`,
+  :func:`measure_interleaved` (round-robin), :class:`LatencyStats`.
+* :mod:`.sizes` -- weight bytes in memory, weight counts, CUDA peak memory.
+* :mod:`.command` -- :func:`bench` (``mhsa bench``), its :class:`BenchResult`
+  / :class:`BenchRow`, and the timing batch (:func:`timing_input`).
+
+Everything public is importable from here (``from mhsa_cli.bench import X``).
+"""
+
+from __future__ import annotations
+
+from .command import (CPU_ONLY, KIND_BY_OPERATION, BenchResult, BenchRow, Key, Ratios, bench,
+                      timing_input)
+from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
+from .timer import (CpuClock, CudaClock, LatencyStats, make_clock, measure_interleaved, measure_latency,
+                    percentile, summarize)
+
+__all__ = [
+    "CPU_ONLY", "KIND_BY_OPERATION", "BenchResult", "BenchRow", "CpuClock", "CudaClock", "Key",
+    "LatencyStats", "Ratios", "bench", "count_weights", "cuda_peak_memory_bytes", "make_clock",
+    "measure_interleaved", "measure_latency", "percentile", "summarize", "timing_input", "weight_bytes",
+]

@@ -1,0 +1,322 @@
+"""``mhsa bench``: accuracy, size and latency of checkpoints side by side.
+
+:func:`bench` loads the checkpoints (all of one task), measures accuracy on
+the test split, sizes (:mod:`.sizes`) and latency on one real-shaped
+validation batch per (device, batch size) (:func:`timing_input`, timed by
+:mod:`.timer`), and the ratios against a baseline. It returns a
+:class:`BenchResult` of :class:`BenchRow` rows; :mod:`mhsa_cli.report.bench`
+renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import MhsaError
+from ..progress import NULL, Progress
+from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
+from .timer import LatencyStats, measure_interleaved
+
+
+# --------------------------------------------------------------------------- bench
+
+Key = tuple[str, int]  # (device, batch size)
+CPU_ONLY = "CPU-only"
+# lineage operation -> the kind shown in tables
+KIND_BY_OPERATION = {"train": "float", "prune": "pruned", "quantize": "int8", "distill": "student"}
+
+
+@dataclass
+class Ratios:
+    """A model against the baseline: >1 is better for speedup and compression."""
+
+    compression: float | None = None  # baseline size on disk / model size on disk
+    acc_delta_pts: float | None = None  # (model - baseline) test accuracy, percentage points
+    speedup: dict[Key, float | None] = field(default_factory=dict)  # baseline p50 / model p50
+
+
+@dataclass
+class BenchRow:
+    """One model's measurements. ``latency`` etc. are keyed by (device, batch size)."""
+
+    name: str
+    path: str
+    kind: str  # float | pruned | int8 | student
+    heads: list[int]
+    params: int
+    size_bytes: int  # weights file on disk
+    weight_bytes: int  # weights in memory
+    test_acc: float
+    stored_test_acc: float | None  # from the checkpoint's metrics
+    is_baseline: bool = False
+    quantized_engine: str | None = None  # int8: the engine its weights are packed for
+    latency: dict[Key, LatencyStats] = field(default_factory=dict)
+    peak_mem_bytes: dict[Key, int | None] = field(default_factory=dict)  # CUDA only, else None
+    skipped: dict[Key, str] = field(default_factory=dict)  # cells that do not apply, and why
+    ratios: Ratios = field(default_factory=Ratios)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("latency", "peak_mem_bytes", "skipped", "ratios")}
+        d["compression"], d["acc_delta_pts"] = self.ratios.compression, self.ratios.acc_delta_pts
+        keys = list(dict.fromkeys([*self.latency, *self.skipped]))
+        d["cells"] = [{"device": dev, "batch_size": b, "skipped": self.skipped.get((dev, b)),
+                       "speedup": self.ratios.speedup.get((dev, b)),
+                       "peak_mem_bytes": self.peak_mem_bytes.get((dev, b)),
+                       **(self.latency[(dev, b)].to_dict() if (dev, b) in self.latency else {})}
+                      for dev, b in keys]
+        return d
+
+
+@dataclass
+class BenchResult:
+    """What :func:`bench` returns; :mod:`mhsa_cli.report.bench` renders it."""
+
+    rows: list[BenchRow]
+    baseline: str  # name of the baseline row
+    devices: list[str]
+    batch_sizes: list[int]
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    task: dict[str, Any]  # task summary (name, split sizes)
+    timing_input: str  # how the timing batch was made
+    files: list[str] = field(default_factory=list)  # written to --out
+
+    @property
+    def keys(self) -> list[Key]:
+        """(device, batch size) cells in table order."""
+        return [(d, b) for d in self.devices for b in self.batch_sizes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "devices": self.devices, "batch_sizes": self.batch_sizes,
+                "task": self.task, "timing_input": self.timing_input, "config": self.config,
+                "environment": self.environment, "rows": [r.to_dict() for r in self.rows]}
+
+
+@dataclass
+class _Entry:
+    """A loaded checkpoint and its model, before measuring."""
+
+    ckpt: Any
+    model: nn.Module
+    name: str
+
+
+def _check_inputs(cfg: Any) -> tuple[list[str], list[int]]:
+    """Validate devices and batch sizes; return them de-duplicated, in order."""
+    from ..errors import choice
+
+    if not cfg.checkpoints:
+        raise MhsaError("no checkpoints given; pass one or more checkpoint folders")
+    devices = [choice("device", str(d), ("cpu", "cuda")) for d in dict.fromkeys(cfg.devices)]
+    if not devices:
+        raise MhsaError("no devices given; choose from: cpu, cuda")
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise MhsaError(f"--devices cuda was asked for, but no CUDA GPU is available here (torch "
+                        f"{torch.__version__}, cuda={torch.version.cuda}); use --devices cpu")
+    sizes = list(dict.fromkeys(int(b) for b in cfg.batch_sizes))
+    if not sizes or min(sizes) <= 0:
+        raise MhsaError(f"batch sizes must be >= 1, got {cfg.batch_sizes}")
+    return devices, sizes
+
+
+def _load_all(paths: list[str], baseline: str | None) -> tuple[list[Any], Any]:
+    """Load checkpoints (the baseline first if it is not among them), dropping repeats."""
+    from pathlib import Path
+
+    from ..checkpoint import load_checkpoint
+
+    ordered = list(paths)
+    base_path = Path(baseline or paths[0]).resolve()
+    if all(Path(p).resolve() != base_path for p in paths):
+        ordered.insert(0, str(baseline))
+    unique: dict[Path, str] = {}
+    for p in ordered:
+        unique.setdefault(Path(p).resolve(), p)
+    ckpts = [load_checkpoint(p) for p in unique.values()]
+    base = next(c for c in ckpts if c.path.resolve() == base_path)
+    return ckpts, base
+
+
+def _check_same_task(ckpts: list[Any]) -> dict[str, Any]:
+    """All checkpoints must be judged on the same test split: same task spec."""
+    first = ckpts[0]
+    for c in ckpts[1:]:
+        if c.task_spec == first.task_spec:
+            continue
+        a, b = first.task_spec, c.task_spec
+        if a.get("name") != b.get("name"):
+            why = f"task '{a.get('name')}' vs '{b.get('name')}'"
+        else:
+            key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            why = f"task '{a.get('name')}' with different '{key}'"
+        raise MhsaError(f"cannot compare {first.path} and {c.path}: checkpoints of different tasks "
+                        f"({why}); bench needs one test split for all")
+    return first.task_spec
+
+
+def _display_kind(ckpt: Any) -> str:
+    lineage = ckpt.meta.get("lineage") or [{}]
+    return KIND_BY_OPERATION.get(lineage[-1].get("operation"), ckpt.kind)
+
+
+def _names(ckpts: list[Any]) -> list[str]:
+    """Folder names, or full paths where two folders share a name."""
+    names = [c.name for c in ckpts]
+    return [n if names.count(n) == 1 else str(c.path) for n, c in zip(names, ckpts)]
+
+
+def _load_model(ckpt: Any) -> nn.Module:
+    from ..checkpoint import load_model
+
+    try:
+        return load_model(ckpt)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("quantize"):
+            raise MhsaError(f"cannot load int8 checkpoint {ckpt.path}: mhsa_cli.quantize is not installed") from None
+        raise
+
+
+def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: int = 0) -> torch.Tensor:
+    """A real-shaped timing batch: seeded validation rows (repeated if too few), full length.
+
+    Args:
+        data: the task (its validation split is used; the test split is for accuracy only).
+        batch_size: rows in the batch.
+        seq_len: cut inputs to this length (default: the task's max_len).
+        seed: which validation rows are picked.
+
+    Raises:
+        MhsaError: ``seq_len`` longer than the task's inputs.
+    """
+    x = data.val.x
+    if seq_len is not None and seq_len > x.shape[1]:
+        raise MhsaError(f"--seq-len {seq_len} exceeds the task's input length {x.shape[1]}")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    rows = order[torch.arange(batch_size) % len(order)]
+    return x[rows][:, : seq_len or x.shape[1]].contiguous()
+
+
+def _measure_rows(entries: list[_Entry], data: Any, progress: Progress) -> list[BenchRow]:
+    """Accuracy (CPU, test split), sizes and parameter counts of every model."""
+    from ..checkpoint import size_on_disk
+    from ..train import evaluate
+
+    rows = []
+    with progress.task("accuracy (test split)", total=len(entries)) as bar:
+        for e in entries:
+            stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
+            rows.append(BenchRow(
+                name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
+                heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
+                size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
+                test_acc=evaluate(e.model, data.test, "cpu"),
+                stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
+                quantized_engine=(getattr(e.model, "quantization", None) or {}).get("engine")))
+            bar.advance(1)
+    return rows
+
+
+def _time_cell(entries: list[_Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,
+               cfg: Any, progress: Progress) -> None:
+    """Time every applicable model on one (device, batch size), interleaved."""
+    device = torch.device(key[0])
+    group = {}
+    for e, row in zip(entries, rows):
+        if device.type == "cuda" and e.ckpt.kind == "int8":
+            row.skipped[key] = CPU_ONLY  # dynamic int8 kernels exist for CPU only
+        else:
+            group[e.name] = (e.model, x)
+    peaks: dict[str, int | None] = {n: None for n in group}
+    if device.type == "cuda" and group:
+        peaks = _cuda_peaks(group, device)
+    stats = measure_interleaved(group, device, cfg.min_time, cfg.min_repeats, cfg.warmup,
+                                progress, desc=f"timing {key[0]} · batch {key[1]}")
+    for row in rows:
+        if row.name in stats:
+            row.latency[key], row.peak_mem_bytes[key] = stats[row.name], peaks[row.name]
+
+
+def _cuda_peaks(group: Mapping[str, tuple[nn.Module, torch.Tensor]], device: torch.device) -> dict[str, int | None]:
+    """Each model's CUDA peak alone (others on the CPU), after one warm-up pass
+    so lazily created library workspaces are not charged to the first model."""
+    for m, _ in group.values():
+        m.to("cpu")
+    first, x = next(iter(group.values()))
+    cuda_peak_memory_bytes(first, x, device)  # warm-up: cuBLAS handles and workspaces
+    return {n: cuda_peak_memory_bytes(m, x, device) for n, (m, x) in group.items()}
+
+
+def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
+    for r in rows:
+        r.ratios.compression = base.size_bytes / r.size_bytes if r.size_bytes else None
+        r.ratios.acc_delta_pts = 100.0 * (r.test_acc - base.test_acc)
+        for key, st in r.latency.items():
+            b = base.latency.get(key)
+            r.ratios.speedup[key] = b.latency_ms_p50 / st.latency_ms_p50 if b and st.latency_ms_p50 > 0 else None
+
+
+def _bench_environment(devices: list[str]) -> dict[str, Any]:
+    from ..environment import environment
+
+    env = environment()
+    env["torch_interop_threads"] = torch.get_num_interop_threads()
+    env["clock"] = {"cpu": "time.perf_counter per call",
+                    "cuda": "torch.cuda.Event pairs, synchronized"}
+    env["devices_timed"] = devices
+    return env
+
+
+def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
+    """``mhsa bench``: accuracy, size and latency of checkpoints side by side.
+
+    Args:
+        cfg: a :class:`mhsa_cli.config.BenchConfig`.
+        progress: bars for accuracy and for each (device, batch size) timing.
+
+    Returns:
+        :class:`BenchResult`; with ``cfg.out`` also writes bench.json / .csv /
+        .md (/ .png with matplotlib) there, listed in ``result.files``.
+
+    Raises:
+        MhsaError: no checkpoints, missing/corrupt checkpoint, checkpoints of
+            different tasks, batch size <= 0, unknown device, CUDA asked for but
+            absent, or an existing non-empty ``--out`` without ``--force``.
+    """
+    from ..checkpoint import check_output_dir
+    from ..config import to_dict
+    from ..environment import set_threads
+    from ..tasks import task_from_spec
+
+    devices, sizes = _check_inputs(cfg)
+    if cfg.out:
+        check_output_dir(cfg.out, cfg.force)
+    ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)
+    data = task_from_spec(_check_same_task(ckpts))
+    entries = [_Entry(c, _load_model(c), n) for c, n in zip(ckpts, _names(ckpts))]
+    threads_before = torch.get_num_threads()
+    try:
+        set_threads(cfg.threads)
+        env = _bench_environment(devices)
+        rows = _measure_rows(entries, data, progress)
+        for key in [(d, b) for d in devices for b in sizes]:
+            _time_cell(entries, rows, key, timing_input(data, key[1], cfg.seq_len, cfg.seed), cfg, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+        for e in entries:
+            e.model.to("cpu")
+    base = next(r for r, e in zip(rows, entries) if e.ckpt is base_ckpt)
+    base.is_baseline = True
+    _fill_ratios(rows, base)
+    seq = cfg.seq_len or data.max_len
+    result = BenchResult(rows, base.name, devices, sizes, env, to_dict(cfg), data.summary(),
+                         f"{seq}-token rows of the validation split (seed {cfg.seed}), same tensor for all models")
+    if cfg.out:
+        from ..report.bench import write_bench_files
+
+        result.files = [str(p) for p in write_bench_files(result, cfg.out)]
+    return result

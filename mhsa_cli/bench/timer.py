@@ -1,0 +1,282 @@
+"""Where latency is measured: the one timer of the project.
+
+:func:`measure_latency` and :func:`measure_interleaved` are reused by prune /
+quantize / distill and by ``mhsa bench``. Method:
+
+* eval mode + ``torch.inference_mode``; ``warmup`` untimed calls first;
+* every call is timed on its own (``time.perf_counter`` on CPU; on CUDA a pair
+  of ``torch.cuda.Event(enable_timing=True)`` after a ``synchronize``), so the
+  result is a distribution: p50 / p90 / mean / min / std in milliseconds
+  (:class:`LatencyStats`, made by :func:`summarize` with :func:`percentile`);
+* repeats continue until a model has both ``min_time`` seconds of timed calls
+  and ``min_repeats`` calls;
+* several models are timed **round-robin** (A, B, C, A, B, C, ...) so slow
+  drift of the machine (frequency scaling, other load) hits all of them alike,
+  and every model gets the same number of repeats;
+* Python's garbage collector is paused while timing (as ``timeit`` does).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import MhsaError
+from ..progress import NULL, Progress
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class LatencyStats:
+    """Statistics of per-call latencies of one model on one input.
+
+    ``throughput_per_s`` is samples per second at the median latency:
+    ``batch_size / (latency_ms_p50 / 1000)``.
+    """
+
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_mean: float
+    latency_ms_min: float
+    latency_ms_std: float
+    repeats: int
+    batch_size: int = 1
+    throughput_per_s: float = 0.0
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-able (``samples_ms`` included)."""
+        return asdict(self)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q``-th percentile with linear interpolation (numpy's default method).
+
+    Args:
+        samples: values in any order (not modified).
+        q: percentile in [0, 100].
+
+    Returns:
+        The interpolated value: rank ``q/100 * (n-1)`` of the sorted samples.
+
+    Raises:
+        ValueError: no samples, or ``q`` outside [0, 100].
+
+    Example:
+        >>> percentile([1, 2, 3, 4], 50)
+        2.5
+    """
+    if not samples:
+        raise ValueError("percentile of no samples")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    s = sorted(samples)
+    rank = q / 100.0 * (len(s) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (rank - lo)
+
+
+def summarize(samples_ms: list[float], batch_size: int = 1) -> LatencyStats:
+    """Turn per-call latencies (ms) into :class:`LatencyStats`.
+
+    Args:
+        samples_ms: one latency per timed call, in milliseconds.
+        batch_size: samples per call, for ``throughput_per_s``.
+
+    Returns:
+        p50 / p90 / mean / min / sample std (n-1; 0 for one sample), the count,
+        the throughput at the median and a copy of the samples.
+
+    Raises:
+        ValueError: no samples.
+    """
+    if not samples_ms:
+        raise ValueError("no latency samples to summarize")
+    n = len(samples_ms)
+    mean = sum(samples_ms) / n
+    var = sum((s - mean) ** 2 for s in samples_ms) / (n - 1) if n > 1 else 0.0
+    p50 = percentile(samples_ms, 50)
+    return LatencyStats(
+        latency_ms_p50=p50,
+        latency_ms_p90=percentile(samples_ms, 90),
+        latency_ms_mean=mean,
+        latency_ms_min=min(samples_ms),
+        latency_ms_std=math.sqrt(var),
+        repeats=n,
+        batch_size=batch_size,
+        throughput_per_s=batch_size / (p50 / 1000.0) if p50 > 0 else float("inf"),
+        samples_ms=list(samples_ms),
+    )
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+class CpuClock:
+    """Wall-clock time of one call with ``time.perf_counter``."""
+
+    def time_ms(self, call: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        call()
+        return (time.perf_counter() - t0) * 1e3
+
+
+class CudaClock:
+    """GPU time of one call between two CUDA events.
+
+    The stream is synchronised before the start event (nothing of an earlier
+    call is still running) and after the end event (the call has finished), so
+    launch overhead of a launch-bound model is included, as a user sees it.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def time_ms(self, call: Callable[[], Any]) -> float:
+        torch.cuda.synchronize(self.device)
+        self.start.record()
+        call()
+        self.end.record()
+        self.end.synchronize()
+        return float(self.start.elapsed_time(self.end))
+
+
+def make_clock(device: torch.device | str) -> CpuClock | CudaClock:
+    """The right clock for ``device`` (CUDA events on GPUs, perf_counter elsewhere)."""
+    device = torch.device(device)
+    return CudaClock(device) if device.type == "cuda" else CpuClock()
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@contextmanager
+def _timing_mode(modules: list[Any]) -> Iterator[None]:
+    """eval() every nn.Module, inference_mode, GC paused; all restored after."""
+    training = [(m, m.training) for m in modules if isinstance(m, nn.Module)]
+    for m, _ in training:
+        m.eval()
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        for m, was in training:
+            m.train(was)
+
+
+def _prepare(model: Any, x: Any, device: torch.device) -> Callable[[], Any]:
+    """Move an nn.Module (in place) and a tensor input to ``device``; return the call."""
+    if isinstance(model, nn.Module):
+        model.to(device)
+    if isinstance(x, torch.Tensor):
+        x = x.to(device)
+    return lambda: model(x)
+
+
+def _batch_size(x: Any) -> int:
+    return int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() > 0 else 1
+
+
+def _fraction_done(samples: Mapping[str, list[float]], min_time: float, min_repeats: int) -> float:
+    """How far the slowest-to-finish model is: min over models of its time and count fractions."""
+    def one(s: list[float]) -> float:
+        time_part = 1.0 if min_time <= 0 else sum(s) / 1e3 / min_time
+        return min(time_part, len(s) / min_repeats)
+
+    return min((one(s) for s in samples.values()), default=1.0)
+
+
+def _check_settings(min_time: float, min_repeats: int, warmup: int) -> None:
+    if min_time < 0 or min_repeats < 1 or warmup < 0:
+        raise MhsaError(f"timing needs min_time >= 0, min_repeats >= 1 and warmup >= 0 "
+                        f"(got {min_time}, {min_repeats}, {warmup})")
+
+
+def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.device | str = "cpu",
+                        min_time: float = 1.0, min_repeats: int = 20, warmup: int = 5,
+                        progress: Progress = NULL, desc: str = "timing") -> dict[str, LatencyStats]:
+    """Time several models round-robin: one call of A, one of B, ..., repeated.
+
+    Rounds continue until **every** model has at least ``min_time`` seconds of
+    timed calls and at least ``min_repeats`` calls; all models therefore get the
+    same number of repeats, and machine drift affects them alike.
+
+    Args:
+        models: name -> (model, input). Models are called as ``model(x)``;
+            nn.Modules are moved to ``device`` in place and put in eval mode
+            (their train/eval mode is restored afterwards); tensors are copied
+            to ``device``.
+        device: "cpu" or "cuda[:i]" (CUDA events + synchronize there).
+        min_time: seconds of timed calls each model needs (>= 0).
+        min_repeats: timed calls each model needs (>= 1).
+        warmup: untimed rounds before timing (>= 0).
+        progress: one bar, complete when the stopping rule is met.
+        desc: the bar's description.
+
+    Returns:
+        name -> :class:`LatencyStats` (``batch_size`` from the input's first dim).
+
+    Raises:
+        MhsaError: negative ``min_time`` or ``warmup``, ``min_repeats`` < 1.
+
+    Example:
+        >>> stats = measure_interleaved({"a": (model_a, x), "b": (model_b, x)}, min_time=0.5)
+        >>> stats["a"].latency_ms_p50 / stats["b"].latency_ms_p50  # b's speedup over a
+    """
+    _check_settings(min_time, min_repeats, warmup)
+    device = torch.device(device)
+    calls = {name: _prepare(m, x, device) for name, (m, x) in models.items()}
+    clock = make_clock(device)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    with _timing_mode([m for m, _ in models.values()]):
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        with progress.task(desc, total=100) as bar:
+            shown = 0
+            while calls and _fraction_done(samples, min_time, min_repeats) < 1.0:
+                for name, call in calls.items():
+                    samples[name].append(clock.time_ms(call))
+                now = int(100 * min(1.0, _fraction_done(samples, min_time, min_repeats)))
+                bar.advance(now - shown)
+                shown = now
+    return {name: summarize(samples[name], _batch_size(x)) for name, (_, x) in models.items()}
+
+
+def measure_latency(model: Any, x: Any, device: torch.device | str = "cpu", min_time: float = 1.0,
+                    min_repeats: int = 20, warmup: int = 5, progress: Progress = NULL) -> LatencyStats:
+    """Latency of ``model(x)``: warm-up, then repeats until ``min_time`` s and ``min_repeats``.
+
+    Args:
+        model: a callable, usually an nn.Module (moved to ``device``, eval mode).
+        x: its input (copied to ``device``); its first dimension is the batch size.
+        device: "cpu" or "cuda[:i]".
+        min_time, min_repeats, warmup, progress: see :func:`measure_interleaved`.
+
+    Returns:
+        :class:`LatencyStats` with p50 / p90 / mean / min / std in milliseconds.
+
+    Raises:
+        MhsaError: invalid timing settings.
+
+    Example:
+        >>> measure_latency(model, torch.zeros(1, 24, dtype=torch.long)).latency_ms_p50
+    """
+    return measure_interleaved({"model": (model, x)}, device, min_time, min_repeats, warmup,
+                               progress)["model"]

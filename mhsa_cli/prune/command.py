@@ -1,0 +1,295 @@
+"""``mhsa prune``: load, score, remove, fine-tune, save; or a sensitivity sweep.
+
+:func:`prune` scores heads (:mod:`.importance`), picks the least important
+(:mod:`.select`) and removes them (:mod:`.surgery`), optionally in several steps
+with fine-tuning, and saves a checkpoint (:class:`PruneResult`); with ``sweep``
+it measures the sensitivity curve of Michel et al. (2019) instead
+(:class:`SweepResult`). It never prints; it returns a result dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, load_checkpoint, load_model,
+                          make_meta, save_model)
+from ..config import PruneConfig, to_dict
+from ..environment import resolve_device, set_threads
+from ..errors import MhsaError, choice
+from ..model import MHSAClassifier, attention_flops, count_parameters
+from ..progress import NULL, Progress
+from ..tasks import TaskData, task_from_spec
+from ..train import LoopConfig, evaluate, fit
+from .importance import IMPORTANCE, NORMALIZED, SEEDED, head_importance
+from .select import heads_to_remove_count, select_heads
+from .surgery import remove_heads
+
+
+# --------------------------------------------------------------------------- the command
+
+@dataclass
+class Accuracy:
+    val_acc: float
+    test_acc: float
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` returns without ``sweep`` (rendered by report.prune)."""
+
+    out: str
+    method: str
+    scope: str
+    scores: list[list[float]]  # first step's scores, original numbering, per layer
+    removed: list[list[int]]  # original head indices removed, per layer
+    heads_before: list[int]
+    heads_after: list[int]
+    params_before: int
+    params_after: int
+    flops_before: int  # per sample at max_len (see model.attention_flops)
+    flops_after: int
+    before: Accuracy
+    pruned: Accuracy  # after the last removal, before its fine-tuning
+    finetuned: Accuracy | None  # after the last fine-tuning (None without --finetune-epochs)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`prune` returns with ``sweep``: test accuracy per ratio and method."""
+
+    out: str
+    methods: list[str]
+    ratios: list[float]
+    scope: str
+    seeds: list[int]  # seeds of the random method
+    baseline: Accuracy
+    cells: list[dict[str, Any]]  # one per (ratio, method); see _cell
+    files: list[str] = field(default_factory=list)
+
+
+def _load_float(path: str) -> Checkpoint:
+    ckpt = load_checkpoint(path)
+    if ckpt.kind == "int8":
+        raise MhsaError("cannot prune an int8 checkpoint: prune before quantizing")
+    return ckpt
+
+
+def _validate(cfg: PruneConfig, heads: list[int]) -> None:
+    """All input checks that need only the config and the head counts (before any work)."""
+    if not cfg.method:
+        raise MhsaError("--method is empty; choose from: " + ", ".join(IMPORTANCE))
+    for m in cfg.method:
+        choice("importance method", m, IMPORTANCE)
+    if cfg.sweep is None:
+        if len(cfg.method) > 1:
+            raise MhsaError(f"several methods ({', '.join(cfg.method)}) need --sweep; prune with one")
+        select_heads([torch.zeros(h) for h in heads], cfg.ratio, cfg.heads, cfg.scope, cfg.min_heads_per_layer)
+        return
+    if not cfg.sweep:
+        raise MhsaError("--sweep needs at least one ratio, e.g. 0,0.25,0.5")
+    if cfg.heads is not None or cfg.finetune_epochs or cfg.iterative > 1:
+        raise MhsaError("--sweep measures accuracy without fine-tuning at each ratio; "
+                        "drop --heads, --finetune-epochs and --iterative")
+    for ratio in cfg.sweep:
+        select_heads([torch.zeros(h) for h in heads], ratio, None, cfg.scope, cfg.min_heads_per_layer)
+
+
+def _accuracy(model: nn.Module, data: TaskData, device: torch.device) -> Accuracy:
+    return Accuracy(evaluate(model, data.val, device), evaluate(model, data.test, device))
+
+
+def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepResult:
+    """Score heads on the validation split and remove the least important (``mhsa prune``).
+
+    Without ``cfg.sweep``: remove ``cfg.heads`` (or ``cfg.ratio`` of all) heads
+    in ``cfg.iterative`` steps, each re-scored and followed by
+    ``cfg.finetune_epochs`` of fine-tuning, and save a float checkpoint (with
+    ``head_importance.json``) in ``cfg.out``. With ``cfg.sweep``: for each
+    ratio and method, the test accuracy without fine-tuning, written to
+    ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
+    is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
+
+    Raises:
+        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, or an
+            output folder that exists (without ``force``); nothing is written.
+    """
+    set_threads(cfg.threads)
+    check_output_dir(cfg.out, cfg.force)
+    ckpt = _load_float(cfg.checkpoint)
+    _validate(cfg, ckpt.model_config.heads)
+    device = resolve_device(cfg.device)
+    data = task_from_spec(ckpt.task_spec)
+    model = load_model(ckpt).to(device)
+    run = _sweep if cfg.sweep is not None else _prune_steps
+    return run(cfg, ckpt, model, data, device, progress)
+
+
+def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, method: str, seed: int,
+           progress: Progress) -> list[torch.Tensor]:
+    with progress.task(f"importance ({method})", total=1) as bar:
+        scores = head_importance(model, data.val, method, batch_size=cfg.batch_size,
+                                 max_batches=cfg.importance_batches, normalize=cfg.normalize, seed=seed)
+        bar.advance(1)
+    return scores
+
+
+def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
+              progress: Progress, step: int) -> dict[str, Any]:
+    loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
+    fitted = fit(model, data, loop, device, progress=progress, desc=f"fine-tune (step {step})")
+    return {"finetune_best_epoch": fitted.best_epoch, "finetune_seconds": fitted.seconds,
+            "finetune_history": fitted.history}
+
+
+def _step(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
+          progress: Progress, step: int, n: int, origin: list[list[int]]) -> tuple[MHSAClassifier, dict]:
+    """One step: score, remove ``n`` heads, fine-tune (if asked); the new model and its record.
+
+    ``origin[l][h]`` is the original index of layer l's current head h; the
+    record's ``removed`` uses original indices, ``scores`` the current ones.
+    """
+    scores = _score(cfg, model, data, cfg.method[0], cfg.seed + step - 1, progress)
+    chosen = select_heads(scores, n=n, scope=cfg.scope, min_heads_per_layer=cfg.min_heads_per_layer)
+    model = remove_heads(model, chosen)
+    pruned = _accuracy(model, data, device)
+    row = {"step": step, "scores": [s.tolist() for s in scores], "heads": model.heads,
+           "removed": [[origin[l][h] for h in chosen[l]] for l in range(len(origin))],
+           "val_acc_pruned": pruned.val_acc, "test_acc_pruned": pruned.test_acc}
+    if cfg.finetune_epochs:
+        row.update(_finetune(cfg, model, data, device, progress, step))
+        tuned = _accuracy(model, data, device)
+        row.update(val_acc_finetuned=tuned.val_acc, test_acc_finetuned=tuned.test_acc)
+    return model, row
+
+
+def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData,
+                 device: torch.device, progress: Progress) -> PruneResult:
+    """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
+    original, k = model, cfg.iterative
+    total = heads_to_remove_count(model.heads, cfg.ratio, cfg.heads)
+    origin = [list(range(h)) for h in model.heads]  # original index of each current head
+    steps = []
+    for step in range(1, k + 1):
+        n = total * step // k - total * (step - 1) // k
+        model, row = _step(cfg, model, data, device, progress, step, n, origin)
+        origin = [[h for h in o if h not in gone] for o, gone in zip(origin, row["removed"])]
+        steps.append(row)
+        progress.log(f"step {step}/{k}: removed {n} heads, heads per layer {model.heads}")
+    last = steps[-1]
+    result = PruneResult(
+        cfg.out, cfg.method[0], cfg.scope, steps[0]["scores"],
+        [sorted(h for s in steps for h in s["removed"][l]) for l in range(len(origin))],
+        original.heads, model.heads, count_parameters(original), count_parameters(model),
+        attention_flops(original.config), attention_flops(model.config), _accuracy(original, data, device),
+        Accuracy(last["val_acc_pruned"], last["test_acc_pruned"]),
+        Accuracy(last["val_acc_finetuned"], last["test_acc_finetuned"]) if cfg.finetune_epochs else None,
+        steps, task=data.summary())
+    result.files = _save_pruned(cfg, ckpt, model, result)
+    return result
+
+
+def _importance_doc(cfg: PruneConfig, r: PruneResult) -> dict[str, Any]:
+    """Content of ``head_importance.json``."""
+    return {"method": r.method, "split": "val", "normalize": cfg.normalize and r.method in NORMALIZED,
+            "importance_batches": cfg.importance_batches, "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "scope": r.scope, "heads_before": r.heads_before, "heads_after": r.heads_after,
+            "scores": r.scores, "removed": r.removed,
+            "kept": [[h for h in range(n) if h not in r.removed[l]] for l, n in enumerate(r.heads_before)],
+            "steps": [{"step": s["step"], "scores": s["scores"], "removed": s["removed"]} for s in r.steps]}
+
+
+def _metrics(r: PruneResult) -> dict[str, Any]:
+    final = r.finetuned or r.pruned
+    return {"val_acc": final.val_acc, "test_acc": final.test_acc, "params": r.params_after,
+            "flops": r.flops_after, "heads": r.heads_after, "heads_removed": sum(map(len, r.removed)),
+            "params_before": r.params_before, "flops_before": r.flops_before,
+            "accuracy_before": dataclasses.asdict(r.before), "accuracy_pruned": dataclasses.asdict(r.pruned),
+            "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None}
+
+
+def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult) -> list[str]:
+    """Write the checkpoint (+ head_importance.json, + .png with matplotlib); return the files."""
+    from ..report import write_atomic
+    from ..report.prune import heatmap_png
+
+    meta = make_meta("float", model.config, ckpt.task_spec, "prune", to_dict(cfg), _metrics(r),
+                     parent=ckpt, extra={"steps": r.steps})
+    out = save_model(cfg.out, model.cpu(), meta, force=cfg.force,
+                     extra_files={"head_importance.json": _importance_doc(cfg, r)})
+    files = [str(out / "model.safetensors"), str(out / "checkpoint.json"), str(out / "head_importance.json")]
+    png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, validation split)")
+    if png is not None:  # bytes cannot go through save_model's extra_files; written atomically after
+        files.append(str(write_atomic(out / "head_importance.png", png)))
+    return files
+
+
+# --------------------------------------------------------------------------- sweep
+
+def _run(seed: int, model: MHSAClassifier, data: TaskData, device: torch.device) -> dict[str, Any]:
+    """What a sweep keeps of one pruned model."""
+    acc = _accuracy(model, data, device)
+    return {"seed": seed, "val_acc": acc.val_acc, "test_acc": acc.test_acc, "heads": model.heads,
+            "params": count_parameters(model), "flops": attention_flops(model.config)}
+
+
+def _cell(ratio: float, method: str, heads_before: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One sweep cell: test accuracy of each seed's pruned model, with mean and spread."""
+    tests, first = [r["test_acc"] for r in runs], runs[0]  # every seed removes as many heads
+    return {"ratio": ratio, "method": method, "heads_removed": heads_before - sum(first["heads"]),
+            "seeds": [r["seed"] for r in runs], "test_acc": tests, "test_acc_mean": statistics.fmean(tests),
+            "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "val_acc_mean": statistics.fmean(r["val_acc"] for r in runs),
+            "heads": [r["heads"] for r in runs], "params": first["params"], "flops": first["flops"]}
+
+
+def _sweep(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData,
+           device: torch.device, progress: Progress) -> SweepResult:
+    """Test accuracy without fine-tuning for every (ratio, method); random over several seeds."""
+    seeds = [cfg.seed + i for i in range(cfg.random_seeds)]
+    runs: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for method in cfg.method:
+        for seed in seeds if method in SEEDED else [cfg.seed]:
+            scores = _score(cfg, model, data, method, seed, progress)
+            for ratio in cfg.sweep:
+                chosen = select_heads(scores, ratio, None, cfg.scope, cfg.min_heads_per_layer)
+                pruned = remove_heads(model, chosen)
+                runs.setdefault((ratio, method), []).append(_run(seed, pruned, data, device))
+            progress.log(f"sweep: {method} (seed {seed}) done")
+    cells = [_cell(r, m, sum(model.heads), runs[(r, m)]) for r in cfg.sweep for m in cfg.method]
+    result = SweepResult(cfg.out, list(cfg.method), list(cfg.sweep), cfg.scope,
+                         seeds if SEEDED & set(cfg.method) else [], _accuracy(model, data, device), cells)
+    result.files = _save_sweep(cfg, ckpt, result)
+    return result
+
+
+def _save_sweep(cfg: PruneConfig, ckpt: Checkpoint, r: SweepResult) -> list[str]:
+    """Write sweep.json, sweep.csv (and sweep.png with matplotlib) into ``cfg.out`` in one rename."""
+    import json
+
+    from ..report import csv_text
+    from ..report.prune import sweep_csv_rows, sweep_png
+
+    doc = {"checkpoint": str(ckpt.path), "checkpoint_id": ckpt.meta.get("id"), "split": "test",
+           "finetuned": False, "settings": to_dict(cfg), "baseline": dataclasses.asdict(r.baseline),
+           "scope": r.scope, "ratios": r.ratios, "methods": r.methods, "seeds": r.seeds, "cells": r.cells}
+    files = {"sweep.json": json.dumps(doc, indent=2) + "\n", "sweep.csv": csv_text(*sweep_csv_rows(r))}
+    png = sweep_png(r)
+    if png is not None:
+        files["sweep.png"] = png
+
+    def write(tmp: Path) -> None:
+        for name, content in files.items():
+            (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+
+    out = atomic_dir(Path(cfg.out), cfg.force, write)
+    return [str(out / name) for name in files]

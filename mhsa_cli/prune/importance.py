@@ -1,0 +1,184 @@
+"""Head importance criteria: how much each attention head matters.
+
+:func:`head_importance` scores every head on the **validation** split with a
+criterion from :data:`IMPORTANCE` (it is handed the validation split only, so
+the test split cannot leak into the choice of heads):
+
+* ``gradient`` -- Michel et al. (2019): |dL/d gate| of each head's gate;
+* ``taylor`` -- first-order Taylor (Molchanov et al. 2019) via torch-pruning;
+* ``magnitude`` -- L2 norm of each head's weights via torch-pruning (no data);
+* ``random`` -- the seeded control every criterion must beat.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MhsaError, choice
+from ..model import Attention, MHSAClassifier
+from ..tasks import Split, TaskData
+from .surgery import probe_input
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+# importance(model, validation batches, seed) -> one (H_l,) CPU tensor per layer
+ImportanceFn = Callable[[MHSAClassifier, Batches, int], list[torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- importance
+
+def _gradient(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
+    """Michel et al. (2019): mean over validation batches of |dL/d gate_h| at gate = 1."""
+    device = next(model.parameters()).device
+    gates = [torch.ones(h, device=device, requires_grad=True) for h in model.heads]  # (H_l,)
+    live = [g for g in gates if g.numel()]  # 0-head layers ignore their gate
+    total = [torch.zeros(h) for h in model.heads]
+    for x, y in batches:
+        loss = F.cross_entropy(model.forward_features(x, head_gates=gates).logits, y)
+        grads = iter(torch.autograd.grad(loss, live)) if live else iter(())
+        total = [t + next(grads).abs().cpu() if t.numel() else t for t in total]
+    return [t / max(len(batches), 1) for t in total]
+
+
+def _dependency_graph(model: MHSAClassifier) -> Any:
+    """torch-pruning's dependency graph of ``model``, traced on a probe batch."""
+    import torch_pruning as tp
+
+    with warnings.catch_warnings():  # cls/pos are "unwrapped parameters": irrelevant here
+        warnings.simplefilter("ignore")
+        return tp.DependencyGraph().build_dependency(model, example_inputs=probe_input(model, batch=2))
+
+
+def _head_group(graph: Any, attn: Attention) -> Any:
+    """The group coupling q/k/v output rows and o input columns of one layer.
+
+    Raises:
+        RuntimeError: torch-pruning coupled other layers too (the scores would be wrong).
+    """
+    import torch_pruning as tp
+
+    group = graph.get_pruning_group(attn.q, tp.prune_linear_out_channels,
+                                    idxs=list(range(attn.n_heads * attn.head_dim)))
+    linears = {id(dep.target.module) for dep, _ in group if isinstance(dep.target.module, nn.Linear)}
+    if linears != {id(attn.q), id(attn.k), id(attn.v), id(attn.o)}:
+        raise RuntimeError("torch-pruning grouped an attention layer's heads with other layers")
+    return group
+
+
+def _tp_scores(model: MHSAClassifier, importance: Any, per_head: Callable) -> list[torch.Tensor]:
+    """Per-channel group importance from torch-pruning, summed over each head's channels."""
+    graph = _dependency_graph(model)
+    out = []
+    for block in model.blocks:
+        a = block.attn
+        if a.n_heads == 0:
+            out.append(torch.zeros(0))
+            continue
+        channels = importance(_head_group(graph, a))  # (H*S,) summed over q, k, v rows and o columns
+        out.append(per_head(channels.detach().float().cpu().view(a.n_heads, a.head_dim).sum(1)))
+    return out
+
+
+def _magnitude(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
+    """L2 norm of each head's weights: its q/k/v output rows and o input columns (no biases).
+
+    Computed with ``tp.importance.GroupMagnitudeImportance(p=2)`` over the
+    dependency group of q/k/v/o (per-channel sums of squares), then per head
+    ``sqrt(sum over the head's channels)``. Needs no data.
+    """
+    import torch_pruning as tp
+
+    imp = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
+    return _tp_scores(model, imp, torch.sqrt)
+
+
+def _taylor(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
+    """First-order Taylor (Molchanov et al. 2019): sum of |w * dL/dw| over a head's weights.
+
+    The gradient is that of the mean validation loss over the importance
+    batches; the per-weight products come from
+    ``tp.importance.GroupTaylorImportance`` over the q/k/v/o group.
+    """
+    import torch_pruning as tp
+
+    model.zero_grad(set_to_none=True)
+    try:
+        for x, y in batches:
+            (F.cross_entropy(model(x), y) / len(batches)).backward()  # mean-loss gradient in .grad
+        imp = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
+        return _tp_scores(model, imp, lambda s: s)
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def _random(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
+    """Uniform random scores from ``seed``: the control every criterion must beat."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(h, generator=gen) for h in model.heads]
+
+
+IMPORTANCE: dict[str, ImportanceFn] = {
+    "gradient": _gradient,
+    "taylor": _taylor,
+    "magnitude": _magnitude,
+    "random": _random,
+}
+NORMALIZED = frozenset({"gradient", "taylor"})  # --normalize applies to these
+NEEDS_DATA = frozenset({"gradient", "taylor"})
+SEEDED = frozenset({"random"})  # a sweep runs these with several seeds
+
+
+def normalize_per_layer(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Divide each layer's scores by their L2 norm (Michel et al., section 4.1)."""
+    return [s / s.norm().clamp(min=1e-20) if s.numel() else s for s in scores]
+
+
+def validation_batches(split: Split, batch_size: int, max_batches: int = 0,
+                       device: torch.device | str = "cpu") -> Batches:
+    """The first ``max_batches`` (0 = all) fixed-order batches of ``split``, on ``device``."""
+    n = len(split) if not max_batches else min(len(split), max_batches * batch_size)
+    return [(split.x[i: i + batch_size].to(device), split.y[i: i + batch_size].to(device))
+            for i in range(0, n, batch_size)]
+
+
+def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, *,
+                    batch_size: int = 64, max_batches: int = 0, normalize: bool = True,
+                    seed: int = 0) -> list[torch.Tensor]:
+    """Score every head of ``model``; higher = more important.
+
+    Args:
+        model: a float model (left unchanged, in its original train/eval mode).
+        data: the **validation** split, or a :class:`TaskData` whose ``val`` split is used.
+            The test split is never read.
+        method: a key of :data:`IMPORTANCE`.
+        batch_size: validation batch size (gradients are per batch, as Michel et al.).
+        max_batches: use only the first batches (0 = the whole split).
+        normalize: L2-normalise scores within each layer (gradient and taylor only).
+        seed: seed of the ``random`` method.
+
+    Returns:
+        One float tensor ``(H_l,)`` per layer, on CPU (empty for a 0-head layer).
+
+    Raises:
+        MhsaError: unknown method, or scores that are not finite.
+
+    Example:
+        >>> scores = head_importance(model, data.val, "gradient")  # doctest: +SKIP
+    """
+    fn = IMPORTANCE[choice("importance method", method, IMPORTANCE)]
+    split = data.val if isinstance(data, TaskData) else data
+    device = next(model.parameters()).device
+    batches = validation_batches(split, batch_size, max_batches, device) if method in NEEDS_DATA else []
+    was_training = model.training
+    model.eval()  # no dropout while scoring
+    try:
+        scores = fn(model, batches, seed)
+    finally:
+        model.train(was_training)
+    if any(not torch.isfinite(s).all() for s in scores):
+        raise MhsaError(f"'{method}' importance produced non-finite scores (diverged model?)")
+    return normalize_per_layer(scores) if normalize and method in NORMALIZED else scores

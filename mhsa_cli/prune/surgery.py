@@ -1,0 +1,142 @@
+"""Where heads are removed: physical head removal and its checks.
+
+:func:`remove_heads` deletes the weights of the chosen heads (q/k/v output rows,
+output projection input columns), updates ``model.config.heads``, checks the
+shapes (:func:`check_structure`) and proves with a forward pass on a probe batch
+(:func:`probe_input`) that the pruned model equals the original with those heads
+gated to zero (:func:`gates_for`, :func:`max_logit_gap`, within
+:data:`TOLERANCE`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+
+from ..errors import MhsaError
+from ..model import Attention, MHSAClassifier
+
+TOLERANCE = 1e-5  # max |logit difference| between pruned and head-gated original
+
+# --------------------------------------------------------------------------- removal
+
+def probe_input(model: MHSAClassifier, batch: int = 8, seed: int = 0) -> torch.Tensor:
+    """A fixed random input batch for ``model`` (tokens with varied padding, or features)."""
+    c, gen = model.config, torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    if c.input_kind == "features":
+        return torch.randn(batch, c.max_len, c.feature_dim, generator=gen).to(device)  # (B, T, F)
+    x = torch.randint(1, c.vocab_size, (batch, c.max_len), generator=gen)  # (B, T)
+    lengths = torch.randint(1, c.max_len + 1, (batch, 1), generator=gen)
+    x[torch.arange(c.max_len)[None, :] >= lengths] = 0  # padding exercises the attention mask
+    return x.to(device)
+
+
+def _slice_attention(attn: Attention, keep: list[int]) -> Attention:
+    """A new Attention holding only heads ``keep`` (all-removed: just the output bias)."""
+    d_model, S, o = attn.o.out_features, attn.head_dim, attn.o
+    new = Attention(d_model, len(keep), S, attn.dropout).to(o.weight.device, o.weight.dtype)
+    with torch.no_grad():
+        if not keep:
+            new.o_bias.copy_(o.bias)  # gated-to-zero heads leave exactly o.bias
+            return new
+        rows = torch.cat([torch.arange(h * S, (h + 1) * S) for h in keep]).to(o.weight.device)  # (H'*S,)
+        for name in ("q", "k", "v"):
+            old, lin = getattr(attn, name), getattr(new, name)
+            lin.weight.copy_(old.weight[rows])  # (H'*S, D)
+            lin.bias.copy_(old.bias[rows])
+        new.o.weight.copy_(o.weight[:, rows])  # (D, H'*S)
+        new.o.bias.copy_(o.bias)
+    return new
+
+
+def check_structure(model: MHSAClassifier) -> None:
+    """Check that ``config.heads`` matches every layer's modules and weight shapes.
+
+    Raises:
+        RuntimeError: a stale head count or a mis-shaped projection.
+    """
+    c = model.config
+    if model.heads != c.heads:
+        raise RuntimeError(f"head counts out of sync: modules {model.heads}, config {c.heads}")
+    for layer, block in enumerate(model.blocks):
+        a, inner = block.attn, block.attn.n_heads * c.head_dim
+        expected = {"q": (inner, c.d_model), "k": (inner, c.d_model), "v": (inner, c.d_model),
+                    "o": (c.d_model, inner)} if a.n_heads else {}
+        for name, shape in expected.items():
+            if tuple(getattr(a, name).weight.shape) != shape:
+                raise RuntimeError(f"layer {layer}: {name}.weight is {tuple(getattr(a, name).weight.shape)}, "
+                                   f"expected {shape}")
+        if not a.n_heads and tuple(a.o_bias.shape) != (c.d_model,):
+            raise RuntimeError(f"layer {layer}: o_bias has shape {tuple(a.o_bias.shape)}")
+
+
+def gates_for(heads: list[int], removed: dict[int, list[int]], device: Any = "cpu") -> list[torch.Tensor]:
+    """Head gates (one ``(H_l,)`` tensor per layer): 0 for removed heads, 1 otherwise."""
+    gates = [torch.ones(h, device=device) for h in heads]
+    for layer, idx in removed.items():
+        gates[layer][list(idx)] = 0.0
+    return gates
+
+
+def max_logit_gap(original: MHSAClassifier, pruned: MHSAClassifier, removed: dict[int, list[int]],
+                  x: torch.Tensor) -> float:
+    """max |pruned(x) - original(x with removed heads gated to 0)| over logits (eval mode)."""
+    modes = [(m, m.training) for m in (original, pruned)]
+    for m, _ in modes:
+        m.eval()
+    with torch.inference_mode():
+        gates = gates_for(original.heads, removed, x.device)
+        ref = original.forward_features(x, head_gates=gates).logits  # (B, C)
+        gap = float((pruned(x) - ref).abs().max())
+    for m, was in modes:
+        m.train(was)
+    return gap
+
+
+def _check_removal(model: MHSAClassifier, removed: dict[int, list[int]]) -> None:
+    for layer, idx in removed.items():
+        if not 0 <= layer < model.config.n_layers:
+            raise MhsaError(f"layer {layer} does not exist (the model has {model.config.n_layers})")
+        h = model.heads[layer]
+        if len(set(idx)) != len(idx) or any(not 0 <= i < h for i in idx):
+            raise MhsaError(f"layer {layer}: bad head indices {list(idx)} (it has {h} heads)")
+
+
+def remove_heads(model: MHSAClassifier, heads_to_remove: dict[int, list[int]]) -> MHSAClassifier:
+    """Physically remove heads; return a new model (``model`` is not modified).
+
+    Deletes the q/k/v output rows (and biases) and the output-projection input
+    columns of each removed head; a layer that loses every head becomes
+    ``Attention(n_heads=0)`` carrying the old ``o.bias``. The new model's
+    ``config.heads`` is updated, its shapes are checked, and a forward pass on
+    a probe batch must match the original with the same heads gated to zero.
+
+    Args:
+        model: a float :class:`MHSAClassifier`.
+        heads_to_remove: ``{layer: head indices}`` in the model's current numbering.
+
+    Returns:
+        The pruned model (same device and train/eval mode).
+
+    Raises:
+        MhsaError: a layer or head index that does not exist.
+        RuntimeError: the pruned model's logits differ from the gated original's by
+            more than :data:`TOLERANCE`, or its shapes disagree with its config.
+    """
+    _check_removal(model, heads_to_remove)
+    pruned = copy.deepcopy(model)
+    for layer, idx in heads_to_remove.items():
+        if idx:
+            gone = set(idx)
+            keep = [h for h in range(model.heads[layer]) if h not in gone]
+            pruned.blocks[layer].attn = _slice_attention(model.blocks[layer].attn, keep)
+    pruned.config = dataclasses.replace(model.config, heads=pruned.heads).validate()
+    check_structure(pruned)
+    gap = max_logit_gap(model, pruned, heads_to_remove, probe_input(model))
+    if not gap <= TOLERANCE:
+        raise RuntimeError(f"head removal changed the model: max |logit gap| {gap:.3g} > {TOLERANCE}")
+    return pruned

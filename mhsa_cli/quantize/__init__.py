@@ -1,0 +1,35 @@
+"""Dynamic int8 quantization of every ``nn.Linear``, behind a small backend interface.
+
+What is quantized: the q/k/v/o projections of every attention layer, both
+feed-forward layers, the feature projection of feature models, and (unless
+``--no-classifier``) the classifier. Embeddings, positions, the CLS token,
+layer norms and the bias of 0-head layers stay float.
+
+Weights are int8 with per-tensor (or per-output-channel) scales; activations
+are quantized on the fly per batch by the kernel ("dynamic"), so no
+calibration data is needed. The kernels exist for the CPU only.
+
+* :mod:`.engines` -- :data:`ENGINES`, ``--engine auto`` (:func:`resolve_engine`).
+* :mod:`.backend` -- the :class:`Backend` interface, :class:`TorchAoDynamicBackend`,
+  the int8 checkpoint layout and its load path (:func:`rebuild_quantized`).
+* :mod:`.measures` -- weight bytes, int8 / float parameter counts, what stays float.
+* :mod:`.command` -- :func:`quantize` (``mhsa quantize``) and :class:`QuantizeResult`.
+
+Everything public is importable from here (``from mhsa_cli.quantize import X``).
+"""
+
+from __future__ import annotations
+
+from .backend import (BACKENDS, CLASSIFIER, CPU_ONLY, QPARAM_SUFFIXES, Backend, TorchAoDynamicBackend,
+                      backend_of, linear_names, rebuild_quantized, require_cpu, settings_of)
+from .command import QuantizeResult, quantize
+from .engines import (AUTO_ORDER, ENGINES, cpu_family, engine_here, quiet, resolve_engine, supported_engines,
+                      use_engine)
+from .measures import export_state, float_parts, int8_fraction, model_weight_bytes, parameter_counts
+
+__all__ = [
+    "AUTO_ORDER", "BACKENDS", "CLASSIFIER", "CPU_ONLY", "ENGINES", "QPARAM_SUFFIXES", "Backend", "QuantizeResult",
+    "TorchAoDynamicBackend", "backend_of", "cpu_family", "engine_here", "export_state", "float_parts",
+    "int8_fraction", "linear_names", "model_weight_bytes", "parameter_counts", "quantize", "quiet",
+    "rebuild_quantized", "require_cpu", "resolve_engine", "settings_of", "supported_engines", "use_engine",
+]

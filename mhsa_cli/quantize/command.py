@@ -1,0 +1,153 @@
+"""``mhsa quantize``: dynamic int8 quantization of a float checkpoint.
+
+:func:`quantize` resolves the engine (:mod:`.engines`), quantizes every Linear
+with the backend (:mod:`.backend`), compares float and int8 accuracy on the
+validation and test splits, saves an int8 checkpoint and returns a
+:class:`QuantizeResult` (sizes and counts from :mod:`.measures`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import MhsaError, choice
+from ..progress import NULL, Progress
+from .backend import BACKENDS, linear_names
+from .engines import quiet, resolve_engine, use_engine
+from .measures import float_parts, int8_fraction, model_weight_bytes, parameter_counts
+
+
+# --------------------------------------------------------------------------- mhsa quantize
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize` returns (the CLI renders it)."""
+
+    out: str
+    source: str
+    backend: str
+    engine: str  # the engine used (resolved from engine_requested)
+    engine_requested: str
+    per_channel: bool
+    threads: int
+    quantized_modules: list[str]
+    float_modules: list[dict[str, Any]]  # {"name", "type", "params"}
+    params_int8: int
+    params_float: int
+    int8_fraction: float
+    size_bytes_float: int  # weights file on disk
+    size_bytes_int8: int
+    weight_bytes_float: int  # in memory
+    weight_bytes_int8: int
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"float", "int8"}
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_bytes_int8 / max(self.size_bytes_float, 1)
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Exact size of the weights file :func:`checkpoint.save_checkpoint` will write."""
+    from safetensors.torch import save
+
+    from ..checkpoint import FORMAT
+
+    return len(save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": FORMAT}))
+
+
+def _load_source(cfg: Any) -> Any:
+    """Load the input checkpoint and check the output folder; refuse int8 inputs."""
+    from ..checkpoint import check_output_dir, load_checkpoint
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    if ckpt.kind == "int8":
+        parent = (ckpt.meta.get("lineage") or [{}])[-1].get("parent")
+        raise MhsaError(f"{ckpt.path} is already quantized (int8); quantize its float parent"
+                        + (f" ({parent})" if parent else "") + " instead")
+    if Path(cfg.out).resolve() == ckpt.path.resolve():
+        raise MhsaError(f"--out {cfg.out} is the input checkpoint; choose another folder")
+    check_output_dir(cfg.out, cfg.force)
+    return ckpt
+
+
+def _accuracy(models: dict[str, nn.Module], data: Any, progress: Progress) -> dict[str, dict[str, float]]:
+    """Validation and test accuracy of each model: {split: {model name: acc}}."""
+    from ..train import evaluate
+
+    acc: dict[str, dict[str, float]] = {"val": {}, "test": {}}
+    with progress.task("accuracy float vs int8", total=len(models) * len(acc)) as bar, quiet():
+        for split in acc:
+            for name, model in models.items():
+                acc[split][name] = evaluate(model, data.split(split))
+                bar.advance(1)
+    return acc
+
+
+def _metrics(acc: dict[str, dict[str, float]], qmodel: nn.Module, tensors: dict[str, torch.Tensor],
+             ckpt: Any) -> dict[str, Any]:
+    """The int8 checkpoint's metrics: its accuracy (and the float one), parameters, sizes."""
+    from ..checkpoint import size_on_disk
+
+    counts = parameter_counts(qmodel)
+    return {"val_acc": acc["val"]["int8"], "test_acc": acc["test"]["int8"],
+            "float_val_acc": acc["val"]["float"], "float_test_acc": acc["test"]["float"],
+            "params": counts["int8"] + counts["float"], "int8_fraction": int8_fraction(qmodel),
+            "size_bytes": _safetensors_bytes(tensors), "float_size_bytes": size_on_disk(ckpt.path)}
+
+
+def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
+    """``mhsa quantize``: dynamic int8 quantization of a float checkpoint.
+
+    Args:
+        cfg: a :class:`~mhsa_cli.config.QuantizeConfig`.
+        progress: receives a bar for the accuracy evaluation.
+
+    Returns:
+        :class:`QuantizeResult`: engine, what is int8 and what stayed float,
+        sizes on disk and in memory, validation/test accuracy float vs int8.
+
+    Raises:
+        MhsaError: unknown backend or engine, an engine this machine lacks, an
+            int8 or corrupt input checkpoint, an existing output folder. Nothing
+            is written then.
+
+    Example:
+        >>> quantize(build_config(QuantizeConfig, {"checkpoint": "runs/baseline", "out": "runs/int8"}))
+    """
+    from ..checkpoint import load_model, make_meta, save_checkpoint, size_on_disk
+    from ..config import to_dict
+    from ..environment import set_threads
+    from ..tasks import task_from_spec
+
+    backend = BACKENDS[choice("quantization backend", cfg.backend, BACKENDS)]
+    engine = resolve_engine(cfg.engine)
+    threads = set_threads(cfg.threads)
+    ckpt = _load_source(cfg)
+    float_model = load_model(ckpt)
+    include = linear_names(float_model, cfg.classifier)
+    qmodel = backend.quantize(float_model, engine, cfg.per_channel, include).eval()
+    acc = _accuracy({"float": float_model, "int8": qmodel}, task_from_spec(ckpt.task_spec), progress)
+    tensors, kept = backend.state(qmodel), float_parts(qmodel)
+    settings = {"backend": backend.name, "engine": engine, "engine_requested": cfg.engine,
+                "per_channel": cfg.per_channel, "classifier": cfg.classifier, "dtype": "qint8",
+                "modules": include, "float_modules": [p["name"] for p in kept],
+                "int8_fraction": int8_fraction(qmodel)}
+    with use_engine(engine):  # so the recorded environment names the engine used
+        meta = make_meta("int8", ckpt.model_config, ckpt.task_spec, "quantize",
+                         {**to_dict(cfg), "engine_resolved": engine}, _metrics(acc, qmodel, tensors, ckpt),
+                         parent=ckpt, extra={"quantization": settings})
+    save_checkpoint(cfg.out, tensors, meta, force=cfg.force)
+    counts = parameter_counts(qmodel)
+    return QuantizeResult(
+        out=str(cfg.out), source=str(ckpt.path), backend=backend.name, engine=engine,
+        engine_requested=cfg.engine, per_channel=cfg.per_channel, threads=threads,
+        quantized_modules=include, float_modules=kept, params_int8=counts["int8"],
+        params_float=counts["float"], int8_fraction=settings["int8_fraction"],
+        size_bytes_float=size_on_disk(ckpt.path), size_bytes_int8=size_on_disk(cfg.out),
+        weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=model_weight_bytes(qmodel),
+        accuracy=acc)
