@@ -20,6 +20,7 @@ import warnings
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from . import __version__
@@ -100,7 +101,7 @@ def _root(
                                  help="print the version and exit"),
 ) -> None:
     """Train, prune, quantize, distill and benchmark multi-head self-attention models."""
-    DEBUG["on"] = DEBUG["on"] or debug
+    DEBUG["on"] = bool(os.environ.get("MHSA_DEBUG")) or debug  # per call, not sticky
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -115,7 +116,7 @@ def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
     help_text = meta.get("help", "")
     choices = meta.get("choices")
     if choices is not None and not callable(choices):
-        help_text += f" [{'|'.join(map(str, choices))}]"
+        help_text += " " + escape(f"[{'|'.join(map(str, choices))}]")  # not a rich markup tag
     if meta.get("argument"):
         if origin is list:
             info = typer.Argument(..., help=help_text, show_default=False)

@@ -4,6 +4,11 @@
 the validation split, and is reused by fine-tuning after pruning and by
 distillation (which passes its own loss). :func:`train` is ``mhsa train``.
 The test split is only evaluated once, at the end, for reporting.
+
+Under torchrun (see :mod:`mhsa_cli.distributed`) the same code trains with
+DistributedDataParallel: ``batch_size`` is the global batch, split evenly over
+the processes; metrics are summed over processes so every rank agrees; rank 0
+alone writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -69,16 +74,20 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
 
 def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
             epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) mini-batches; with ``shuffle`` the order depends only on (seed, epoch).
+    """Yield this process's (x, y) mini-batches of ``batch_size`` (a per-process size).
 
-    Under torchrun each process gets its own shard of the same permutation.
+    With ``shuffle`` (training) the order comes from a ``DistributedSampler``
+    seeded by (seed, epoch): one process gets the whole permutation
+    ``randperm(n, seed * 100003 + epoch)``; under torchrun each process gets every
+    ``world_size``-th index of it (padded to equal shares). Without ``shuffle``
+    (evaluation) each process gets every ``world_size``-th sample, unpadded, so
+    every sample is counted once.
     """
     n = len(split)
     if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        order = dist.train_order(n, seed * 100003, epoch)
     else:
-        order = torch.arange(n)
-    order = dist.shard(order)
+        order = dist.shard(torch.arange(n))
     for i in range(0, len(order), batch_size):
         idx = order[i: i + batch_size]
         yield split.x[idx], split.y[idx]
@@ -87,7 +96,11 @@ def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
              batch_size: int = 256) -> float:
-    """Accuracy of ``model`` on ``split`` (eval mode restored to the caller's mode)."""
+    """Accuracy of ``model`` on ``split`` (eval mode restored to the caller's mode).
+
+    Under torchrun every rank must call it: each scores its unpadded shard and the
+    correct counts are summed, so all ranks return the same value.
+    """
     was_training = model.training
     model.eval()
     correct = 0
@@ -119,27 +132,41 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     Args:
         model: any classifier mapping x -> logits (moved to ``device``).
         data: the task; only ``train`` and ``val`` are used.
-        loop: epochs, batch size, optimiser and schedule settings.
-        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy.
+        loop: epochs, batch size (global under torchrun), optimiser and schedule settings.
+        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy. Under
+            torchrun ``model`` is the DDP wrapper, which forwards keyword arguments
+            (``model(x, features=True, output_attentions=True)`` works); the set of
+            parameters that get a gradient must be the same every step
+            (see :func:`mhsa_cli.distributed.wrap`).
         progress: receives one bar per epoch and a log line per epoch.
-        extra_params: more trainable tensors (e.g. distillation projections).
+        extra_params: more trainable tensors (e.g. distillation projections); under
+            torchrun their gradients are averaged over processes like the model's.
 
     Returns:
-        FitResult with the per-epoch history; ``model`` holds the best weights.
+        FitResult with the per-epoch history (summed over processes under torchrun);
+        ``model`` (never the DDP wrapper) holds the best weights.
+
+    Raises:
+        UniformError: under torchrun, ``loop.batch_size`` not divisible by the process count.
     """
-    device = torch.device(device)
+    device = dist.local_device(torch.device(device))
+    local_batch = dist.local_batch_size(loop.batch_size)
     model.to(device)
     train_model = dist.wrap(model, device)
+    dist.decorrelate_rng(loop.seed)
     loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing)
-    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    extra = list(extra_params or [])
+    params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
-    steps_per_epoch = math.ceil(len(dist.shard(torch.arange(len(data.train)))) / loop.batch_size)
+    steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), loop.seed * 100003, 0)) / local_batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
     result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
     for epoch in range(1, loop.epochs + 1):
         t0 = time.perf_counter()
         loss_sum, correct, seen = _epoch(train_model, data.train, loop, device, loss_fn, opt, sched,
-                                         progress, f"{desc} epoch {epoch}/{loop.epochs}", epoch, steps_per_epoch)
+                                         progress, f"{desc} epoch {epoch}/{loop.epochs}", epoch,
+                                         steps_per_epoch, local_batch, extra)
+        loss_sum, correct, seen = dist.all_reduce_sum((loss_sum, correct, seen))
         val_acc = evaluate(model, data.val, device)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                "val_acc": val_acc, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
@@ -160,18 +187,21 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     return result
 
 
-def _epoch(model, split, loop, device, loss_fn, opt, sched, progress, desc, epoch, steps):
-    """One pass over the training split; returns (loss sum, correct, seen)."""
+def _epoch(model, split, loop, device, loss_fn, opt, sched, progress, desc, epoch, steps,
+           batch_size, extra_params):
+    """One pass over this process's share of the training split; returns its
+    (loss sum, correct, seen)."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     use_amp = loop.amp and device.type == "cuda"
     with progress.task(desc, total=steps) as bar:
-        for x, y in batches(split, loop.batch_size, shuffle=True, seed=loop.seed, epoch=epoch):
+        for x, y in batches(split, batch_size, shuffle=True, seed=loop.seed, epoch=epoch):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logits = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the model's gradients over processes here
+            dist.average_gradients(extra_params)
             if loop.grad_clip:
                 nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], loop.grad_clip)
             opt.step()
@@ -197,18 +227,15 @@ class TrainResult:
 def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     """Train a baseline on ``cfg.task`` and save it as a checkpoint in ``cfg.out``.
 
+    Under torchrun every rank calls this: input is validated on all ranks before
+    the first collective (:func:`mhsa_cli.distributed.agree`), rank 0 alone checks
+    and writes ``cfg.out``, and all ranks return the same metrics.
+
     Raises:
-        MhsaError: bad task/data/shape, missing CUDA, or an output folder that exists.
+        MhsaError: bad task/data/shape, missing CUDA, an output folder that exists,
+            or (under torchrun) a batch size not divisible by the process count.
     """
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    if dist.is_main():
-        check_output_dir(cfg.out, cfg.force)
-    data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
-    mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,
-                       data.feature_dim, cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff,
-                       cfg.dropout, cfg.pooling)
-    model = build_model(mcfg, seed=cfg.seed)
+    data, mcfg, model, device = dist.agree(_prepare, cfg)
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
     metrics = {
         "val_acc": fitted.best_val_acc,
@@ -222,7 +249,21 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     settings = to_dict(cfg)
     meta = make_meta("float", mcfg, data.spec, "train", settings, metrics,
                      extra={"history": fitted.history})
-    if dist.is_main():
-        save_model(cfg.out, model.cpu(), meta, force=cfg.force)
-    dist.barrier()
+    # rank 0 writes the plain model (fit never returns the DDP wrapper); agreeing on the
+    # outcome doubles as the barrier, and a failed write fails every rank alike
+    dist.agree(lambda: save_model(cfg.out, model.cpu(), meta, force=cfg.force) if dist.is_main() else None)
     return TrainResult(cfg.out, metrics, fitted.history, data.summary())
+
+
+def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device]:
+    """Everything :func:`train` checks and builds before training (run on every rank)."""
+    set_threads(cfg.threads)
+    device = dist.local_device(resolve_device(cfg.device))
+    dist.local_batch_size(cfg.batch_size)
+    if dist.is_main():
+        check_output_dir(cfg.out, cfg.force)
+    data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
+    mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,
+                       data.feature_dim, cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff,
+                       cfg.dropout, cfg.pooling)
+    return data, mcfg, build_model(mcfg, seed=cfg.seed), device
