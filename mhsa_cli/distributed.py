@@ -203,6 +203,8 @@ def launched(command: str, device: str = "auto") -> Iterator[None]:
                                f"(these scale out: {', '.join(SCALABLE)})")
         started = setup(device_type(device))
         yield
+        if started:  # leave together: a rank tearing gloo down while a peer still
+            tdist.barrier()  # talks to it can abort that peer (seen once as SIGABRT)
     except UniformError:
         if env_rank() != 0:
             raise SystemExit(2) from None
