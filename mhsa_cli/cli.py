@@ -124,18 +124,20 @@ def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
         info = typer.Argument(... if default in (None, "") else default, help=help_text)
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=str)
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    flags = (flag,) if isinstance(flag, str) else tuple(flag)  # first is the main name
+    flag = flags[0]
     if origin is dict or base is dict:
         info = typer.Option(None, flag, help=help_text + " (repeatable key=value)", show_default=False)
         annotation: Any = Optional[List[str]]
     elif origin is list:
         shown = ",".join(map(str, default)) if default else None
-        info = typer.Option(shown, flag, help=help_text + " (comma-separated)")
+        info = typer.Option(shown, *flags, help=help_text + " (comma-separated)")
         annotation = Optional[str]
     elif base is bool:
         info = typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_text)
         annotation = bool
     else:
-        info = typer.Option(default, flag, help=help_text)
+        info = typer.Option(default, *flags, help=help_text)
         annotation = Optional[base] if optional or default is None else base
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 

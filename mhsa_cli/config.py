@@ -22,7 +22,8 @@ from .errors import MhsaError, closest
 
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min: float | None = None, max: float | None = None, min_open: bool = False,
-        max_open: bool = False, cli: bool = True, recipe: bool = True, flag: str | None = None) -> Any:
+        max_open: bool = False, cli: bool = True, recipe: bool = True,
+        flag: str | tuple[str, ...] | None = None) -> Any:
     """Declare a config field.
 
     Args:
@@ -32,7 +33,7 @@ def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         choices: a collection, or a callable returning one (e.g. a registry's keys).
         min, max: numeric range; ``min_open``/``max_open`` make it exclusive.
         cli: expose as a CLI option; recipe: accept as a recipe key.
-        flag: CLI flag if not ``--field-name``.
+        flag: CLI flag(s) if not ``--field-name`` (the first is the main name).
     """
     meta = dict(help=help, argument=argument, choices=choices, min=min, max=max,
                 min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag)
@@ -335,7 +336,8 @@ class DistillConfig:
     layers: Optional[int] = opt(None, "student layers (default: from --shrink, else teacher's)", min=1)
     d_model: Optional[int] = opt(None, "student width (default: from --shrink, else teacher's)", min=1)
     heads: Optional[int] = opt(None, "student heads per layer (default: keep the teacher's head_dim)", min=1)
-    d_ff: Optional[int] = opt(None, "student feed-forward size (default: from --shrink, else teacher's)", min=1)
+    d_ff: Optional[int] = opt(None, "student feed-forward size (default: from --shrink, else teacher's)",
+                              min=1, flag=("--d-ff", "--ff"))
     alpha: float = opt(0.5, "weight of the KD term: (1-alpha)*CE + alpha*T^2*KL", min=0.0, max=1.0)
     temperature: float = opt(2.0, "softmax temperature T (> 0)", min=0.0, min_open=True)
     hidden_weight: float = opt(0.0, "weight of hidden-state MSE (0 = off)", min=0.0)

@@ -41,9 +41,10 @@ Semantics (see ``docs/distributed.md``):
 * Seeds: every rank builds the same initial model from ``--seed`` (DDP also
   broadcasts rank 0's weights); ranks > 0 then switch to their own random stream
   so that their dropout masks differ (:func:`decorrelate_rng`).
-* Commands: ``train`` and ``distill`` scale out (:data:`SCALABLE`); the others
-  refuse under torchrun with one line instead of running N copies that race on
-  the same output folder.
+* Commands: ``train``, ``distill`` and ``run`` scale out (:data:`SCALABLE`);
+  in ``run`` the training stages use every rank and the other stages run on
+  rank 0 alone (:func:`on_rank0`). The others refuse under torchrun with one
+  line instead of running N copies that race on the same output folder.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ T = TypeVar("T")
 #: Commands that may run under torchrun; the others refuse with one line. ``run``
 #: joins once recipe.py runs its non-training stages (and writes its own files) on
 #: rank 0 only, e.g. inside :func:`local` followed by :func:`barrier`.
-SCALABLE = ("train", "distill")
+SCALABLE = ("train", "distill", "run")
 #: Environment variable: seconds a process waits for its peers (init and collectives).
 TIMEOUT_ENV = "MHSA_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
@@ -216,6 +217,39 @@ def launched(command: str, device: str = "auto") -> Iterator[None]:
     finally:
         if started:
             teardown()
+
+
+def on_rank0(fn: Callable[[], T], key: str, wait_s: float = 7 * 24 * 3600.0) -> T | None:
+    """Run ``fn`` on rank 0 alone (as one process) while the other ranks wait.
+
+    The others wait on the group's key-value store, not in a collective, so rank
+    0's work may take longer than the group timeout (a bench, a pruning sweep).
+    Rank 0's :class:`MhsaError` reaches every rank.
+
+    Returns:
+        ``fn``'s result on rank 0, None elsewhere (or in one process: ``fn()``).
+    """
+    if not is_distributed():
+        return fn()
+    store = tdist.distributed_c10d._get_default_store()
+    key = f"mhsa/{key}"
+    if is_main():
+        try:
+            with local():
+                result = fn()
+        except MhsaError as exc:
+            store.set(key, f"error:{exc}")
+            raise
+        except BaseException:
+            store.set(key, "error:rank 0 failed (see its output)")
+            raise
+        store.set(key, "ok")
+        return result
+    store.wait([key], timedelta(seconds=wait_s))
+    status = store.get(key).decode()
+    if status.startswith("error:"):
+        raise UniformError(status[len("error:"):])
+    return None
 
 
 @contextmanager

@@ -129,7 +129,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 gate: torch.Tensor | None = None, need_weights: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = attend; gate: (H,)."""
+        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = attend; gate: (H,) or (B, H)."""
         if self.n_heads == 0:
             return self.o_bias.expand_as(x), None
         q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
@@ -143,8 +143,8 @@ class Attention(nn.Module):
             y = F.dropout(probs, p, self.training) @ v  # (B, H, T, S)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        if gate is not None:
-            y = y * gate.view(1, -1, 1, 1)  # gate 0 == head removed
+        if gate is not None:  # (H,) for all samples or (B, H) per sample; 0 == head removed
+            y = y * (gate.view(1, -1, 1, 1) if gate.dim() == 1 else gate[:, :, None, None])
         B, _, T, _ = y.shape
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*S)
         return self.o(y), probs

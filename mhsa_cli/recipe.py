@@ -43,6 +43,7 @@ from typing import Any, Callable
 import yaml
 
 from . import config as C
+from . import distributed as dist
 from .errors import MhsaError, closest
 from .progress import NULL, Progress
 from .report import write_atomic, write_json
@@ -375,22 +376,33 @@ class RecipeResult:
     files: list[str] = field(default_factory=list)
 
 
+def _prepare(cfg: C.RecipeConfig) -> Plan:
+    plan = validate_recipe(cfg.recipe, cfg.set, cfg.out)
+    _check_results_folder(plan, cfg.force)
+    mark_plan(plan)
+    return plan
+
+
 def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
     """Validate the recipe, then run its stages in order, skipping unchanged ones.
+
+    Under torchrun, training stages (train, distill) run on every rank with DDP;
+    the other stages run on rank 0 alone while the others wait, and only rank 0
+    writes files.
 
     Raises:
         MhsaError: any validation error (nothing runs), or a stage's own bad input.
     """
-    plan = validate_recipe(cfg.recipe, cfg.set, cfg.out)
-    _check_results_folder(plan, cfg.force)
-    mark_plan(plan)
+    plan = dist.agree(_prepare, cfg)  # every rank sees the same plan (or the same error)
     if cfg.dry_run:
         return RecipeResult(plan, True)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
-    write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
-    tee = _TeeProgress(progress, plan.out / "run.log")
-    start, bench = time.perf_counter(), None
+    main = dist.is_main()
+    if main:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
+        write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
+    tee = _TeeProgress(progress, plan.out / "run.log") if main else NULL
+    start = time.perf_counter()
     for i, s in enumerate(plan.stages, 1):
         head = f"[{i}/{len(plan.stages)}] {s.name} ({s.type}{' from ' + ', '.join(s.inputs) if s.inputs else ''})"
         if s.status == "skip":
@@ -401,20 +413,27 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
         t0 = time.perf_counter()
         s.result = _run_stage(s, tee)
         s.seconds = time.perf_counter() - t0
-        write_json(plan.out / s.name / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash,
-                                                     "inputs": s.inputs, "settings": s.settings,
-                                                     "seconds": s.seconds})
+        if main:
+            write_json(plan.out / s.name / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash,
+                                                         "inputs": s.inputs, "settings": s.settings,
+                                                         "seconds": s.seconds})
         tee.log(f"{head}: done in {s.seconds:.1f}s")
-    files = _publish_final_bench(plan)
+    files = _publish_final_bench(plan) if main else []
     last_bench = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
     bench = last_bench.result if last_bench else None
     return RecipeResult(plan, False, bench, time.perf_counter() - start, files)
 
 
+SCALES_OUT = ("train", "distill")  # stage types that run on every rank under torchrun
+
+
 def _run_stage(stage: Stage, progress: Progress) -> Any:
     from .cli import _resolve  # "module:function" -> callable
 
-    return _resolve(STAGE_TYPES[stage.type].run)(stage.config, progress=progress)
+    run = _resolve(STAGE_TYPES[stage.type].run)
+    if not dist.is_distributed() or stage.type in SCALES_OUT:
+        return run(stage.config, progress=progress)
+    return dist.on_rank0(lambda: run(stage.config, progress=progress), f"stage-{stage.name}-{stage.hash}")
 
 
 def _load_result(stage: Stage, root: Path) -> Any:

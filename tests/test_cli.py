@@ -118,3 +118,10 @@ def test_info_on_damaged_checkpoint(tmp_path, tiny_ckpt, damage, fragment):
 def test_debug_flag_shows_traceback(tmp_path):
     result = invoke("--debug", "info", tmp_path / "missing")
     assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_a_field_may_have_two_flag_names(tmp_path):
+    """`mhsa distill --ff` (the issue's name) and `--d-ff` set the same field."""
+    for flag in ("--ff", "--d-ff"):
+        result = invoke("distill", "--teacher", tmp_path / "t", flag, 0, "--out", tmp_path / "s")
+        assert_one_line_error(result, "'d_ff' must be >= 1")

@@ -30,6 +30,7 @@ train accuracy within one sample.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -125,6 +126,7 @@ def test_launch_without_torchrun_variables_is_one_line(monkeypatch):
 
 def test_only_training_commands_scale_out(monkeypatch):
     """Under torchrun, prune/quantize/bench refuse; rank 0 says why, the others exit quietly."""
+    assert set(dist.SCALABLE) == {"train", "distill", "run"}
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(dist.UniformError, match="`mhsa bench` runs in one process"):
@@ -335,3 +337,53 @@ def test_torchrun_bad_input_fails_fast_with_one_line(tmp_path):
     assert errors == [f"error: output folder {out} already exists; pass --force to replace it"]
     assert (out / "keep.txt").read_text() == "mine"
     assert elapsed < 60, elapsed
+
+
+RECIPE = """\
+name: ddp
+defaults: {seed: 0, device: cpu}
+stages:
+  - name: base
+    type: train
+    epochs: 2
+    batch_size: 32
+    d_model: 32
+    d_ff: 64
+    task_options: {n_train: 256, n_val: 100, n_test: 100}
+  - name: pruned
+    type: prune
+    from: base
+    ratio: 0.5
+  - name: student
+    type: distill
+    from: base
+    epochs: 1
+    batch_size: 32
+  - name: bench
+    type: bench
+    compare: [base, pruned, student]
+    batch_sizes: [2]
+    min_time: 0.01
+    min_repeats: 3
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_recipe_trains_on_all_ranks_and_writes_once(tmp_path):
+    """`mhsa run` under torchrun: train/distill use both ranks, prune/bench run on rank 0 only."""
+    recipe, out = tmp_path / "r.yaml", tmp_path / "out"
+    recipe.write_text(RECIPE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(free_port()), "-m", "mhsa_cli", "run", str(recipe), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((out / "base" / "checkpoint.json").read_text())
+    assert meta["metrics"]["world_size"] == 2
+    assert json.loads((out / "student" / "checkpoint.json").read_text())["metrics"]["world_size"] == 2
+    bench = json.loads((out / "bench.json").read_text())
+    assert len(bench["rows"]) == 3
+    log = (out / "run.log").read_text()
+    assert log.count("[1/4] base (train): done") == 1  # one writer
+    assert res.stdout.count("Recipe 'ddp'") == 1

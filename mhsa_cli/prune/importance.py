@@ -4,7 +4,7 @@
 criterion from :data:`IMPORTANCE` (it is handed the validation split only, so
 the test split cannot leak into the choice of heads):
 
-* ``gradient`` -- Michel et al. (2019): |dL/d gate| of each head's gate;
+* ``gradient`` -- Michel et al. (2019): E_x |dL(x)/d gate| of each head's gate;
 * ``taylor`` -- first-order Taylor (Molchanov et al. 2019) via torch-pruning;
 * ``magnitude`` -- L2 norm of each head's weights via torch-pruning (no data);
 * ``random`` -- the seeded control every criterion must beat.
@@ -32,16 +32,25 @@ ImportanceFn = Callable[[MHSAClassifier, Batches, int], list[torch.Tensor]]
 # --------------------------------------------------------------------------- importance
 
 def _gradient(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
-    """Michel et al. (2019): mean over validation batches of |dL/d gate_h| at gate = 1."""
+    """Michel et al. (2019), eq. 2: I_h = E_x |dL(x)/d gate_h| at gate = 1.
+
+    The absolute value is taken per example (each sample gets its own gate row,
+    so one backward pass gives every per-example derivative), then averaged.
+    Taking it per batch instead lets opposite-signed examples cancel; on a
+    saturated model that picked clearly worse heads (quickstart baseline, 50 %
+    removed, no fine-tuning: 62.6 % vs 100.0 % test accuracy).
+    """
     device = next(model.parameters()).device
-    gates = [torch.ones(h, device=device, requires_grad=True) for h in model.heads]  # (H_l,)
-    live = [g for g in gates if g.numel()]  # 0-head layers ignore their gate
     total = [torch.zeros(h) for h in model.heads]
+    seen = 0
     for x, y in batches:
-        loss = F.cross_entropy(model.forward_features(x, head_gates=gates).logits, y)
+        gates = [torch.ones(x.shape[0], h, device=device, requires_grad=True) for h in model.heads]  # (B, H_l)
+        live = [g for g in gates if g.shape[1]]  # 0-head layers ignore their gate
+        loss = F.cross_entropy(model.forward_features(x, head_gates=gates).logits, y, reduction="sum")
         grads = iter(torch.autograd.grad(loss, live)) if live else iter(())
-        total = [t + next(grads).abs().cpu() if t.numel() else t for t in total]
-    return [t / max(len(batches), 1) for t in total]
+        total = [t + next(grads).abs().sum(0).cpu() if t.numel() else t for t in total]
+        seen += x.shape[0]
+    return [t / max(seen, 1) for t in total]
 
 
 def _dependency_graph(model: MHSAClassifier) -> Any:
@@ -155,7 +164,7 @@ def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, 
         data: the **validation** split, or a :class:`TaskData` whose ``val`` split is used.
             The test split is never read.
         method: a key of :data:`IMPORTANCE`.
-        batch_size: validation batch size (gradients are per batch, as Michel et al.).
+        batch_size: validation batch size (only memory: gradient scores are per example).
         max_batches: use only the first batches (0 = the whole split).
         normalize: L2-normalise scores within each layer (gradient and taylor only).
         seed: seed of the ``random`` method.
