@@ -291,7 +291,8 @@ class PruneConfig:
     scope: str = opt("global", "rank heads across layers (global) or per layer (layer)",
                      choices=("global", "layer"))
     min_heads_per_layer: int = opt(0, "keep at least this many heads in every layer", min=0)
-    normalize: bool = opt(True, "gradient/taylor: normalise scores per layer (L2), as Michel et al.")
+    normalize: bool = opt(False, "gradient/taylor: L2-normalise scores per layer (Michel et al. did for "
+                          "BERT; off by default: on our models it made global ranking empty vital layers)")
     importance_batches: int = opt(0, "validation batches used for importance (0 = all)", min=0)
     finetune_epochs: int = opt(0, "fine-tune epochs after pruning (same training loop)", min=0)
     iterative: int = opt(1, "prune in this many steps, re-scoring heads (and fine-tuning, with "

@@ -155,7 +155,7 @@ def validation_batches(split: Split, batch_size: int, max_batches: int = 0,
 
 
 def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, *,
-                    batch_size: int = 64, max_batches: int = 0, normalize: bool = True,
+                    batch_size: int = 64, max_batches: int = 0, normalize: bool = False,
                     seed: int = 0) -> list[torch.Tensor]:
     """Score every head of ``model``; higher = more important.
 
