@@ -1,4 +1,4 @@
-"""recipe.py: whole-recipe validation with YAML lines, --set, dry runs, resume."""
+"""recipe (mhsa_cli/recipe/): whole-recipe validation with YAML lines, --set, dry runs, resume."""
 
 from __future__ import annotations
 

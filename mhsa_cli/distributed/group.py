@@ -1,50 +1,11 @@
-"""Data-parallel training under ``torchrun`` (DistributedDataParallel).
+"""Process group and failure handling under ``torchrun``.
 
-One process is the default: then every helper here is a no-op, and the training
-loop calls them unconditionally. Launched by PyTorch's own launcher::
-
-    torchrun --nproc-per-node 2 -m mhsa_cli train --out runs/ddp
-
-the environment holds ``WORLD_SIZE`` > 1 (and ``RANK``, ``LOCAL_RANK``,
-``MASTER_ADDR``/``MASTER_PORT``); the CLI then wraps the command in
-:func:`launched`, which calls :func:`setup` (gloo on CPU; NCCL for CUDA tensors,
-with gloo kept for the small CPU collectives) and :func:`teardown`.
-
-Semantics (see ``docs/distributed.md``):
-
-* ``--batch-size`` is the **global** batch: each of the ``world_size`` processes
-  takes ``batch_size / world_size`` samples per step (an error if it does not
-  divide), and DDP averages the gradients. The same flags therefore run the same
-  recipe (same steps per epoch, same schedule) as one process: when ``n_train``
-  is divisible by the world size, every optimiser step sees exactly the samples
-  of the one-process step, and results differ only by float summation order.
-* Training order: :class:`torch.utils.data.DistributedSampler` (shuffle, seed,
-  ``set_epoch`` every epoch). Its permutation is the one the single-process loop
-  always used, so one process keeps its batch order bit for bit. When ``n_train``
-  is not divisible by the world size the sampler repeats up to
-  ``world_size - 1`` samples per epoch (PyTorch's standard padding).
-* Evaluation: each process scores every ``world_size``-th sample (no padding, so
-  each sample counts once) and the correct counts are summed over processes, so
-  all ranks get the same accuracy and make the same best-epoch and early-stop
-  decisions.
-* Rank 0 alone checks and writes the output folder, draws progress bars and
-  renders the report; the saved weights are the plain model's (no ``module.``
-  prefix), so a DDP-trained checkpoint loads in one process.
-* Bad input: :func:`agree` runs a preparation step on every rank and, if it
-  fails on any rank, raises the same :class:`UniformError` on all of them before
-  any other collective, so every process exits with code 2 and only rank 0
-  prints the one-line message. A process that dies mid-run closes its gloo
-  sockets (its peers' collectives fail at once) and torchrun stops the others;
-  :data:`TIMEOUT_ENV` bounds any remaining wait (default 120 s).
-* Threads: each process uses ``cores // processes on this node`` unless
-  ``--threads`` says otherwise (torchrun's own default is 1).
-* Seeds: every rank builds the same initial model from ``--seed`` (DDP also
-  broadcasts rank 0's weights); ranks > 0 then switch to their own random stream
-  so that their dropout masks differ (:func:`decorrelate_rng`).
-* Commands: ``train``, ``distill`` and ``run`` scale out (:data:`SCALABLE`);
-  in ``run`` the training stages use every rank and the other stages run on
-  rank 0 alone (:func:`on_rank0`). The others refuse under torchrun with one
-  line instead of running N copies that race on the same output folder.
+Who am I (:func:`env_world_size`, :func:`env_rank`, :func:`is_distributed`,
+:func:`world_size`, :func:`rank`, :func:`is_main`); the group's lifetime
+(:func:`setup`, :func:`teardown`, :func:`launched` for a CLI command, with
+:data:`SCALABLE` and the :data:`TIMEOUT_ENV` timeout); rank-0-only work
+(:func:`on_rank0`, :func:`local`, whose depth counter ``_LOCAL`` lives here
+alone); and the same error on every rank (:func:`agree`, :class:`UniformError`).
 """
 
 from __future__ import annotations
@@ -52,18 +13,17 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as tdist
-from torch import nn
 
-from .errors import MhsaError
+from ..errors import MhsaError
 
 T = TypeVar("T")
 
 #: Commands that may run under torchrun; the others refuse with one line. ``run``
-#: joins once recipe.py runs its non-training stages (and writes its own files) on
+#: joins once recipe/run.py runs its non-training stages (and writes its own files) on
 #: rank 0 only, e.g. inside :func:`local` followed by :func:`barrier`.
 SCALABLE = ("train", "distill", "run")
 #: Environment variable: seconds a process waits for its peers (init and collectives).
@@ -317,154 +277,6 @@ def agree(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     raise UniformError(message if src == 0 else f"rank {src}: {message}")
 
 
-# --------------------------------------------------------------------------- data
-
-def local_batch_size(global_batch: int) -> int:
-    """Per-process batch size for a global ``--batch-size``.
-
-    Raises:
-        UniformError: ``global_batch`` is not divisible by the number of processes.
-    """
-    n = world_size()
-    if global_batch % n:
-        raise UniformError(f"--batch-size {global_batch} is the global batch and must be divisible by "
-                           f"the {n} processes (e.g. {max(n, global_batch // n * n)})")
-    return global_batch // n
-
-
-def sampler(n: int, seed: int, epoch: int, num_replicas: int | None = None,
-            rank_: int | None = None) -> torch.utils.data.DistributedSampler:
-    """The training sampler: shuffled by ``(seed, epoch)``, padded to equal shards.
-
-    ``seed`` is the sampler's base seed; its permutation is
-    ``torch.randperm(n, generator=manual_seed(seed + epoch))``.
-    """
-    from torch.utils.data import DistributedSampler
-
-    s = DistributedSampler(range(n), num_replicas=num_replicas or world_size(),
-                           rank=rank() if rank_ is None else rank_, shuffle=True, seed=seed,
-                           drop_last=False)
-    s.set_epoch(epoch)
-    return s
-
-
-def train_order(n: int, seed: int, epoch: int, num_replicas: int | None = None,
-                rank_: int | None = None) -> torch.Tensor:
-    """This process's sample indices for one training epoch (see :func:`sampler`)."""
-    return torch.tensor(list(iter(sampler(n, seed, epoch, num_replicas, rank_))), dtype=torch.long)
-
-
-def shard(order: torch.Tensor) -> torch.Tensor:
-    """This process's share of an index order, without padding (every ``world_size``-th item).
-
-    Used for evaluation, where each sample must count exactly once.
-    """
-    return order[rank():: world_size()] if is_distributed() else order
-
-
-# --------------------------------------------------------------------------- collectives
-
-def all_reduce_sum(value: Any) -> Any:
-    """Sum a number, or each number of a list/tuple, over all processes (identity in one).
-
-    Sums run in float64, so integer counts stay exact; the type of each item is kept.
-    """
-    if not is_distributed():
-        return value
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    t = torch.tensor([float(v) for v in items], dtype=torch.float64)
-    tdist.all_reduce(t)
-    out = [type(v)(s) for v, s in zip(items, t.tolist())]
-    return type(value)(out) if isinstance(value, (list, tuple)) else out[0]
-
-
-def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """Average ``.grad`` over processes for tensors that DDP does not own.
-
-    (e.g. distillation projections trained next to the model). One collective.
-    """
-    if not is_distributed():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    tdist.all_reduce(flat)
-    flat /= world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def local_device(device: torch.device) -> torch.device:
-    """``cuda`` -> ``cuda:LOCAL_RANK``'s device (set by :func:`setup`); others unchanged."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """The module to train: DDP-wrapped under torchrun, else ``model`` itself.
-
-    ``static_graph=True``: the training graph is the same every step (one loss
-    function per :func:`mhsa_cli.train.fit` call), so DDP learns in the first step
-    which parameters get no gradient and skips them afterwards, without
-    ``find_unused_parameters``' graph walk every step. Needed because some
-    parameters legitimately get none: the ``ln1`` of a zero-head layer (after
-    pruning) feeds an attention that only adds its bias. A loss whose set of used
-    parameters changes from step to step is not supported. Tensors outside the
-    model (``extra_params`` of :func:`mhsa_cli.train.fit`) are averaged by
-    :func:`average_gradients`. Keyword arguments (``features=True``,
-    ``output_attentions=True``) pass through DDP's ``forward``, and the
-    :class:`~mhsa_cli.model.EncoderOutput` it then returns is registered as a
-    pytree so that DDP sees the tensors inside it (see :func:`register_outputs`).
-    """
-    if not is_distributed():
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    register_outputs()
-    device = local_device(torch.device(device))
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   static_graph=True)
-
-
-def register_outputs() -> None:
-    """Make :class:`~mhsa_cli.model.EncoderOutput` a pytree node (idempotent).
-
-    DDP finds the tensors a forward returns with ``torch.utils._pytree``; an
-    unregistered dataclass looks like an opaque leaf, and then the first step of
-    ``static_graph`` (or ``find_unused_parameters``) never hooks the backward: the
-    gradients of that step would silently not be averaged and the ranks drift
-    apart (a test covers it).
-    """
-    import dataclasses
-
-    import torch.utils._pytree as pytree
-
-    from .model import EncoderOutput
-
-    if EncoderOutput in pytree.SUPPORTED_NODES:
-        return
-    names = [f.name for f in dataclasses.fields(EncoderOutput)]
-    pytree.register_pytree_node(
-        EncoderOutput,
-        lambda o: ([getattr(o, n) for n in names], None),
-        lambda values, _: EncoderOutput(*values),
-    )
-
-
 def barrier() -> None:
     if is_distributed():
         tdist.barrier()
-
-
-def decorrelate_rng(seed: int) -> None:
-    """Give ranks > 0 their own torch random stream (dropout masks), keeping rank 0's.
-
-    Every rank seeds identically to build the same initial model; without this,
-    all ranks would draw the same dropout masks. Rank 0 (and one process) is untouched.
-    """
-    if is_distributed() and rank() > 0:
-        torch.manual_seed(seed * 1_000_003 + rank())

@@ -1,31 +1,11 @@
-"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
+"""Where a recipe is checked: YAML with lines, stage types, validation, hashes.
 
-A recipe::
-
-    name: quickstart                  # results go to results/<name>/
-    defaults: {seed: 0}               # merged into every stage that has the key
-    stages:
-      - name: baseline
-        type: train                   # train | prune | quantize | distill | bench
-        epochs: 12                    # same keys as the command's options
-      - name: pruned
-        type: prune
-        from: baseline                # the input checkpoint (teacher for distill)
-        ratio: 0.5
-      - name: bench
-        type: bench
-        compare: [baseline, pruned]   # bench takes several stages
-        baseline: baseline
-
-Every stage's keys are validated against the same config dataclass as its
-command (one schema), with the YAML line in the error. ``out`` and ``force``
-are set by the runner: each stage writes ``<out>/<stage>/``.
-
-Resume: each finished stage leaves ``stage.json`` holding a hash of its
-resolved settings and of its inputs' hashes. A re-run skips stages whose hash
-is unchanged and reruns from the first that changed (and everything that
-depends on it). Stage outputs are written atomically and ``stage.json`` last,
-so an interrupted run leaves no half-written stage.
+:func:`load_recipe_text` parses YAML and records each key's line;
+:func:`validate_recipe` applies ``--set`` overrides (:func:`_apply_set`) and
+checks the whole recipe against each stage type's config dataclass
+(:data:`STAGE_TYPES`), resolving ``from``/``compare`` to earlier stages; it
+returns a :class:`Plan` of :class:`Stage` objects, each with the hash that
+resume compares (:func:`_hash_stages`). Nothing runs here.
 """
 
 from __future__ import annotations
@@ -34,19 +14,14 @@ import copy
 import dataclasses
 import hashlib
 import json
-import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from . import config as C
-from . import distributed as dist
-from .errors import MhsaError, closest
-from .progress import NULL, Progress
-from .report import write_atomic, write_json
+from .. import config as C
+from ..errors import MhsaError, closest
 
 
 @dataclass
@@ -310,157 +285,3 @@ def _hash_stages(plan: Plan) -> None:
             payload["settings"].pop(k, None)
         s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
         by_name[s.name] = s
-
-
-# ------------------------------------------------------------------ running
-
-def stage_done(stage: Stage, root: Path) -> bool:
-    """True when ``root/stage`` holds a finished run with the same hash."""
-    marker = root / stage.name / STAGE_FILE
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("hash") == stage.hash
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _check_results_folder(plan: Plan, force: bool) -> None:
-    marker = plan.out / RECIPE_FILE
-    if plan.out.exists() and not plan.out.is_dir():
-        raise MhsaError(f"results path {plan.out} is a file, not a folder")
-    if marker.is_file():
-        try:
-            other = json.loads(marker.read_text(encoding="utf-8")).get("name")
-        except json.JSONDecodeError:
-            other = None
-        if other != plan.name and not force:
-            raise MhsaError(f"{plan.out} holds results of recipe '{other}', not '{plan.name}'; "
-                            "pass --force or choose another --out")
-    elif plan.out.is_dir() and any(plan.out.iterdir()) and not force:
-        raise MhsaError(f"{plan.out} exists and was not made by a recipe; pass --force or choose another --out")
-
-
-def mark_plan(plan: Plan) -> None:
-    """Set each stage's status: skip if done and no input reruns, else run."""
-    rerun: set[str] = set()
-    for s in plan.stages:
-        if stage_done(s, plan.out) and not (set(s.inputs) & rerun):
-            s.status = "skip"
-        else:
-            s.status = "run"
-            rerun.add(s.name)
-
-
-class _TeeProgress(Progress):
-    """Forwards to the user's progress and appends log lines to the run log."""
-
-    def __init__(self, inner: Progress, log_path: Path):
-        self.inner, self.log_path = inner, log_path
-
-    def task(self, description: str, total: int | None = None):
-        return self.inner.task(description, total)
-
-    def log(self, message: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
-        self.inner.log(message)
-
-
-@dataclass
-class RecipeResult:
-    """What :func:`run_recipe` returns: the plan with statuses, and the final bench."""
-
-    plan: Plan
-    dry_run: bool
-    bench: Any = None
-    seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
-
-
-def _prepare(cfg: C.RecipeConfig) -> Plan:
-    plan = validate_recipe(cfg.recipe, cfg.set, cfg.out)
-    _check_results_folder(plan, cfg.force)
-    mark_plan(plan)
-    return plan
-
-
-def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
-    """Validate the recipe, then run its stages in order, skipping unchanged ones.
-
-    Under torchrun, training stages (train, distill) run on every rank with DDP;
-    the other stages run on rank 0 alone while the others wait, and only rank 0
-    writes files.
-
-    Raises:
-        MhsaError: any validation error (nothing runs), or a stage's own bad input.
-    """
-    plan = dist.agree(_prepare, cfg)  # every rank sees the same plan (or the same error)
-    if cfg.dry_run:
-        return RecipeResult(plan, True)
-    main = dist.is_main()
-    if main:
-        plan.out.mkdir(parents=True, exist_ok=True)
-        write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
-        write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
-    tee = _TeeProgress(progress, plan.out / "run.log") if main else NULL
-    start = time.perf_counter()
-    for i, s in enumerate(plan.stages, 1):
-        head = f"[{i}/{len(plan.stages)}] {s.name} ({s.type}{' from ' + ', '.join(s.inputs) if s.inputs else ''})"
-        if s.status == "skip":
-            tee.log(f"{head}: up to date, skipped")
-            s.result = _load_result(s, plan.out)
-            continue
-        tee.log(f"{head}: running")
-        t0 = time.perf_counter()
-        s.result = _run_stage(s, tee)
-        s.seconds = time.perf_counter() - t0
-        if main:
-            write_json(plan.out / s.name / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash,
-                                                         "inputs": s.inputs, "settings": s.settings,
-                                                         "seconds": s.seconds})
-        tee.log(f"{head}: done in {s.seconds:.1f}s")
-    files = _publish_final_bench(plan) if main else []
-    last_bench = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
-    bench = last_bench.result if last_bench else None
-    return RecipeResult(plan, False, bench, time.perf_counter() - start, files)
-
-
-SCALES_OUT = ("train", "distill")  # stage types that run on every rank under torchrun
-
-
-def _run_stage(stage: Stage, progress: Progress) -> Any:
-    from .cli import _resolve  # "module:function" -> callable
-
-    run = _resolve(STAGE_TYPES[stage.type].run)
-    if not dist.is_distributed() or stage.type in SCALES_OUT:
-        return run(stage.config, progress=progress)
-    return dist.on_rank0(lambda: run(stage.config, progress=progress), f"stage-{stage.name}-{stage.hash}")
-
-
-def _load_result(stage: Stage, root: Path) -> Any:
-    """A skipped bench stage's result, re-read from its bench.json (None otherwise)."""
-    if stage.type != "bench":
-        return None
-    path = root / stage.name / "bench.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")
-
-
-def _publish_final_bench(plan: Plan) -> list[str]:
-    """Copy the last bench stage's files to the results root (the run's report)."""
-    last = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
-    if last is None:
-        return []
-    copied = []
-    for name in BENCH_FILES:
-        src = plan.out / last.name / name
-        if src.is_file():
-            write_atomic(plan.out / name, src.read_bytes())
-            copied.append(str(plan.out / name))
-    return copied
-
-
-def clean_stage(root: Path, name: str) -> None:
-    """Remove a stage folder (used by tests and by a user wanting a clean rerun)."""
-    shutil.rmtree(root / name, ignore_errors=True)
