@@ -347,7 +347,7 @@ class DistillConfig:
     attn_weight: float = opt(0.0, "weight of attention KL, head-averaged maps (0 = off)", min=0.0)
     init_from_teacher: bool = opt(False, "initialise student blocks from every k-th teacher block")
     compare_scratch: bool = opt(False, "also train the same student without the teacher")
-    epochs: int = opt(12, "training epochs", min=1)
+    epochs: Optional[int] = opt(None, "training epochs (default: the teacher's training epochs)", min=1)
     batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
                           "processes: must be divisible by their number)", min=1)
     lr: float = opt(3e-3, "peak learning rate", min=0.0, min_open=True)

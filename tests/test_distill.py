@@ -180,6 +180,14 @@ def test_distill_saves_student_with_lineage_and_scratch(teacher, tmp_path):
     assert load_model(out).config.heads == [2]
 
 
+def test_default_budget_is_the_teachers_epochs(teacher, tmp_path):
+    """Without --epochs the student trains as many epochs as the teacher did (recorded)."""
+    res = distill(dcfg(teacher, out=str(tmp_path / "s")))
+    trained = load_checkpoint(teacher).meta["lineage"][0]["settings"]["epochs"]
+    assert len(res.history) == trained
+    assert load_checkpoint(tmp_path / "s").meta["lineage"][-1]["settings"]["epochs"] == trained
+
+
 def test_scratch_is_the_same_student_and_budget(teacher, tmp_path):
     """With alpha = 0 (plain CE) the distilled run must equal the scratch run exactly."""
     res = distill(dcfg(teacher, out=str(tmp_path / "s"), epochs=2, alpha=0.0, compare_scratch=True))

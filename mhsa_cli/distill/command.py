@@ -157,6 +157,15 @@ def _plan_dict(plan: DistillPlan) -> dict[str, Any]:
             "init_layer_map": plan.layer_map, "projections_saved": False}
 
 
+def teacher_epochs(ckpt: Checkpoint, default: int = 12) -> int:
+    """Epochs the teacher's first training stage used (the student's default budget)."""
+    for step in ckpt.meta.get("lineage", []):
+        epochs = step.get("settings", {}).get("epochs")
+        if step.get("operation") in ("train", "distill") and isinstance(epochs, int):
+            return epochs
+    return default
+
+
 def _prepare(cfg: DistillConfig) -> tuple[Checkpoint, MHSAClassifier, DistillPlan, TaskData, torch.device]:
     """Every check and load before training: nothing is trained or written if one fails.
 
@@ -170,6 +179,8 @@ def _prepare(cfg: DistillConfig) -> tuple[Checkpoint, MHSAClassifier, DistillPla
     if dist.is_main():
         check_output_dir(cfg.out, cfg.force)
     ckpt, teacher = load_teacher(cfg.teacher)
+    if cfg.epochs is None:  # resolved here so the student records the real number
+        cfg.epochs = teacher_epochs(ckpt)
     plan = make_plan(cfg, ckpt.model_config, count_parameters(teacher))
     return ckpt, teacher, plan, task_from_spec(ckpt.task_spec), device
 
