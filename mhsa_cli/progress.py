@@ -50,6 +50,9 @@ class RichProgress(Progress):
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Task]:
+        if not self.console.is_terminal:  # piped or logged: log lines only, no bar residue
+            yield Task()
+            return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
