@@ -56,6 +56,7 @@ def test_train_info_tasks(tmp_path):
     assert info.exit_code == 0 and "heads per layer" in info.output and "Lineage" in info.output
     tasks = invoke("tasks")
     assert tasks.exit_code == 0 and all(t in tasks.output for t in ("order", "digits", "text"))
+    assert "classes" in tasks.output and "1,797" in tasks.output  # sizes and classes listed
 
 
 def write(path, text):

@@ -70,5 +70,7 @@ def render_tasks(console: Console) -> None:
     """The task registry: name, input kind, description and options."""
     from ..tasks import TASKS
 
-    rows = [(t.name, t.input_kind, t.description, ", ".join(t.options)) for t in TASKS.values()]
-    console.print(table("Tasks", ["task", "input", "description", "options (--task-opt key=value)"], rows))
+    rows = [(t.name, t.input_kind, t.classes, t.size, t.description, ", ".join(t.options))
+            for t in TASKS.values()]
+    console.print(table("Tasks", ["task", "input", "classes", "size", "description",
+                                  "options (--task-opt key=value)"], rows))

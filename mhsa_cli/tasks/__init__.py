@@ -74,6 +74,8 @@ class TaskInfo:
     input_kind: str
     build: Callable[..., TaskData]
     needs: str = ""  # optional extra needed, e.g. "scikit-learn"
+    size: str = ""  # default split sizes, for `mhsa tasks`
+    classes: str = ""  # number of classes (or where they come from)
     options: dict[str, str] = field(default_factory=dict)  # option -> help
     # Training defaults that differ from TrainConfig's (e.g. more epochs for small data).
     train_defaults: dict[str, Any] = field(default_factory=dict)

@@ -66,6 +66,8 @@ register(TaskInfo(
     name="order",
     description="synthetic: order of 3 markers among filler tokens (6 classes); needs attention",
     input_kind="tokens",
+    size="6,000 / 1,000 / 2,000 (train/val/test)",
+    classes="6",
     build=build,
     options={
         "n_train": "training sequences (default 6000)",

@@ -353,6 +353,8 @@ register(TaskInfo(
     name="text",
     description="text classification from your .csv / .tsv / .jsonl file (path=...)",
     input_kind="tokens",
+    size="your file: 80 / 10 / 10 % stratified, or test_path",
+    classes="from labels",
     build=build,
     from_spec=from_spec,
     options={
