@@ -34,6 +34,11 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
+def points(delta: float | None) -> str:
+    """An accuracy difference (fractions) in signed percentage points."""
+    return "–" if delta is None else f"{100 * delta:+.2f} pt"
+
+
 def human_bytes(n: float | None) -> str:
     if n is None:
         return "–"

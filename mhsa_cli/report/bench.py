@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import csv_text, human_bytes, markdown_table, write_atomic, write_json
+from . import csv_text, human_bytes, markdown_table, pct, write_atomic, write_json
 
 BEST_STYLE = "bold green"
 MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
@@ -51,10 +51,6 @@ def _ms(v: float) -> str:
 
 def _times(v: float) -> str:
     return f"{v:.2f}×"
-
-
-def _acc(v: float) -> str:
-    return f"{100 * v:.2f}%"
 
 
 def _mib(v: float) -> str:
@@ -90,7 +86,7 @@ def columns(result: Any) -> list[Column]:
         Column("size", "disk", lambda r: r.size_bytes, human_bytes, "min"),
         Column("size", "memory", lambda r: r.weight_bytes, human_bytes, "min", level=2),
         Column("size", "ratio", lambda r: r.ratios.compression, _times, "max"),
-        Column("test acc", "", lambda r: r.test_acc, _acc, "max"),
+        Column("test acc", "", lambda r: r.test_acc, pct, "max"),
         Column("test acc", "Δ pts", lambda r: r.ratios.acc_delta_pts, lambda v: f"{v:+.2f}", "max"),
     ]
     for device, batch in result.keys:
@@ -163,8 +159,8 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
                      + ", ".join(f"{n} {e}" for n, e in engines.items()) + ".")
     for r in result.rows:
         if r.stored_test_acc is not None and abs(r.stored_test_acc - r.test_acc) > 1e-9:
-            notes.append(f"{r.name}: test accuracy {_acc(r.test_acc)} differs from the "
-                         f"{_acc(r.stored_test_acc)} stored in the checkpoint.")
+            notes.append(f"{r.name}: test accuracy {pct(r.test_acc)} differs from the "
+                         f"{pct(r.stored_test_acc)} stored in the checkpoint.")
     return notes
 
 

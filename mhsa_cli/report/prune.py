@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import have_matplotlib, kv_table, pct, table
+from . import have_matplotlib, kv_table, pct, points, table
 
 # background colours from low (removable) to high importance
 PALETTE = ("grey23", "dark_blue", "blue3", "dodger_blue2", "deep_sky_blue1", "cyan1")
@@ -67,15 +67,11 @@ def _size_table(r: Any) -> Table:
     ])
 
 
-def _delta(acc: float, base: float) -> str:
-    return f"{100 * (acc - base):+.2f} pt"
-
-
 def _accuracy_table(r: Any) -> Table:
     stages = [("before pruning", r.before), ("after pruning", r.pruned)]
     if r.finetuned is not None:
         stages.append(("after fine-tuning", r.finetuned))
-    rows = [(name, pct(a.val_acc), pct(a.test_acc), _delta(a.test_acc, r.before.test_acc)) for name, a in stages]
+    rows = [(name, pct(a.val_acc), pct(a.test_acc), points(a.test_acc - r.before.test_acc)) for name, a in stages]
     return table("Accuracy", ["stage", "validation", "test", "test Δ"], rows)
 
 

@@ -7,12 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import human_bytes, kv_table, pct, table
-
-
-def _points(delta: float) -> str:
-    """An accuracy difference in percentage points, signed."""
-    return f"{100 * delta:+.2f} pt"
+from . import human_bytes, kv_table, pct, points, table
 
 
 def _short(names: list[str], limit: int = 6) -> str:
@@ -53,6 +48,6 @@ def render_quantize(result: Any, console: Console) -> None:
          f"{result.weight_bytes_int8 / max(result.weight_bytes_float, 1):.3f}"),
     ]))
     console.print(table("Accuracy", ["split", "float", "int8", "change"], [
-        (split, pct(acc["float"]), pct(acc["int8"]), _points(acc["int8"] - acc["float"]))
+        (split, pct(acc["float"]), pct(acc["int8"]), points(acc["int8"] - acc["float"]))
         for split, acc in result.accuracy.items()
     ]))
