@@ -160,7 +160,7 @@ def save_checkpoint(out: str | Path, tensors: dict[str, torch.Tensor], meta: dic
         tensors: name -> tensor (made contiguous and moved to CPU here).
         meta: from :func:`make_meta`; ``id`` (weights hash) is added here.
         force: replace an existing folder.
-        extra_files: file name -> str (written as is) or JSON-able object.
+        extra_files: file name -> str or bytes (written as is) or a JSON-able object.
 
     Returns:
         The folder written.
@@ -173,7 +173,9 @@ def save_checkpoint(out: str | Path, tensors: dict[str, torch.Tensor], meta: dic
         meta["id"] = weights_id(tmp / WEIGHTS)
         _write_json(tmp / META, meta)
         for name, content in (extra_files or {}).items():
-            if isinstance(content, str):
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            elif isinstance(content, str):
                 (tmp / name).write_text(content, encoding="utf-8")
             else:
                 _write_json(tmp / name, content)

@@ -218,19 +218,17 @@ def _metrics(r: PruneResult) -> dict[str, Any]:
 
 
 def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult) -> list[str]:
-    """Write the checkpoint (+ head_importance.json, + .png with matplotlib); return the files."""
-    from ..report import write_atomic
+    """Write the checkpoint (+ head_importance.json, + .png with matplotlib) in one rename."""
     from ..report.prune import heatmap_png
 
     meta = make_meta("float", model.config, ckpt.task_spec, "prune", to_dict(cfg), _metrics(r),
                      parent=ckpt, extra={"steps": r.steps})
-    out = save_model(cfg.out, model.cpu(), meta, force=cfg.force,
-                     extra_files={"head_importance.json": _importance_doc(cfg, r)})
-    files = [str(out / "model.safetensors"), str(out / "checkpoint.json"), str(out / "head_importance.json")]
+    extra: dict[str, Any] = {"head_importance.json": _importance_doc(cfg, r)}
     png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, validation split)")
-    if png is not None:  # bytes cannot go through save_model's extra_files; written atomically after
-        files.append(str(write_atomic(out / "head_importance.png", png)))
-    return files
+    if png is not None:
+        extra["head_importance.png"] = png
+    out = save_model(cfg.out, model.cpu(), meta, force=cfg.force, extra_files=extra)
+    return [str(out / name) for name in ("model.safetensors", "checkpoint.json", *extra)]
 
 
 # --------------------------------------------------------------------------- sweep
