@@ -142,34 +142,33 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
     return out
 
 
-def build_config(cls: type, values: dict[str, Any], where: str = "") -> Any:
+def build_config(cls: type, values: dict[str, Any]) -> Any:
     """Validate ``values`` against dataclass ``cls`` and return an instance.
 
     Raises:
         MhsaError: unknown key (closest valid key named), wrong type, out of range,
-            unknown choice. ``where`` (e.g. "stage 'prune'") prefixes the message.
+            unknown choice; ``.key`` names the offending key when there is one.
     """
-    prefix = f"{where}: " if where else ""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = field_types(cls)
     for key in values:
         if key not in fields:
-            raise MhsaError(f"{prefix}unknown key '{key}'{closest(key, fields)}")
+            raise MhsaError(f"unknown key '{key}'{closest(key, fields)}", key=key)
     kwargs = {}
-    try:
-        for name, value in values.items():
+    for name, value in values.items():
+        try:
             v = _coerce(name, value, hints[name])
             _check_range(name, v, fields[name].metadata)
             _check_choice(name, v, fields[name].metadata)
-            kwargs[name] = v
-        cfg = cls(**kwargs)
-        for f in dataclasses.fields(cls):  # defaults must satisfy the schema too
-            _check_choice(f.name, getattr(cfg, f.name), f.metadata)
-        validate = getattr(cfg, "validate", None)
-        if validate:
-            validate()
-    except MhsaError as exc:
-        raise MhsaError(f"{prefix}{exc}") from None
+        except MhsaError as exc:
+            raise MhsaError(str(exc), key=name) from None
+        kwargs[name] = v
+    cfg = cls(**kwargs)
+    for f in dataclasses.fields(cls):  # defaults must satisfy the schema too
+        _check_choice(f.name, getattr(cfg, f.name), f.metadata)
+    validate = getattr(cfg, "validate", None)
+    if validate:
+        validate()
     return cfg
 
 

@@ -12,7 +12,15 @@ from typing import Iterable
 
 
 class MhsaError(Exception):
-    """A problem with the user's input, reported as one line (exit code 2)."""
+    """A problem with the user's input, reported as one line (exit code 2).
+
+    ``key`` names the config key at fault when there is one (recipes use it to
+    point at that key's YAML line).
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def closest(name: str, choices: Iterable[str]) -> str:

@@ -235,8 +235,7 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
     try:
         cfg = C.build_config(st.config, values)
     except MhsaError as exc:
-        key = str(exc).split("'")[1] if "'" in str(exc) else None
-        raise MhsaError(f"{at(key) if key in own else at()}: stage '{name}' ({kind}): {exc}") from None
+        raise MhsaError(f"{at(exc.key) if exc.key in own else at()}: stage '{name}' ({kind}): {exc}") from None
     if kind == "train" and cfg.task_kwargs().get("path") and not Path(cfg.task_kwargs()["path"]).is_file():
         raise MhsaError(f"{at('data')}: stage '{name}': data file {cfg.task_kwargs()['path']} not found "
                         f"(give it with --set {name}.data=FILE)")
