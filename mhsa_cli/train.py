@@ -72,6 +72,11 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
+def _shuffle_seed(seed: int) -> int:
+    """The sampler seed of a run's ``--seed`` (the epoch is added by the sampler)."""
+    return seed * 100003
+
+
 def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
             epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield this process's (x, y) mini-batches of ``batch_size`` (a per-process size).
@@ -85,7 +90,7 @@ def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
     """
     n = len(split)
     if shuffle:
-        order = dist.train_order(n, seed * 100003, epoch)
+        order = dist.train_order(n, _shuffle_seed(seed), epoch)
     else:
         order = dist.shard(torch.arange(n))
     for i in range(0, len(order), batch_size):
@@ -158,7 +163,7 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     extra = list(extra_params or [])
     params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
-    steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), loop.seed * 100003, 0)) / local_batch)
+    steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), _shuffle_seed(loop.seed), 0)) / local_batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
     result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
     for epoch in range(1, loop.epochs + 1):
