@@ -88,16 +88,13 @@ def _accuracy(models: dict[str, nn.Module], data: Any, progress: Progress) -> di
     return acc
 
 
-def _metrics(acc: dict[str, dict[str, float]], qmodel: nn.Module, tensors: dict[str, torch.Tensor],
-             ckpt: Any) -> dict[str, Any]:
+def _metrics(acc: dict[str, dict[str, float]], counts: dict[str, int], fraction: float,
+             tensors: dict[str, torch.Tensor], float_size: int) -> dict[str, Any]:
     """The int8 checkpoint's metrics: its accuracy (and the float one), parameters, sizes."""
-    from ..checkpoint import size_on_disk
-
-    counts = parameter_counts(qmodel)
     return {"val_acc": acc["val"]["int8"], "test_acc": acc["test"]["int8"],
             "float_val_acc": acc["val"]["float"], "float_test_acc": acc["test"]["float"],
-            "params": counts["int8"] + counts["float"], "int8_fraction": int8_fraction(qmodel),
-            "size_bytes": _safetensors_bytes(tensors), "float_size_bytes": size_on_disk(ckpt.path)}
+            "params": counts["int8"] + counts["float"], "int8_fraction": fraction,
+            "size_bytes": _safetensors_bytes(tensors), "float_size_bytes": float_size}
 
 
 def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
@@ -133,21 +130,22 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     qmodel = backend.quantize(float_model, engine, cfg.per_channel, include).eval()
     acc = _accuracy({"float": float_model, "int8": qmodel}, task_from_spec(ckpt.task_spec), progress)
     tensors, kept = backend.state(qmodel), float_parts(qmodel)
+    counts, fraction, float_size = parameter_counts(qmodel), int8_fraction(qmodel), size_on_disk(ckpt.path)
     settings = {"backend": backend.name, "engine": engine, "engine_requested": cfg.engine,
                 "per_channel": cfg.per_channel, "classifier": cfg.classifier, "dtype": "qint8",
                 "modules": include, "float_modules": [p["name"] for p in kept],
-                "int8_fraction": int8_fraction(qmodel)}
+                "int8_fraction": fraction}
+    metrics = _metrics(acc, counts, fraction, tensors, float_size)
     with use_engine(engine):  # so the recorded environment names the engine used
         meta = make_meta("int8", ckpt.model_config, ckpt.task_spec, "quantize",
-                         {**to_dict(cfg), "engine_resolved": engine}, _metrics(acc, qmodel, tensors, ckpt),
+                         {**to_dict(cfg), "engine_resolved": engine}, metrics,
                          parent=ckpt, extra={"quantization": settings})
     save_checkpoint(cfg.out, tensors, meta, force=cfg.force)
-    counts = parameter_counts(qmodel)
     return QuantizeResult(
         out=str(cfg.out), source=str(ckpt.path), backend=backend.name, engine=engine,
         engine_requested=cfg.engine, per_channel=cfg.per_channel, threads=threads,
         quantized_modules=include, float_modules=kept, params_int8=counts["int8"],
-        params_float=counts["float"], int8_fraction=settings["int8_fraction"],
-        size_bytes_float=size_on_disk(ckpt.path), size_bytes_int8=size_on_disk(cfg.out),
+        params_float=counts["float"], int8_fraction=fraction,
+        size_bytes_float=float_size, size_bytes_int8=size_on_disk(cfg.out),
         weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=model_weight_bytes(qmodel),
         accuracy=acc)
