@@ -17,7 +17,7 @@ import os
 import sys
 import typing
 import warnings
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .config import _base_type, build_config, field_types
 from .errors import MhsaError
+from .stages import RENDER, RUN, resolve
 
 
 
@@ -148,14 +149,10 @@ def config_from_cli(cls: type, values: dict[str, Any]) -> Any:
     return build_config(cls, clean)
 
 
-def _resolve(target: str) -> Callable[..., Any]:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(f"mhsa_cli.{module}"), name)
-
-
-def stage_command(name: str, cls: type, run: str, render: str, help: str, epilog: str) -> None:
-    """Register ``mhsa NAME``: options from ``cls``, calls ``run(cfg, progress)``,
-    then ``render(result, console)``. ``run``/``render`` are "module:function"."""
+def stage_command(name: str, cls: type, help: str, epilog: str) -> None:
+    """Register ``mhsa NAME``: options from ``cls``, calls the stage's library
+    function ``run(cfg, progress)``, then its ``render(result, console)``
+    (both from :mod:`mhsa_cli.stages`)."""
     hints = field_types(cls)
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
     params = [_cli_param(f, hints[f.name]) for f in fields]
@@ -170,9 +167,9 @@ def stage_command(name: str, cls: type, run: str, render: str, help: str, epilog
         with dist.launched(name, values.get("device") or "auto"):
             cfg = dist.agree(config_from_cli, cls, values)
             main = dist.is_main()
-            result = _resolve(run)(cfg, progress=RichProgress() if main else NULL)
+            result = resolve(RUN[name])(cfg, progress=RichProgress() if main else NULL)
             if main:
-                _resolve(render)(result, Console())
+                resolve(RENDER[name])(result, Console())
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -185,33 +182,31 @@ def _stages() -> None:
     from . import config as c
 
     specs = [
-        ("train", "TrainConfig", "train:train", "report.train:render_train",
+        ("train", c.TrainConfig,
          "Train a baseline attention classifier on a task and save a checkpoint.",
          "Examples:  mhsa train --out runs/baseline  ·  mhsa train --task digits --epochs 20 --out runs/digits"
          "  ·  mhsa train --data reviews.csv --task-opt text_column=review --out runs/reviews"),
-        ("prune", "PruneConfig", "prune:prune", "report.prune:render_prune",
+        ("prune", c.PruneConfig,
          "Score attention heads and physically remove the least important ones.",
          "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"
          "  ·  mhsa prune runs/baseline --sweep 0,0.25,0.5,0.75 --method gradient,magnitude,random --out runs/sweep"),
-        ("quantize", "QuantizeConfig", "quantize:quantize", "report.quantize:render_quantize",
+        ("quantize", c.QuantizeConfig,
          "Dynamic int8 quantization of every Linear layer (CPU inference).",
          "Examples:  mhsa quantize runs/baseline --out runs/int8  ·  mhsa quantize runs/pruned --engine x86 --out runs/pruned-int8"),
-        ("distill", "DistillConfig", "distill:distill", "report.distill:render_distill",
+        ("distill", c.DistillConfig,
          "Train a smaller student from a teacher checkpoint (knowledge distillation).",
          "Examples:  mhsa distill --teacher runs/baseline --shrink half --out runs/student"
          "  ·  mhsa distill --teacher runs/baseline --layers 1 --d-model 32 --compare-scratch --out runs/student"),
-        ("bench", "BenchConfig", "bench:bench", "report.bench:render_bench",
+        ("bench", c.BenchConfig,
          "Compare checkpoints: accuracy, size and latency on CPU (and CUDA).",
          "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"),
-        ("run", "RecipeConfig", "recipe:run_recipe", "report.recipe:render_recipe",
+        ("run", c.RecipeConfig,
          "Run a YAML recipe: a whole compression pipeline, resumable.",
          "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"
-         "  ·  mhsa run recipes/text-csv.yaml --set data=my.csv"),
+         "  ·  mhsa run recipes/text-csv.yaml --set baseline.data=my.csv"),
     ]
-    for name, cls_name, run, render, help_text, epilog in specs:
-        cls = getattr(c, cls_name, None)
-        if cls is not None:
-            stage_command(name, cls, run, render, help_text, epilog)
+    for name, cls, help_text, epilog in specs:
+        stage_command(name, cls, help_text, epilog)
 
 
 _stages()

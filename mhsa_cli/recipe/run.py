@@ -24,7 +24,8 @@ from .. import distributed as dist
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..report import write_atomic, write_json
-from .validate import RECIPE_FILE, STAGE_FILE, STAGE_TYPES, Plan, Stage, validate_recipe
+from ..stages import RUN, resolve
+from .validate import RECIPE_FILE, STAGE_FILE, Plan, Stage, validate_recipe
 
 
 def stage_done(stage: Stage, root: Path) -> bool:
@@ -141,9 +142,7 @@ SCALES_OUT = ("train", "distill")  # stage types that run on every rank under to
 
 
 def _run_stage(stage: Stage, progress: Progress) -> Any:
-    from ..cli import _resolve  # "module:function" -> callable
-
-    run = _resolve(STAGE_TYPES[stage.type].run)
+    run = resolve(RUN[stage.type])
     if not dist.is_distributed() or stage.type in SCALES_OUT:
         return run(stage.config, progress=progress)
     return dist.on_rank0(lambda: run(stage.config, progress=progress), f"stage-{stage.name}-{stage.hash}")

@@ -26,22 +26,20 @@ from ..errors import MhsaError, closest
 
 @dataclass
 class StageType:
-    """How a stage type maps onto its command: config class, library call, wiring."""
+    """How a stage type maps onto its command: config class and wiring (its call: stages.RUN)."""
 
     config: type
-    run: str  # "module:function", called as run(cfg, progress=...)
     input_field: str | None  # config field that receives the `from` stage's folder
     accepts: tuple[str, ...]  # output kinds accepted as input
     output: Callable[[dict[str, Any]], str]  # resolved settings -> output kind
 
 
 STAGE_TYPES: dict[str, StageType] = {
-    "train": StageType(C.TrainConfig, "train:train", None, (), lambda s: "float"),
-    "prune": StageType(C.PruneConfig, "prune:prune", "checkpoint", ("float",),
-                       lambda s: "sweep" if s.get("sweep") else "float"),
-    "quantize": StageType(C.QuantizeConfig, "quantize:quantize", "checkpoint", ("float",), lambda s: "int8"),
-    "distill": StageType(C.DistillConfig, "distill:distill", "teacher", ("float",), lambda s: "float"),
-    "bench": StageType(C.BenchConfig, "bench:bench", None, ("float", "int8"), lambda s: "bench"),
+    "train": StageType(C.TrainConfig, None, (), lambda s: "float"),
+    "prune": StageType(C.PruneConfig, "checkpoint", ("float",), lambda s: "sweep" if s.get("sweep") else "float"),
+    "quantize": StageType(C.QuantizeConfig, "checkpoint", ("float",), lambda s: "int8"),
+    "distill": StageType(C.DistillConfig, "teacher", ("float",), lambda s: "float"),
+    "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench"),
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
 STAGE_META_KEYS = ("name", "type", "from", "compare")

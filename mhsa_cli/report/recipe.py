@@ -11,8 +11,6 @@ from rich.markdown import Markdown
 from . import table
 
 STATUS = {"run": "[yellow]will run[/]", "skip": "[green]up to date[/]"}
-RENDERERS = {"train": "report.train:render_train", "prune": "report.prune:render_prune",
-             "quantize": "report.quantize:render_quantize", "distill": "report.distill:render_distill"}
 
 
 def render_recipe(result: Any, console: Console) -> None:
@@ -30,9 +28,9 @@ def render_recipe(result: Any, console: Console) -> None:
         return
     last = plan.stages[-1]
     if last.type != "bench" and last.result is not None:  # e.g. a recipe ending in a sweep
-        from ..cli import _resolve
+        from ..stages import RENDER, resolve
 
-        _resolve(RENDERERS[last.type])(last.result, console)
+        resolve(RENDER[last.type])(last.result, console)
     bench_md = plan.out / "bench.md"
     if result.bench is not None and not isinstance(result.bench, dict):
         from .bench import render_bench
