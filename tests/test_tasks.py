@@ -10,7 +10,7 @@ import torch
 
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.tasks import TASKS, TaskData, load_task, task_from_spec
-from mhsa_cli.tasks.digits import stratified_split
+from mhsa_cli.tasks.split import stratified_split
 from mhsa_cli.tasks.text import encode_texts, tokenize
 
 SPLITS = ("train", "val", "test")

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import MhsaError, choice
 from . import Split, TaskData, TaskInfo, register
-from .digits import check_fraction, stratified_split
+from .split import check_fraction, stratified_split
 
 PAD, UNK = "<pad>", "<unk>"
 FORMATS = ("auto", "csv", "tsv", "jsonl")
