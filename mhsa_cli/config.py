@@ -164,8 +164,9 @@ def build_config(cls: type, values: dict[str, Any]) -> Any:
             raise MhsaError(str(exc), key=name) from None
         kwargs[name] = v
     cfg = cls(**kwargs)
-    for f in dataclasses.fields(cls):  # defaults must satisfy the schema too
-        _check_choice(f.name, getattr(cfg, f.name), f.metadata)
+    for name, f in fields.items():  # defaults must satisfy the schema too
+        if name not in values:
+            _check_choice(name, getattr(cfg, name), f.metadata)
     validate = getattr(cfg, "validate", None)
     if validate:
         validate()
