@@ -170,17 +170,6 @@ def _names(ckpts: list[Any]) -> list[str]:
     return [n if names.count(n) == 1 else str(c.path) for n, c in zip(names, ckpts)]
 
 
-def _load_model(ckpt: Any) -> nn.Module:
-    from ..checkpoint import load_model
-
-    try:
-        return load_model(ckpt)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith("quantize"):
-            raise MhsaError(f"cannot load int8 checkpoint {ckpt.path}: mhsa_cli.quantize is not installed") from None
-        raise
-
-
 def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: int = 0) -> torch.Tensor:
     """A real-shaped timing batch: seeded validation rows (repeated if too few), full length.
 
@@ -287,7 +276,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
             different tasks, batch size <= 0, unknown device, CUDA asked for but
             absent, or an existing non-empty ``--out`` without ``--force``.
     """
-    from ..checkpoint import check_output_dir
+    from ..checkpoint import check_output_dir, load_model
     from ..config import to_dict
     from ..environment import set_threads
     from ..tasks import task_from_spec
@@ -297,7 +286,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
         check_output_dir(cfg.out, cfg.force)
     ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)
     data = task_from_spec(_check_same_task(ckpts))
-    entries = [_Entry(c, _load_model(c), n) for c, n in zip(ckpts, _names(ckpts))]
+    entries = [_Entry(c, load_model(c), n) for c, n in zip(ckpts, _names(ckpts))]
     threads_before = torch.get_num_threads()
     try:
         set_threads(cfg.threads)
