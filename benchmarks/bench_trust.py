@@ -110,8 +110,8 @@ def verdict(value: float) -> str:
 def print_report(timer_rows: list[dict], repeat_rows: list[dict], load: tuple, threads: int) -> None:
     cores = os.cpu_count() or 1
     print(f"\nthreads {threads} · cores {cores} · load average before {load[0]:.2f}, after {load[1]:.2f}")
-    if max(load) > 0.5 * cores:
-        print("   WARNING: the machine is not idle (load > half the cores): other processes preempt the\n"
+    if load[0] > 0.5 * cores:  # before we started: the 'after' figure counts our own threads
+        print("   WARNING: the machine was not idle (load > half the cores): other processes preempt the\n"
               "   timed calls, which widens every distribution; the 10 % targets are for an idle machine.")
     print("\n1. measure_latency p50 vs torch.utils.benchmark.Timer median")
     for r in timer_rows:

@@ -91,6 +91,25 @@ def test_interleaved_stops_on_time_and_count():
     assert calls["n"] == s.repeats
 
 
+def test_warmup_fills_a_share_of_min_time():
+    import time
+
+    from mhsa_cli.bench.timer import _warm_up
+
+    calls = {"n": 0}
+
+    def call():
+        calls["n"] += 1
+        time.sleep(0.002)
+
+    t0 = time.perf_counter()
+    _warm_up({"a": call}, 1, 0.05)
+    assert time.perf_counter() - t0 >= 0.05 and calls["n"] > 1  # kept going past 1 round
+    calls["n"] = 0
+    _warm_up({"a": call}, 0, 0.05)
+    assert calls["n"] == 0  # warmup=0: no warm-up at all
+
+
 def test_measure_latency_bad_settings():
     with pytest.raises(MhsaError):
         measure_latency(lambda x: x, torch.zeros(1), min_repeats=0)

@@ -3,7 +3,10 @@
 :func:`measure_latency` and :func:`measure_interleaved` are reused by prune /
 quantize / distill and by ``mhsa bench``. Method:
 
-* eval mode + ``torch.inference_mode``; ``warmup`` untimed calls first;
+* eval mode + ``torch.inference_mode``; ``warmup`` untimed rounds first, kept
+  going until they also fill :data:`WARMUP_FRACTION` of ``min_time`` (a handful
+  of sub-millisecond calls does not wake the CPU's clocks, caches and thread
+  pool: the first model timed in a run measured 6-9 % slower without this);
 * every call is timed on its own (``time.perf_counter`` on CPU; on CUDA a pair
   of ``torch.cuda.Event(enable_timing=True)`` after a ``synchronize``), so the
   result is a distribution: p50 / p90 / mean / min / std in milliseconds
@@ -30,6 +33,8 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..progress import NULL, Progress
+
+WARMUP_FRACTION = 0.1  # warm-up lasts at least this share of min_time (when warmup > 0)
 
 # --------------------------------------------------------------------------- statistics
 
@@ -208,6 +213,15 @@ def _check_settings(min_time: float, min_repeats: int, warmup: int) -> None:
                         f"(got {min_time}, {min_repeats}, {warmup})")
 
 
+def _warm_up(calls: Mapping[str, Callable[[], Any]], rounds: int, min_seconds: float) -> None:
+    """``rounds`` untimed rounds of every call, more until ``min_seconds`` passed (rounds > 0)."""
+    t0, done = time.perf_counter(), 0
+    while rounds > 0 and (done < rounds or time.perf_counter() - t0 < min_seconds):
+        for call in calls.values():
+            call()
+        done += 1
+
+
 def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.device | str = "cpu",
                         min_time: float = 1.0, min_repeats: int = 20, warmup: int = 5,
                         progress: Progress = NULL, desc: str = "timing") -> dict[str, LatencyStats]:
@@ -225,7 +239,8 @@ def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.dev
         device: "cpu" or "cuda[:i]" (CUDA events + synchronize there).
         min_time: seconds of timed calls each model needs (>= 0).
         min_repeats: timed calls each model needs (>= 1).
-        warmup: untimed rounds before timing (>= 0).
+        warmup: untimed rounds before timing (>= 0); when > 0, rounds continue
+            until they also take ``WARMUP_FRACTION * min_time`` seconds.
         progress: one bar, complete when the stopping rule is met.
         desc: the bar's description.
 
@@ -245,9 +260,7 @@ def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.dev
     clock = make_clock(device)
     samples: dict[str, list[float]] = {name: [] for name in calls}
     with _timing_mode([m for m, _ in models.values()]):
-        for _ in range(warmup):
-            for call in calls.values():
-                call()
+        _warm_up(calls, warmup, WARMUP_FRACTION * min_time)
         with progress.task(desc, total=100) as bar:
             shown = 0
             while calls and _fraction_done(samples, min_time, min_repeats) < 1.0:
