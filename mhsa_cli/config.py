@@ -372,7 +372,7 @@ class BenchConfig:
     threads: int = opt(0, "torch CPU threads while timing (0 = all cores)", min=0)
     min_time: float = opt(1.0, "minimum seconds of timing per model, device and batch size", min=0.0)
     min_repeats: int = opt(20, "minimum timed repeats per model, device and batch size", min=1)
-    warmup: int = opt(5, "untimed warm-up runs", min=0)
+    warmup: int = opt(5, "untimed warm-up rounds (0 = none; else they last at least 10 % of --min-time)", min=0)
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1)
     seed: int = opt(0, "seed for the timing inputs", min=0)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
