@@ -287,6 +287,7 @@ def test_markdown_highlights_best_and_explains(tiny_run):
     assert f"**{p50}**" in next(line for line in md.splitlines() if line.startswith(f"| {fastest.name}"))
     assert "CPU only: no CUDA GPU" in md or "CPU only: a CUDA GPU is present" in md
     assert "round-robin" in md and "Environment:" in md
+    assert "after 1 warm-up round (at least 10% of the minimum time)" in md
 
 
 def test_rich_table_contents(tiny_run):

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import csv_text, human_bytes, markdown_table, pct, write_atomic, write_json
+from ..bench.timer import WARMUP_FRACTION
 
 BEST_STYLE = "bold green"
 MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
@@ -144,7 +145,10 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
         notes.append(device_note)
     notes.append(f"* baseline ({result.baseline}): ratio = baseline disk / model disk; speedup = "
                  "baseline p50 / model p50; Δ pts = model - baseline test accuracy.")
-    notes.append(f"Latency: per-call p50/p90 after {cfg.get('warmup')} warm-up calls, at least "
+    n_warm = cfg.get("warmup")
+    warm = (f"{n_warm} warm-up round{'s' * (n_warm != 1)} (at least {WARMUP_FRACTION:.0%} of the minimum time)"
+            if n_warm else "no warm-up")
+    notes.append(f"Latency: per-call p50/p90 after {warm}, at least "
                  f"{cfg.get('min_repeats')} calls and {cfg.get('min_time')} s per model, models timed "
                  f"round-robin; CPU threads: {env.get('torch_threads')}. Input: {result.timing_input}. "
                  "per s = samples per second at p50.")
