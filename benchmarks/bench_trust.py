@@ -5,7 +5,8 @@
    block averages) on the same model, input, thread count and inference mode.
    Target: within 10 %.
 2. Repeatability: the same ``bench()`` run twice; p50 of every model x batch size
-   compared. Target: within 10 % on an idle machine.
+   compared. Target: within 10 % on an idle machine. Also shown: how much each
+   model's ratio to the first model (the table's speedup) moved between the runs.
 
 The load average is printed before and after: on a busy machine (load above the
 core count) both checks measure the neighbours as much as the model.
@@ -98,8 +99,13 @@ def check_repeatability(ckpts: list[Path], batch_sizes: list[int], threads: int,
         for key, st in a.latency.items():
             p1, p2 = st.latency_ms_p50, b.latency[key].latency_ms_p50
             q5, q95 = percentile(st.samples_ms, 5), percentile(st.samples_ms, 95)
+            # the ratio to the first model, as the bench table's speedup column shows it
+            r1 = p1 / first.rows[0].latency[key].latency_ms_p50
+            r2 = p2 / second.rows[0].latency[key].latency_ms_p50
             rows.append({"model": a.name, "batch_size": key[1], "run1_p50_ms": p1, "run2_p50_ms": p2,
-                         "rel_spread": abs(p1 - p2) / min(p1, p2), "run1_p5_ms": q5, "run1_p95_ms": q95})
+                         "rel_spread": abs(p1 - p2) / min(p1, p2), "run1_p5_ms": q5, "run1_p95_ms": q95,
+                         "ratio_to_first_run1": r1, "ratio_to_first_run2": r2,
+                         "ratio_spread": abs(r1 - r2) / min(r1, r2)})
     return rows
 
 
@@ -122,7 +128,9 @@ def print_report(timer_rows: list[dict], repeat_rows: list[dict], load: tuple, t
     for r in repeat_rows:
         print(f"   {r['model']:<10} batch {r['batch_size']:>3}: {r['run1_p50_ms']:.4f} vs {r['run2_p50_ms']:.4f} ms"
               f"  spread {100 * r['rel_spread']:.1f}%  {verdict(r['rel_spread'])}"
-              f"  (run 1 p5-p95: {r['run1_p5_ms']:.3f}-{r['run1_p95_ms']:.3f} ms)")
+              f"  (run 1 p5-p95: {r['run1_p5_ms']:.3f}-{r['run1_p95_ms']:.3f} ms)"
+              f"  ratio to {repeat_rows[0]['model']}: {r['ratio_to_first_run1']:.3f} vs {r['ratio_to_first_run2']:.3f}"
+              f" ({100 * r['ratio_spread']:.1f}%)")
 
 
 def main(argv: list[str] | None = None) -> int:
