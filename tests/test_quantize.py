@@ -388,7 +388,6 @@ def test_cli_existing_output_needs_force(base, int8, tmp_path):
 
 
 def test_cli_bench_takes_an_int8_checkpoint(base, int8):
-    pytest.importorskip("mhsa_cli.bench")
     result = runner.invoke(app, ["bench", str(base), int8.out, "--batch-sizes", "1", "--min-time", "0",
                                  "--min-repeats", "2", "--warmup", "0", "--threads", "1"])
     assert result.exit_code == 0, result.output

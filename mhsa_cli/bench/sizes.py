@@ -1,9 +1,8 @@
 """Model size and memory: weight bytes in memory, weight counts, CUDA peak memory.
 
 Dynamic-quantized ``Linear`` layers are counted with their int8 values plus
-scales and zero points; :func:`weight_bytes` defers to
-``mhsa_cli.quantize.model_weight_bytes`` when that exists (one definition for
-the project).
+scales and zero points; :func:`weight_bytes` is
+:func:`mhsa_cli.quantize.model_weight_bytes` (one definition for the project).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..quantize import model_weight_bytes
 
 
 def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
@@ -19,42 +19,11 @@ def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
     return isinstance(module, DynamicQuantizedLinear)
 
 
-def _tensor_bytes(t: torch.Tensor | None) -> int:
-    """Bytes of a tensor; for a quantized one: int8 values + its scales and zero points."""
-    if t is None:
-        return 0
-    n = t.numel() * t.element_size()
-    if t.is_quantized:
-        if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
-                           torch.per_channel_affine_float_qparams):
-            s, z = t.q_per_channel_scales(), t.q_per_channel_zero_points()
-            n += s.numel() * s.element_size() + z.numel() * z.element_size()
-        else:
-            n += 8 + 8  # one double scale, one int64 zero point
-    return n
-
-
-def _own_weight_bytes(model: nn.Module) -> int:
-    total = 0
-    for m in model.modules():
-        if _is_dynamic_quantized_linear(m):
-            total += _tensor_bytes(m.weight()) + _tensor_bytes(m.bias())
-        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
-            total += _tensor_bytes(t)
-    return total
-
-
 def weight_bytes(model: nn.Module) -> int:
-    """In-memory bytes of a model's weights (float tensors, int8 values + scales).
+    """In-memory bytes of a model's weights (float tensors, int8 values + scales), as stored.
 
-    Uses ``mhsa_cli.quantize.model_weight_bytes`` when that exists (one
-    definition for the project), else counts parameters and buffers plus the
-    packed weights of dynamic-quantized ``Linear`` layers.
+    The one definition of the project: :func:`mhsa_cli.quantize.model_weight_bytes`.
     """
-    try:
-        from ..quantize import model_weight_bytes
-    except ImportError:
-        return _own_weight_bytes(model)
     return int(model_weight_bytes(model))
 
 
