@@ -321,6 +321,8 @@ class QuantizeConfig:
     per_channel: bool = opt(False, "per-channel weight scales (else per-tensor)")
     classifier: bool = opt(True, "quantize the classifier head too")
     backend: str = opt("torch-ao", "quantization backend", choices=("torch-ao",))
+    latency_time: float = opt(0.25, "seconds per model and batch size (1, 32) of a quick float-vs-int8 "
+                                    "CPU latency check (0 = skip; mhsa bench measures properly)", min=0.0)
     threads: int = _threads()
     out: str = _out("runs/int8")
     force: bool = _force()

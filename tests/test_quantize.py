@@ -69,6 +69,7 @@ def pruned(root) -> Path:
 
 
 def run_quantize(src: Path, out: Path, **options):
+    options.setdefault("latency_time", 0.05)  # the quick latency check, kept short in tests
     return Q.quantize(build_config(QuantizeConfig, {"checkpoint": str(src), "out": str(out), **options}))
 
 
@@ -79,7 +80,8 @@ def int8(base, root):
 
 @pytest.fixture(scope="module")
 def int8_pc(base, root):
-    return run_quantize(base, root / "int8-pc", per_channel=True, engine="fbgemm", classifier=False, threads=1)
+    return run_quantize(base, root / "int8-pc", per_channel=True, engine="fbgemm", classifier=False, threads=1,
+                        latency_time=0)
 
 
 def inputs(n: int = 64) -> torch.Tensor:
@@ -392,3 +394,33 @@ def test_cli_bench_takes_an_int8_checkpoint(base, int8):
                                  "--min-repeats", "2", "--warmup", "0", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert Path(int8.out).name in result.output
+
+
+def test_latency_check_times_float_and_int8(int8, int8_pc):
+    assert sorted(int8.latency) == [1, 32]
+    for v in int8.latency.values():
+        assert v["float_ms"] > 0 and v["int8_ms"] > 0
+        assert v["ratio"] == pytest.approx(v["int8_ms"] / v["float_ms"])
+    stored = load_checkpoint(int8.out).meta["extra"]["latency_check"]
+    assert stored["batches"] == {str(b): v for b, v in int8.latency.items()}
+    assert int8_pc.latency == {}  # latency_time 0 skips it
+    assert load_checkpoint(int8_pc.out).meta["extra"]["latency_check"]["batches"] == {}
+
+
+def test_render_notes_when_int8_is_slower(int8):
+    import dataclasses
+
+    from rich.console import Console
+
+    from mhsa_cli.report.quantize import render_quantize
+
+    def rendered(ratios: dict[int, float]) -> str:
+        latency = {b: {"float_ms": 1.0, "int8_ms": r, "ratio": r} for b, r in ratios.items()}
+        console = Console(record=True, width=200)
+        render_quantize(dataclasses.replace(int8, latency=latency), console)
+        return console.export_text()
+
+    text = rendered({1: 1.5, 32: 0.5})
+    assert "int8 is slower than float here at batch 1," in text and "1.50" in text and "0.50" in text
+    assert "slower" not in rendered({1: 0.6, 32: 0.5})
+    assert "CPU latency" not in rendered({})

@@ -2,8 +2,10 @@
 
 :func:`quantize` resolves the engine (:mod:`.engines`), quantizes every Linear
 with the backend (:mod:`.backend`), compares float and int8 accuracy on the
-validation and test splits, saves an int8 checkpoint and returns a
-:class:`QuantizeResult` (sizes and counts from :mod:`.measures`).
+validation and test splits and, in a quick check, their CPU latency (int8 is
+slower than float on models whose matrices are small), saves an int8
+checkpoint and returns a :class:`QuantizeResult` (sizes and counts from
+:mod:`.measures`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class QuantizeResult:
     weight_bytes_float: int  # in memory
     weight_bytes_int8: int
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"float", "int8"}
+    latency: dict[int, dict[str, float]] = field(default_factory=dict)  # batch -> float_ms, int8_ms, ratio
 
     @property
     def size_ratio(self) -> float:
@@ -88,6 +91,30 @@ def _accuracy(models: dict[str, nn.Module], data: Any, progress: Progress) -> di
     return acc
 
 
+LATENCY_BATCHES = (1, 32)
+
+
+def _latency_check(models: dict[str, nn.Module], data: Any, seconds: float,
+                   progress: Progress) -> dict[int, dict[str, float]]:
+    """p50 latency (ms) of the float and int8 model, timed round-robin, at batch 1 and 32.
+
+    A quick check with :func:`mhsa_cli.bench.measure_interleaved` on real
+    validation rows; ``mhsa bench`` is the full measurement.
+    """
+    from ..bench.command import timing_input
+    from ..bench.timer import measure_interleaved
+
+    out = {}
+    for b in LATENCY_BATCHES:
+        x = timing_input(data, b)
+        with quiet():
+            st = measure_interleaved({n: (m, x) for n, m in models.items()}, "cpu", min_time=seconds,
+                                     min_repeats=10, progress=progress, desc=f"latency float vs int8, batch {b}")
+        f_ms, q_ms = st["float"].latency_ms_p50, st["int8"].latency_ms_p50
+        out[b] = {"float_ms": f_ms, "int8_ms": q_ms, "ratio": q_ms / f_ms}
+    return out
+
+
 def _metrics(acc: dict[str, dict[str, float]], counts: dict[str, int], fraction: float,
              tensors: dict[str, torch.Tensor], float_size: int) -> dict[str, Any]:
     """The int8 checkpoint's metrics: its accuracy (and the float one), parameters, sizes."""
@@ -106,7 +133,8 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
 
     Returns:
         :class:`QuantizeResult`: engine, what is int8 and what stayed float,
-        sizes on disk and in memory, validation/test accuracy float vs int8.
+        sizes on disk and in memory, validation/test accuracy float vs int8
+        and (unless ``latency_time`` is 0) p50 CPU latency at batch 1 and 32.
 
     Raises:
         MhsaError: unknown backend or engine, an engine this machine lacks, an
@@ -128,7 +156,10 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     float_model = load_model(ckpt)
     include = linear_names(float_model, cfg.classifier)
     qmodel = backend.quantize(float_model, engine, cfg.per_channel, include).eval()
-    acc = _accuracy({"float": float_model, "int8": qmodel}, task_from_spec(ckpt.task_spec), progress)
+    data = task_from_spec(ckpt.task_spec)
+    acc = _accuracy({"float": float_model, "int8": qmodel}, data, progress)
+    latency = (_latency_check({"float": float_model, "int8": qmodel}, data, cfg.latency_time, progress)
+               if cfg.latency_time > 0 else {})
     tensors, kept = backend.state(qmodel), float_parts(qmodel)
     counts, fraction, float_size = parameter_counts(qmodel), int8_fraction(qmodel), size_on_disk(ckpt.path)
     settings = {"backend": backend.name, "engine": engine, "engine_requested": cfg.engine,
@@ -139,7 +170,8 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     with use_engine(engine):  # so the recorded environment names the engine used
         meta = make_meta("int8", ckpt.model_config, ckpt.task_spec, "quantize",
                          {**to_dict(cfg), "engine_resolved": engine}, metrics,
-                         parent=ckpt, extra={"quantization": settings})
+                         parent=ckpt, extra={"quantization": settings, "latency_check": {
+                             "threads": threads, "batches": {str(b): v for b, v in latency.items()}}})
     save_checkpoint(cfg.out, tensors, meta, force=cfg.force)
     return QuantizeResult(
         out=str(cfg.out), source=str(ckpt.path), backend=backend.name, engine=engine,
@@ -148,4 +180,4 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
         params_float=counts["float"], int8_fraction=fraction,
         size_bytes_float=float_size, size_bytes_int8=size_on_disk(cfg.out),
         weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=model_weight_bytes(qmodel),
-        accuracy=acc)
+        accuracy=acc, latency=latency)

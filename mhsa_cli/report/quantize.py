@@ -51,3 +51,13 @@ def render_quantize(result: Any, console: Console) -> None:
         (split, pct(acc["float"]), pct(acc["int8"]), points(acc["int8"] - acc["float"]))
         for split, acc in result.accuracy.items()
     ]))
+    if result.latency:
+        console.print(table(f"CPU latency, quick check ({result.threads} threads)",
+                            ["batch", "float p50 ms", "int8 p50 ms", "int8 / float"],
+                            [(str(b), f"{v['float_ms']:.3f}", f"{v['int8_ms']:.3f}", f"{v['ratio']:.2f}")
+                             for b, v in result.latency.items()]))
+        slower = [str(b) for b, v in result.latency.items() if v["ratio"] > 1.0]
+        if slower:
+            console.print(f"note: int8 is slower than float here at batch {', '.join(slower)}, as is usual for "
+                          "small matrices: quantizing each activation costs more than the int8 products save. "
+                          "int8 still cuts the size. Full measurement: mhsa bench.")
