@@ -522,3 +522,16 @@ def test_cli_tiny_run_prints_table(ckpts, tmp_path):
     assert result.exit_code == 0, result.output
     assert "pruned" in result.stdout and "p50 ms" in result.stdout
     assert (tmp_path / "o" / "bench.md").is_file()
+
+
+def test_json_text_keeps_number_lists_on_one_line():
+    import json
+
+    from mhsa_cli.report import json_text
+
+    obj = {"samples": [0.1, 2, -3e-05, 1.5e10, 7], "names": ["a", "b"], "nested": {"x": [[1, 2], [3]]},
+           "empty": [], "mixed": [1, "two"], "n": 5}
+    text = json_text(obj)
+    assert json.loads(text) == obj
+    assert '"samples": [0.1, 2, -3e-05, 15000000000.0, 7]' in text.splitlines()[1]
+    assert '"names": [\n' in text and '"mixed": [\n' in text  # lists with strings keep one item per line

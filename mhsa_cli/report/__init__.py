@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -107,8 +108,19 @@ def write_atomic(path: str | Path, content: str | bytes) -> Path:
     return path
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_NUMBER_LIST = re.compile(rf"\[\s*({_NUMBER}(?:,\s*{_NUMBER})*)\s*\]")
+
+
+def json_text(obj: Any) -> str:
+    """Indented JSON with every list of plain numbers on one line (raw latency samples stay readable)."""
+    text = json.dumps(obj, indent=2, default=str)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Write :func:`json_text` of ``obj`` atomically."""
+    return write_atomic(path, json_text(obj) + "\n")
 
 
 def have_matplotlib() -> bool:
