@@ -109,7 +109,8 @@ def _latency_check(models: dict[str, nn.Module], data: Any, seconds: float,
         x = timing_input(data, b)
         with quiet():
             st = measure_interleaved({n: (m, x) for n, m in models.items()}, "cpu", min_time=seconds,
-                                     min_repeats=10, progress=progress, desc=f"latency float vs int8, batch {b}")
+                                     min_repeats=5, warmup=2, progress=progress,
+                                     desc=f"latency float vs int8, batch {b}")
         f_ms, q_ms = st["float"].latency_ms_p50, st["int8"].latency_ms_p50
         out[b] = {"float_ms": f_ms, "int8_ms": q_ms, "ratio": q_ms / f_ms}
     return out
