@@ -226,6 +226,9 @@ class TrainConfig:
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
     label_smoothing: float = opt(0.0, "label smoothing", min=0.0, max=1.0, max_open=True)
+    mixup: float = opt(0.0, "mixup strength a: train on mixes lam*x1+(1-lam)*x2 of input pairs and their "
+                            "labels, lam ~ Beta(a, a), e.g. 1.0 (0 = off; feature tasks such as digits; "
+                            "train acc is then on mixed inputs)", min=0.0)
     patience: int = opt(0, "early stopping: epochs without validation gain (0 = off)", min=0)
     amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
     device: str = _device()
@@ -356,6 +359,9 @@ class DistillConfig:
     warmup: float = opt(0.05, "warm-up fraction", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "weight decay", min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
+    mixup: float = opt(0.0, "mixup strength a (0 = off; feature tasks only): the student and the teacher see "
+                            "the same mixed inputs, lam ~ Beta(a, a); --compare-scratch gets the same mixes",
+                       min=0.0)
     seed: int = opt(0, "seed", min=0)
     device: str = _device()
     threads: int = _threads()

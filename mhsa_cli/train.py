@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -27,6 +28,7 @@ from . import distributed as dist
 from .checkpoint import check_output_dir, make_meta, save_model
 from .config import TrainConfig, to_dict
 from .environment import resolve_device, set_threads
+from .errors import MhsaError
 from .model import build_model, count_parameters, make_config
 from .progress import NULL, Progress
 from .tasks import Split, TaskData, load_task
@@ -48,6 +50,7 @@ class LoopConfig:
     label_smoothing: float = 0.0
     patience: int = 0
     amp: bool = False
+    mixup: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -64,12 +67,58 @@ class FitResult:
     seconds: float = 0.0
 
 
-def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+class Mixup:
+    """mixup (Zhang et al., 2018): train on convex mixes of input pairs and of their labels.
+
+    Each call draws ``lam ~ Beta(strength, strength)`` and a permutation of the
+    batch and returns ``lam * x + (1 - lam) * x[perm]``; the loss is then
+    ``lam * L(y) + (1 - lam) * L(y[perm])`` (:func:`mixed`). Seeded: the same
+    seed gives the same mixes. Feature inputs only (token ids cannot be mixed).
+    """
+
+    def __init__(self, strength: float, seed: int):
+        if strength <= 0:
+            raise ValueError(f"mixup strength must be > 0, got {strength}")
+        self.strength = strength
+        self._rng = random.Random(seed)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(mixed x, the partner labels ``y[perm]``, lam)."""
+        lam = self._rng.betavariate(self.strength, self.strength)
+        perm = torch.randperm(x.shape[0], generator=self._gen).to(x.device)
+        return lam * x + (1.0 - lam) * x[perm], y[perm], lam
+
+
+def make_mixup(loop: "LoopConfig") -> Mixup | None:
+    """The loop's :class:`Mixup` (seeded with ``loop.seed``), or None when ``loop.mixup`` is 0."""
+    return Mixup(loop.mixup, loop.seed) if loop.mixup > 0 else None
+
+
+def mixed(loss: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, y2: torch.Tensor | None,
+          lam: float = 1.0) -> torch.Tensor:
+    """``lam * loss(y) + (1 - lam) * loss(y2)``; just ``loss(y)`` without a partner ``y2``."""
+    return loss(y) if y2 is None else lam * loss(y) + (1.0 - lam) * loss(y2)
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0, mixup: Mixup | None = None) -> LossFn:
+    """Cross-entropy for :func:`fit`, on mixed inputs and labels when ``mixup`` is given."""
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        y2, lam = None, 1.0
+        if mixup is not None:
+            x, y2, lam = mixup(x, y)
         logits = model(x)
-        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+        return mixed(lambda t: F.cross_entropy(logits, t, label_smoothing=label_smoothing), y, y2, lam), logits
 
     return loss_fn
+
+
+def check_mixup(strength: float, input_kind: str, task: str) -> None:
+    """Refuse mixup on token inputs (ids cannot be mixed) in one line."""
+    if strength > 0 and input_kind != "features":
+        what = "token ids" if input_kind == "tokens" else f"{input_kind} inputs"
+        raise MhsaError(f"--mixup mixes input features, but task '{task}' takes {what}; "
+                        "use it with a feature task such as digits")
 
 
 def _shuffle_seed(seed: int) -> int:
@@ -138,7 +187,8 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
         model: any classifier mapping x -> logits (moved to ``device``).
         data: the task; only ``train`` and ``val`` are used.
         loop: epochs, batch size (global under torchrun), optimiser and schedule settings.
-        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy. Under
+        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy
+            (with ``loop.mixup``: on mixed inputs, :class:`Mixup`). Under
             torchrun ``model`` is the DDP wrapper, which forwards keyword arguments
             (``model(x, features=True, output_attentions=True)`` works); the set of
             parameters that get a gradient must be the same every step
@@ -159,7 +209,7 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     model.to(device)
     train_model = dist.wrap(model, device)
     dist.decorrelate_rng(loop.seed)
-    loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing)
+    loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing, make_mixup(loop))
     extra = list(extra_params or [])
     params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
@@ -268,6 +318,7 @@ def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device]:
     if dist.is_main():
         check_output_dir(cfg.out, cfg.force)
     data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
+    check_mixup(cfg.mixup, data.input_kind, cfg.task)
     mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,
                        data.feature_dim, cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff,
                        cfg.dropout, cfg.pooling)

@@ -162,6 +162,41 @@ def test_every_loss_flag_changes_the_loss(change):
     assert loss({**base_values, **change}) != pytest.approx(loss(base_values), rel=1e-6)
 
 
+def test_mixup_kd_loss_mixes_inputs_for_both_and_labels_for_ce():
+    from mhsa_cli.train import Mixup
+
+    tcfg = make_config("features", 6, 4, 0, 3, 2, 32, 4, 64, 0.0, "cls")
+    teacher = build_model(tcfg, seed=1).eval().requires_grad_(False)
+    student = build_model(make_config("features", 6, 4, 0, 3, 1, 16, 2, 16, 0.0, "cls"), seed=0)
+    x, y = torch.randn(8, 6, 3), torch.randint(0, 4, (8,))
+    w = LossWeights(alpha=0.7, temperature=3.0)
+    loss, logits = make_loss_fn(teacher, w, [], [], None, Mixup(1.0, seed=2))(student, x, y)
+    xm, y2, lam = Mixup(1.0, seed=2)(x, y)  # the same draw
+    s, t = student(xm), teacher(xm)
+    expected = lam * kd_loss(s, t, y, 0.7, 3.0) + (1 - lam) * kd_loss(s, t, y2, 0.7, 3.0)
+    assert torch.allclose(logits, s) and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_distill_with_mixup_feeds_both_students_the_same_mixes(tmp_path, monkeypatch):
+    from mhsa_cli.config import TrainConfig
+    from mhsa_cli.distill import command
+    from mhsa_cli.train import Mixup, train
+
+    train(build_config(TrainConfig, {"task": "digits", "epochs": 1, "d_model": 16, "heads": 2, "d_ff": 16,
+                                     "out": str(tmp_path / "t"), "threads": 1}))
+    seen = []
+    real = command.cross_entropy_loss
+    monkeypatch.setattr(command, "cross_entropy_loss", lambda ls, mixup: seen.append(mixup) or real(ls, mixup))
+    values = {"epochs": 1, "compare_scratch": True, "threads": 1}
+    mixed = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "m"), mixup=1.0, **values))
+    plain = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "p"), **values))
+    assert isinstance(seen[0], Mixup) and seen[0].strength == 1.0 and seen[1] is None  # scratch: same mixes
+    a, b = load_model(tmp_path / "m").state_dict(), load_model(tmp_path / "p").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert "scratch_test_acc" in mixed.metrics and "scratch_test_acc" in plain.metrics
+    assert load_checkpoint(tmp_path / "m").meta["lineage"][-1]["settings"]["mixup"] == 1.0
+
+
 # ---------------------------------------------------------------- end to end
 def test_distill_saves_student_with_lineage_and_scratch(teacher, tmp_path):
     out = tmp_path / "student"
@@ -239,6 +274,7 @@ BAD = [
     (["--teacher", "{teacher}", "--hidden-layers", "1:1"], "no effect without"),
     (["--teacher", "{teacher}", "--d-model", "64"], "more than the teacher's"),
     (["--teacher", "{teacher}", "--init-from-teacher", "--shrink", "half"], "needs the teacher's widths"),
+    (["--teacher", "{teacher}", "--mixup", "1"], "mixes input features"),
 ]
 
 

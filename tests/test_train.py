@@ -78,3 +78,62 @@ def test_every_training_flag_changes_the_result(tmp_path, change):
     train(cfg)
     a, b = weights(tmp_path / "base"), weights(tmp_path / "changed")
     assert set(a) != set(b) or any(a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- mixup
+def test_mixup_mixes_inputs_and_labels_reproducibly():
+    from mhsa_cli.train import Mixup
+
+    x, y = torch.randn(8, 4, 3), torch.arange(8)
+    xm, y2, lam = Mixup(1.0, seed=3)(x, y)
+    assert 0.0 < lam < 1.0 and sorted(y2.tolist()) == list(range(8))  # y2 = y[perm]
+    assert torch.allclose(xm, lam * x + (1 - lam) * x[y2])
+    xm_again, y2_again, lam_again = Mixup(1.0, seed=3)(x, y)
+    assert lam_again == lam and torch.equal(y2_again, y2) and torch.equal(xm_again, xm)
+    assert Mixup(1.0, seed=4)(x, y)[2] != lam
+    with pytest.raises(ValueError):
+        Mixup(0.0, seed=0)
+
+
+def test_cross_entropy_with_mixup_is_the_mixed_label_loss():
+    import torch.nn.functional as F
+
+    from mhsa_cli.train import Mixup, cross_entropy_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    x, y = torch.randn(8, 4, 3), torch.randint(0, 5, (8,))
+    loss, logits = cross_entropy_loss(0.0, Mixup(0.4, seed=1))(model, x, y)
+    xm, y2, lam = Mixup(0.4, seed=1)(x, y)  # the same draw
+    out = model(xm)
+    assert torch.allclose(logits, out)
+    assert loss.item() == pytest.approx((lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y2)).item())
+    plain, _ = cross_entropy_loss()(model, x, y)
+    assert plain.item() == pytest.approx(F.cross_entropy(model(x), y).item())
+
+
+def test_train_with_mixup_on_digits_is_reproducible_and_changes_the_result(tmp_path):
+    from mhsa_cli.config import TrainConfig, build_config
+
+    def run(name, **values):
+        train(build_config(TrainConfig, {"task": "digits", "epochs": 2, "d_model": 16, "heads": 2, "d_ff": 16,
+                                         "out": str(tmp_path / name), "threads": 1, **values}))
+        return weights(tmp_path / name)
+
+    a, b, plain = run("a", mixup=1.0), run("b", mixup=1.0), run("plain")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    assert load_checkpoint(tmp_path / "a").meta["config"]["mixup"] == 1.0
+
+
+def test_mixup_refused_on_token_tasks(tmp_path):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["train", "--task", "order", "--mixup", "1", "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "mixes input features" in lines[0] and "token ids" in lines[0]
+    assert not out.exists()

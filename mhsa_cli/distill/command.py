@@ -30,7 +30,7 @@ from ..errors import MhsaError
 from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData, task_from_spec
-from ..train import FitResult, LoopConfig, cross_entropy_loss, evaluate, fit
+from ..train import FitResult, LoopConfig, check_mixup, cross_entropy_loss, evaluate, fit, make_mixup
 from .losses import LossWeights, make_loss_fn, make_projections
 from .student import attention_pairs, init_from_teacher, match_teacher_blocks, parse_pairs, student_config
 
@@ -118,7 +118,7 @@ def train_student(student: MHSAClassifier, teacher: MHSAClassifier, data: TaskDa
     """
     teacher.eval().requires_grad_(False).to(device)
     projections = make_projections(student.config, teacher.config, len(plan.hidden_pairs), loop.seed).to(device)
-    loss_fn = make_loss_fn(teacher, weights, plan.hidden_pairs, plan.attn_pairs, projections)
+    loss_fn = make_loss_fn(teacher, weights, plan.hidden_pairs, plan.attn_pairs, projections, make_mixup(loop))
     return fit(student, data, loop, device, loss_fn=loss_fn, progress=progress, desc="distill",
                extra_params=list(projections.parameters()))
 
@@ -131,9 +131,10 @@ def _scores(model: nn.Module, data: TaskData, device: torch.device, teacher_test
 
 def _scratch(cfg: DistillConfig, plan: DistillPlan, data: TaskData, loop: LoopConfig,
              device: torch.device, progress: Progress) -> tuple[nn.Module, FitResult]:
-    """The same student (same seed), trained with plain cross-entropy and the same budget."""
+    """The same student (same seed), trained with plain cross-entropy and the same budget (and mixes)."""
     model = build_model(plan.student, seed=cfg.seed)
-    fitted = fit(model, data, loop, device, loss_fn=cross_entropy_loss(), progress=progress, desc="scratch")
+    fitted = fit(model, data, loop, device, loss_fn=cross_entropy_loss(0.0, make_mixup(loop)), progress=progress,
+                 desc="scratch")
     return model, fitted
 
 
@@ -179,6 +180,7 @@ def _prepare(cfg: DistillConfig) -> tuple[Checkpoint, MHSAClassifier, DistillPla
     if dist.is_main():
         check_output_dir(cfg.out, cfg.force)
     ckpt, teacher = load_teacher(cfg.teacher)
+    check_mixup(cfg.mixup, ckpt.model_config.input_kind, ckpt.task_spec.get("name", "?"))
     if cfg.epochs is None:  # resolved here so the student records the real number
         cfg.epochs = teacher_epochs(ckpt)
     plan = make_plan(cfg, ckpt.model_config, count_parameters(teacher))

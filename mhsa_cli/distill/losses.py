@@ -18,6 +18,8 @@ The loss is made of up to three weighted terms (weights: :class:`LossWeights`):
 
 Each term is averaged over its layer pairs and then multiplied by its weight
 (:func:`make_loss_fn`, the ``loss_fn`` handed to :func:`mhsa_cli.train.fit`).
+With mixup (:class:`mhsa_cli.train.Mixup`) teacher and student see the same
+mixed inputs and the hard-label term uses the mixed labels.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import ModelConfig
-from ..train import LossFn
+from ..train import LossFn, Mixup, mixed
 
 
 @dataclass
@@ -110,7 +112,8 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
 
 
 def make_loss_fn(teacher: nn.Module, weights: LossWeights, hidden_pairs: list[tuple[int, int]],
-                 attn_pairs: list[tuple[int, int]], projections: nn.ModuleList | None = None) -> LossFn:
+                 attn_pairs: list[tuple[int, int]], projections: nn.ModuleList | None = None,
+                 mixup: Mixup | None = None) -> LossFn:
     """The distillation loss for :func:`mhsa_cli.train.fit`: ``(model, x, y) -> (loss, logits)``.
 
     The teacher runs under ``no_grad``; hidden states and attentions are only
@@ -121,17 +124,23 @@ def make_loss_fn(teacher: nn.Module, weights: LossWeights, hidden_pairs: list[tu
         weights: loss weights.
         hidden_pairs, attn_pairs: layer pairs (student, teacher).
         projections: one module per hidden pair (``nn.Identity`` when widths match).
+        mixup: mix each batch first; teacher and student see the same mixed
+            inputs, and the hard-label term uses the mixed labels.
     """
     use_hidden = weights.hidden > 0 and bool(hidden_pairs)
     use_attn = weights.attention > 0 and bool(attn_pairs)
     features = use_hidden or use_attn
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        y2, lam = None, 1.0
+        if mixup is not None:
+            x, y2, lam = mixup(x, y)
         with torch.no_grad():
             t = teacher(x, features=features, output_attentions=use_attn)
         s = model(x, features=features, output_attentions=use_attn)
         s_logits, t_logits = (s.logits, t.logits) if features else (s, t)
-        loss = kd_loss(s_logits, t_logits, y, weights.alpha, weights.temperature)
+        # lam * kd(y) + (1 - lam) * kd(y2): the hard-label term mixed, the KL term once
+        loss = mixed(lambda t: kd_loss(s_logits, t_logits, t, weights.alpha, weights.temperature), y, y2, lam)
         if use_hidden:
             terms = [hidden_mse(s.hidden_states[i], t.hidden_states[j], s.pad_mask, projections[k])
                      for k, (i, j) in enumerate(hidden_pairs)]
