@@ -194,7 +194,15 @@ def test_distill_with_mixup_feeds_both_students_the_same_mixes(tmp_path, monkeyp
     a, b = load_model(tmp_path / "m").state_dict(), load_model(tmp_path / "p").state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert "scratch_test_acc" in mixed.metrics and "scratch_test_acc" in plain.metrics
-    assert load_checkpoint(tmp_path / "m").meta["lineage"][-1]["settings"]["mixup"] == 1.0
+    assert load_checkpoint(tmp_path / "m").meta["lineage"][-1]["settings"]["losses"]["mixup"] == 1.0
+
+    from rich.console import Console
+
+    from mhsa_cli.report.distill import render_distill
+
+    console = Console(record=True, width=200)
+    render_distill(mixed, console)
+    assert "on mixup inputs (a = 1" in console.export_text()
 
 
 # ---------------------------------------------------------------- end to end
@@ -207,7 +215,7 @@ def test_distill_saves_student_with_lineage_and_scratch(teacher, tmp_path):
     assert step["operation"] == "distill" and step["parent"] == str(teacher)
     assert meta["lineage"][0]["operation"] == "train"
     assert step["settings"]["losses"] == {"ce": 0.5, "kd": 0.5, "temperature": 2.0,
-                                          "hidden_mse": 0.5, "attention_kl": 0.5}
+                                          "hidden_mse": 0.5, "attention_kl": 0.5, "mixup": 0.0}
     assert step["settings"]["hidden_pairs"] == [[1, 2]] and step["settings"]["projections_saved"] is False
     m = meta["metrics"]
     assert m["params"] < m["teacher_params"] and 0 <= m["scratch_test_acc"] <= 1

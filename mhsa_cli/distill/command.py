@@ -207,6 +207,7 @@ def distill(cfg: DistillConfig, progress: Progress = NULL) -> DistillResult:
     """
     ckpt, teacher, plan, data, device = dist.agree(_prepare, cfg)
     weights = LossWeights(cfg.alpha, cfg.temperature, cfg.hidden_weight, cfg.attn_weight)
+    losses = {**weights.to_dict(), "mixup": cfg.mixup}
     loop = LoopConfig.from_config(cfg)
     t_test = evaluate(teacher.to(device), data.test, device)
     t_info = {"path": str(ckpt.path), "params": count_parameters(teacher),
@@ -224,9 +225,9 @@ def distill(cfg: DistillConfig, progress: Progress = NULL) -> DistillResult:
     metrics = _metrics(_scores(student, data, device, t_test), t_info, fitted, scratch)
     plan_info, scratch_history = _plan_dict(plan), scratch_fit.history if scratch_fit else None
     meta = make_meta("float", plan.student, ckpt.task_spec, "distill",
-                     {**to_dict(cfg), "losses": weights.to_dict(), **plan_info}, metrics, parent=ckpt,
+                     {**to_dict(cfg), "losses": losses, **plan_info}, metrics, parent=ckpt,
                      extra={"history": fitted.history, "scratch_history": scratch_history, "notes": plan.notes})
     # rank 0 writes; agreeing on the outcome doubles as the barrier (as in train)
     dist.agree(lambda: save_model(cfg.out, student.cpu(), meta, force=cfg.force) if dist.is_main() else None)
-    return DistillResult(cfg.out, metrics, t_info, weights.to_dict(), plan_info, fitted.history,
+    return DistillResult(cfg.out, metrics, t_info, losses, plan_info, fitted.history,
                          scratch_history, data.summary(), plan.notes)

@@ -34,6 +34,8 @@ def _loss_text(losses: dict[str, float]) -> str:
         text += f" + {losses['hidden_mse']:g}·hidden MSE"
     if losses["attention_kl"]:
         text += f" + {losses['attention_kl']:g}·attention KL"
+    if losses.get("mixup"):
+        text += f", on mixup inputs (a = {losses['mixup']:g}; labels mixed alike)"
     return text
 
 
