@@ -15,6 +15,9 @@ Models:
   chance), so its accuracy drop says little; hence
 * ``large-digits``: the same shape trained on ``digits`` (16 tokens, 15 epochs,
   about a minute), whose accuracy is real; its short rows make int8 gain less.
+* ``quickstart-d256``: the quickstart model (2 layers, seq 24, 12 epochs on
+  ``order``) at d=256, 8 heads, d_ff 512: the smallest change of the quickstart
+  that int8 pays off on (its training takes about 3x as long).
 
 Each is quantized with ``mhsa_cli.quantize.quantize`` (engine auto). Printed:
 size on disk int8 / float, CPU latency int8 / float at batch 1 and 32, and the
@@ -68,6 +71,8 @@ def model_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                   "task_options": large_task},
         # the large shape on real data it learns in a minute (16 tokens): a real accuracy drop
         "large-digits": {"task": "digits", "layers": 4, "d_model": 256, "heads": 8, "d_ff": 512, "epochs": 15},
+        # the quickstart model at d=256: what a quickstart that int8 pays off on would cost
+        "quickstart-d256": {"d_model": 256, "heads": 8, "d_ff": 512},
     }
 
 
@@ -265,7 +270,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, default=3.0, help="seconds of timing per cell at least")
     p.add_argument("--sweep", action="store_true", help="also time every engine, per-tensor and per-channel")
     p.add_argument("--qnnpack", action="store_true", help="include qnnpack in the sweep (slow on x86)")
-    p.add_argument("--only", choices=["quickstart", "large", "large-digits"], help="measure one model only")
+    p.add_argument("--only", choices=["quickstart", "large", "large-digits", "quickstart-d256"],
+                   help="measure one model only")
     return p.parse_args(argv)
 
 
