@@ -10,13 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..quantize import model_weight_bytes
-
-
-def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    return isinstance(module, DynamicQuantizedLinear)
+from ..quantize import model_weight_bytes, parameter_counts
 
 
 def weight_bytes(model: nn.Module) -> int:
@@ -28,13 +22,9 @@ def weight_bytes(model: nn.Module) -> int:
 
 
 def count_weights(model: nn.Module) -> int:
-    """Weight elements: float parameters + int8 weights / biases of quantized Linear layers."""
-    n = sum(p.numel() for p in model.parameters())
-    for m in model.modules():
-        if _is_dynamic_quantized_linear(m):
-            bias = m.bias()
-            n += m.weight().numel() + (bias.numel() if bias is not None else 0)
-    return n
+    """Weight elements: float parameters + int8 weights / biases of quantized Linear layers
+    (:func:`mhsa_cli.quantize.parameter_counts`; scales and zero points not counted)."""
+    return sum(parameter_counts(model).values())
 
 
 def cuda_peak_memory_bytes(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
