@@ -54,6 +54,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhsa_cli import quantize as Q  # noqa: E402
+from mhsa_cli.bench import timing_input  # noqa: E402
 from mhsa_cli.checkpoint import META, load_checkpoint, load_model  # noqa: E402
 from mhsa_cli.config import QuantizeConfig, TrainConfig, build_config  # noqa: E402
 from mhsa_cli.tasks import task_from_spec  # noqa: E402
@@ -122,12 +123,6 @@ def linear_floor(model: nn.Module, names: list[str]) -> nn.Module:
         parent, _, child = n.rpartition(".")
         setattr(floor.get_submodule(parent), child, ZeroLinear(floor.get_submodule(n).out_features))
     return floor
-
-
-def timing_input(data: Any, batch: int, seed: int = 0) -> torch.Tensor:
-    """``batch`` seeded validation rows at full length: (B, T)."""
-    order = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(seed))
-    return data.val.x[order[torch.arange(batch) % len(order)]].contiguous()
 
 
 @torch.inference_mode()
