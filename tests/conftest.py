@@ -23,6 +23,17 @@ def tiny_train_config(out, **overrides):
     return build_config(TrainConfig, values)
 
 
+def copy_marked_int8(src, dst):
+    """A copy of float checkpoint ``src`` whose JSON says int8 (what commands must refuse)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "checkpoint.json").read_text())
+    (dst / "checkpoint.json").write_text(json.dumps({**meta, "kind": "int8"}))
+    return dst
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """A trained float checkpoint on a tiny `order` task (shared, read-only)."""

@@ -3,7 +3,6 @@ every loss flag, a pruned teacher, the saved lineage and one-line CLI errors."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 
@@ -21,7 +20,7 @@ from mhsa_cli.model import build_model, count_parameters, make_config
 from mhsa_cli.tasks import task_from_spec
 from mhsa_cli.train import LoopConfig
 
-from .conftest import TINY_TASK
+from .conftest import TINY_TASK, copy_marked_int8
 
 
 def dcfg(teacher="", **values):
@@ -257,12 +256,11 @@ def test_pruned_teacher_and_zero_head_layers(teacher, tmp_path):
 def broken(tiny_ckpt, tmp_path_factory):
     """Teachers the CLI must refuse: corrupt JSON, corrupt weights, int8."""
     root = tmp_path_factory.mktemp("broken")
-    for name in ("json", "weights", "int8"):
+    for name in ("json", "weights"):
         shutil.copytree(tiny_ckpt, root / name)
     (root / "json" / "checkpoint.json").write_text("{not json")
     (root / "weights" / "model.safetensors").write_bytes(b"garbage")
-    meta = json.loads((root / "int8" / "checkpoint.json").read_text())
-    (root / "int8" / "checkpoint.json").write_text(json.dumps({**meta, "kind": "int8"}))
+    copy_marked_int8(tiny_ckpt, root / "int8")
     return root
 
 

@@ -7,7 +7,6 @@ import copy
 import csv
 import dataclasses
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from mhsa_cli.prune import surgery
 from mhsa_cli.report.prune import heatmap_png, heatmap_table, render_prune
 from mhsa_cli.tasks import Split, task_from_spec
 from mhsa_cli.train import train
+
+from .conftest import copy_marked_int8
 
 TASK = {"n_train": 400, "n_val": 200, "n_test": 200}
 S = 16  # head_dim of the default 64-wide, 4-head model
@@ -451,11 +452,7 @@ def no_debug(monkeypatch):
 @pytest.fixture(scope="module")
 def int8_checkpoint(baseline, tmp_path_factory) -> Path:
     """A checkpoint folder that says it is int8 (what ``mhsa quantize`` writes)."""
-    path = tmp_path_factory.mktemp("int8") / "int8"
-    shutil.copytree(baseline, path)
-    meta = json.loads((path / "checkpoint.json").read_text())
-    (path / "checkpoint.json").write_text(json.dumps({**meta, "kind": "int8"}))
-    return path
+    return copy_marked_int8(baseline, tmp_path_factory.mktemp("int8") / "int8")
 
 
 BAD = [
