@@ -49,6 +49,13 @@ class LossWeights:
 
 
 
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(softmax(t/T) || softmax(s/T))``, summed over classes, averaged over the batch."""
+    log_s = F.log_softmax(student_logits / temperature, dim=-1)  # (B, C)
+    log_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             alpha: float, temperature: float) -> torch.Tensor:
     """``(1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``.
@@ -63,10 +70,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
         Scalar loss; the KL is summed over classes and averaged over the batch.
     """
     ce = F.cross_entropy(student_logits, labels)
-    log_s = F.log_softmax(student_logits / temperature, dim=-1)  # (B, C)
-    log_t = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
-    return (1.0 - alpha) * ce + alpha * temperature ** 2 * kl
+    return (1.0 - alpha) * ce + alpha * temperature ** 2 * soft_kl(student_logits, teacher_logits, temperature)
 
 
 def _token_weights(pad_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -139,8 +143,10 @@ def make_loss_fn(teacher: nn.Module, weights: LossWeights, hidden_pairs: list[tu
             t = teacher(x, features=features, output_attentions=use_attn)
         s = model(x, features=features, output_attentions=use_attn)
         s_logits, t_logits = (s.logits, t.logits) if features else (s, t)
-        # lam * kd(y) + (1 - lam) * kd(y2): the hard-label term mixed, the KL term once
-        loss = mixed(lambda t: kd_loss(s_logits, t_logits, t, weights.alpha, weights.temperature), y, y2, lam)
+        # = lam * kd(y) + (1 - lam) * kd(y2): the hard-label term mixed, the soft term once
+        ce = mixed(lambda t: F.cross_entropy(s_logits, t), y, y2, lam)
+        T = weights.temperature
+        loss = (1.0 - weights.alpha) * ce + weights.alpha * T ** 2 * soft_kl(s_logits, t_logits, T)
         if use_hidden:
             terms = [hidden_mse(s.hidden_states[i], t.hidden_states[j], s.pad_mask, projections[k])
                      for k, (i, j) in enumerate(hidden_pairs)]
