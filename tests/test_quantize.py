@@ -127,6 +127,26 @@ def test_save_load_gives_identical_int8_logits(base, which, request):
     assert torch.equal(logits(load_model(Path(result.out)), x), logits(q, x))
 
 
+@pytest.mark.parametrize("which", ["int8", "int8_pc"])
+def test_lean_int8_linear_equals_torch_ao_module(base, which, request):
+    """Quantize and load give the lean module; its output equals torch.ao's own forward bitwise."""
+    result = request.getfixturevalue(which)
+    lean = Q.lean_linear_type()
+    fresh = Q.BACKENDS["torch-ao"].quantize(load_model(base), result.engine, result.per_channel,
+                                            result.quantized_modules)
+    loaded = load_model(Path(result.out))
+    for model in (fresh, loaded):
+        assert {type(model.get_submodule(n)) for n in result.quantized_modules} == {lean}
+    ao_type = lean.__mro__[1]  # torch.ao.nn.quantized.dynamic.Linear
+    with Q.use_engine(result.engine), torch.inference_mode():
+        for n in result.quantized_modules:
+            m = loaded.get_submodule(n)
+            ao = ao_type(m.in_features, m.out_features, dtype=torch.qint8)
+            ao.set_weight_bias(*m._weight_bias())
+            inp = torch.randn(3, 25, m.in_features)
+            assert torch.equal(m(inp), ao(inp)), n
+
+
 def test_per_channel_and_classifier_flags_have_effect(int8, int8_pc):
     t = load_checkpoint(int8_pc.out).tensors
     assert t["blocks.0.ff1.weight_scale"].shape == (128,)  # one scale per output channel

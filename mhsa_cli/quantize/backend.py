@@ -17,6 +17,7 @@ load path of int8 checkpoints. :func:`require_cpu` refuses int8 off the CPU.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Protocol
 
 import torch
@@ -63,16 +64,44 @@ class Backend(Protocol):
         """Turn a freshly built float model into the stored quantized one (no pickle)."""
 
 
+@cache
+def _ao_linear_type() -> type:
+    """torch.ao's dynamic int8 Linear (imported quietly: the module is deprecated)."""
+    with quiet():
+        from torch.ao.nn.quantized.dynamic import Linear
+    return Linear
+
+
+@cache
+def lean_linear_type() -> type:
+    """torch.ao's dynamic int8 Linear with a leaner ``forward`` (same kernel, same result).
+
+    torch.ao's ``forward`` checks the weight dtype and module version and casts the
+    output on every call: about 4 us of Python per Linear, which is a third of the
+    kernel's own time at batch 1 on a small model (measured: 22.0 -> 17.5 us for a
+    25 x 64 -> 64 Linear, 1 thread). Only qint8 weights with ``reduce_range`` (what
+    torch.ao uses for qint8, version 4) are made here, so those checks are moot.
+    """
+    base = _ao_linear_type()
+
+    class DynamicInt8Linear(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # (..., in) float -> (..., out) float; activations quantized per call (quint8)
+            return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, True)
+
+    DynamicInt8Linear.__module__ = __name__
+    return DynamicInt8Linear
+
+
 class TorchAoDynamicBackend:
-    """``torch.ao.quantization.quantize_dynamic`` (qint8 weights, quint8 activations)."""
+    """``torch.ao.quantization.quantize_dynamic`` (qint8 weights, quint8 activations),
+    producing :func:`lean_linear_type` modules."""
 
     name = "torch-ao"
 
     @staticmethod
     def _linear_type() -> type:
-        with quiet():
-            from torch.ao.nn.quantized.dynamic import Linear
-        return Linear
+        return lean_linear_type()
 
     def quantize(self, model: nn.Module, engine: str, per_channel: bool,
                  include: list[str]) -> nn.Module:
@@ -82,14 +111,15 @@ class TorchAoDynamicBackend:
 
             qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
             with use_engine(engine):
-                q = quantize_dynamic(model, {n: qconfig for n in include}, dtype=torch.qint8, inplace=False)
+                q = quantize_dynamic(model, {n: qconfig for n in include}, dtype=torch.qint8, inplace=False,
+                                     mapping={nn.Linear: self._linear_type()})
         done = self.quantized_names(q)
         if sorted(done) != sorted(include):  # finish the surgery here, or fail loudly
             raise RuntimeError(f"quantize_dynamic quantized {done}, expected {include}")
         return q
 
     def quantized_names(self, model: nn.Module) -> list[str]:
-        linear = self._linear_type()
+        linear = _ao_linear_type()  # torch.ao's own modules count too (same tensors)
         return [n for n, m in model.named_modules() if isinstance(m, linear)]
 
     def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
