@@ -28,7 +28,7 @@ from mhsa_cli.report.prune import heatmap_png, heatmap_table, render_prune
 from mhsa_cli.tasks import Split, task_from_spec
 from mhsa_cli.train import train
 
-from .conftest import copy_marked_int8
+from .conftest import SMALL_MODEL, copy_marked_int8
 
 TASK = {"n_train": 400, "n_val": 200, "n_test": 200}
 S = 16  # head_dim of the default 64-wide, 4-head model
@@ -48,7 +48,8 @@ def one_thread():
 def baseline(tmp_path_factory, one_thread) -> Path:
     """A tiny trained checkpoint: 2 layers x 4 heads, 64 wide, on a small ``order`` task."""
     out = tmp_path_factory.mktemp("prune") / "baseline"
-    train(build_config(TrainConfig, {"out": str(out), "epochs": 2, "task_options": TASK, "device": "cpu"}))
+    train(build_config(TrainConfig, {"out": str(out), "epochs": 2, "task_options": TASK, "device": "cpu",
+                                     **SMALL_MODEL}))
     return out
 
 

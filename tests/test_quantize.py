@@ -22,6 +22,8 @@ from mhsa_cli.model import ModelConfig, build_model
 from mhsa_cli.quantize import engines
 from mhsa_cli.tasks import load_task
 
+from .conftest import SMALL_MODEL
+
 TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
 runner = CliRunner()
 
@@ -45,12 +47,12 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base(root) -> Path:
-    """A trained float checkpoint with the quickstart shape (2 layers, d=64, 4 heads)."""
+    """A trained float checkpoint: 2 layers, d=64, 4 heads (the tool's default before d=256)."""
     from mhsa_cli.train import train
 
     out = root / "base"
     train(build_config(TrainConfig, {"out": str(out), "epochs": 2, "task_options": dict(TASK),
-                                     "device": "cpu"}))
+                                     "device": "cpu", **SMALL_MODEL}))
     return out
 
 

@@ -68,7 +68,7 @@ def test_warmup_then_cosine_schedule():
 
 
 @pytest.mark.parametrize("change", [
-    {"lr": 1e-3}, {"warmup": 0.5}, {"weight_decay": 0.3}, {"grad_clip": 0.01}, {"label_smoothing": 0.2},
+    {"lr": 3e-3}, {"warmup": 0.5}, {"weight_decay": 0.3}, {"grad_clip": 0.01}, {"label_smoothing": 0.2},
     {"dropout": 0.3}, {"pooling": "mean"}, {"batch_size": 32}, {"seed": 3}, {"d_ff": 48}, {"layers": 1},
 ])
 def test_every_training_flag_changes_the_result(tmp_path, change):

@@ -69,6 +69,8 @@ register(TaskInfo(
     size="6,000 / 1,000 / 2,000 (train/val/test)",
     classes="6",
     build=build,
+    # the default model (d=256) leaves the chance plateau after 2-5 epochs (seeds 0-4); 8 reach >= 99 %
+    train_defaults={"epochs": 8},
     options={
         "n_train": "training sequences (default 6000)",
         "n_val": "validation sequences (default 1000)",
