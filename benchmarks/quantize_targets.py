@@ -23,10 +23,11 @@ Models:
 Each is quantized with ``mhsa_cli.quantize.quantize`` (engine auto). Printed:
 size on disk int8 / float, CPU latency int8 / float at batch 1 and 32, and the
 test accuracy change, against the targets (<= 0.30, <= 0.70 / <= 0.60,
-drop <= 0.5 point). Latency: real validation rows at full length, warm-up,
-float / int8 / "Linear floor" interleaved in rotating order each round under
-``torch.inference_mode`` with a fixed thread count; the ratio is the median of
-the per-round ratios (robust to a busy machine), medians in ms are shown too.
+drop <= 0.5 point). Latency: real validation rows at full length, float /
+int8 / "Linear floor" timed round-robin by ``mhsa bench``'s timer
+(:func:`mhsa_cli.bench.measure_interleaved`: warm-up, eval, inference mode)
+with a fixed thread count; the ratio is the median of the per-round ratios
+(robust to a busy machine), medians in ms are shown too.
 
 The *Linear floor* is the float model with every quantized Linear replaced by
 a stub that returns zeros: the lowest int8 / float ratio any quantization of
@@ -55,7 +56,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhsa_cli import quantize as Q  # noqa: E402
-from mhsa_cli.bench import timing_input  # noqa: E402
+from mhsa_cli.bench import measure_interleaved, timing_input  # noqa: E402
 from mhsa_cli.checkpoint import META, load_checkpoint, load_model  # noqa: E402
 from mhsa_cli.config import QuantizeConfig, TrainConfig, build_config  # noqa: E402
 from mhsa_cli.tasks import task_from_spec  # noqa: E402
@@ -126,34 +127,20 @@ def linear_floor(model: nn.Module, names: list[str]) -> nn.Module:
     return floor
 
 
-@torch.inference_mode()
-def interleaved(models: dict[str, nn.Module], x: torch.Tensor, warmup: int, min_repeats: int,
-                min_time: float) -> dict[str, list[float]]:
-    """Seconds per forward of each model, one call each per round in rotating order."""
-    names = list(models)
-    for _ in range(warmup):
-        for n in names:
-            models[n](x)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    start, rounds = time.perf_counter(), 0
-    while rounds < min_repeats or time.perf_counter() - start < min_time:
-        for n in names[rounds % len(names):] + names[: rounds % len(names)]:
-            t0 = time.perf_counter()
-            models[n](x)
-            times[n].append(time.perf_counter() - t0)
-        rounds += 1
-    return times
-
-
 def latency_cell(models: dict[str, nn.Module], x: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
-    """Median ms of each model and median per-round ratios to ``float``."""
+    """Median ms of each model and median per-round ratios to ``float``.
+
+    Timed with ``mhsa bench``'s own round-robin timer; ``--min-time`` is shared
+    by the models of the cell.
+    """
     with Q.quiet():
-        t = interleaved(models, x, args.warmup, args.min_repeats, args.min_time)
-    cell = {f"{n}_ms_p50": 1e3 * statistics.median(v) for n, v in t.items()}
+        st = measure_interleaved({n: (m, x) for n, m in models.items()}, "cpu", args.min_time / len(models),
+                                 args.min_repeats, args.warmup)
+    cell = {f"{n}_ms_p50": s.latency_ms_p50 for n, s in st.items()}
     for n in models:
-        if n != "float":
-            cell[f"{n}_ratio"] = statistics.median(a / b for a, b in zip(t[n], t["float"]))
-    cell["rounds"] = len(t["float"])
+        if n != "float":  # one call of each model per round: pair them round by round
+            cell[f"{n}_ratio"] = statistics.median(a / b for a, b in zip(st[n].samples_ms, st["float"].samples_ms))
+    cell["rounds"] = st["float"].repeats
     return cell
 
 
