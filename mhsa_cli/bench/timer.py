@@ -198,13 +198,16 @@ def _batch_size(x: Any) -> int:
     return int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() > 0 else 1
 
 
-def _fraction_done(samples: Mapping[str, list[float]], min_time: float, min_repeats: int) -> float:
-    """How far the slowest-to-finish model is: min over models of its time and count fractions."""
-    def one(s: list[float]) -> float:
-        time_part = 1.0 if min_time <= 0 else sum(s) / 1e3 / min_time
-        return min(time_part, len(s) / min_repeats)
+def _fraction_done(total_ms: Mapping[str, float], calls: int, min_time: float, min_repeats: int) -> float:
+    """How far the slowest-to-finish model is: min over models of its time and count fractions.
 
-    return min((one(s) for s in samples.values()), default=1.0)
+    ``total_ms`` is each model's running sum of timed calls (kept by the caller, so the
+    check costs O(models) per round, not O(samples)); every model has ``calls`` calls.
+    """
+    count_part = calls / min_repeats
+    if min_time <= 0:
+        return count_part if total_ms else 1.0
+    return min((min(t / 1e3 / min_time, count_part) for t in total_ms.values()), default=1.0)
 
 
 def _check_settings(min_time: float, min_repeats: int, warmup: int) -> None:
@@ -262,11 +265,15 @@ def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.dev
     with _timing_mode([m for m, _ in models.values()]):
         _warm_up(calls, warmup, WARMUP_FRACTION * min_time)
         with progress.task(desc, total=100) as bar:
-            shown = 0
-            while calls and _fraction_done(samples, min_time, min_repeats) < 1.0:
+            total_ms = {name: 0.0 for name in calls}
+            shown, done, rounds = 0, 0.0 if calls else 1.0, 0
+            while done < 1.0:
                 for name, call in calls.items():
-                    samples[name].append(clock.time_ms(call))
-                now = int(100 * min(1.0, _fraction_done(samples, min_time, min_repeats)))
+                    samples[name].append(ms := clock.time_ms(call))
+                    total_ms[name] += ms
+                rounds += 1
+                done = _fraction_done(total_ms, rounds, min_time, min_repeats)
+                now = int(100 * min(1.0, done))
                 bar.advance(now - shown)
                 shown = now
     return {name: summarize(samples[name], _batch_size(x)) for name, (_, x) in models.items()}
