@@ -99,10 +99,6 @@ class TorchAoDynamicBackend:
 
     name = "torch-ao"
 
-    @staticmethod
-    def _linear_type() -> type:
-        return lean_linear_type()
-
     def quantize(self, model: nn.Module, engine: str, per_channel: bool,
                  include: list[str]) -> nn.Module:
         with quiet():
@@ -112,7 +108,7 @@ class TorchAoDynamicBackend:
             qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
             with use_engine(engine):
                 q = quantize_dynamic(model, {n: qconfig for n in include}, dtype=torch.qint8, inplace=False,
-                                     mapping={nn.Linear: self._linear_type()})
+                                     mapping={nn.Linear: lean_linear_type()})
         done = self.quantized_names(q)
         if sorted(done) != sorted(include):  # finish the surgery here, or fail loudly
             raise RuntimeError(f"quantize_dynamic quantized {done}, expected {include}")
@@ -160,7 +156,7 @@ class TorchAoDynamicBackend:
     def _module(self, name: str, lin: nn.Linear, tensors: dict[str, torch.Tensor],
                 per_channel: bool) -> nn.Module:
         """A dynamic int8 Linear holding the stored weight and bias of ``name``."""
-        q = self._linear_type()(lin.in_features, lin.out_features, bias_=lin.bias is not None, dtype=torch.qint8)
+        q = lean_linear_type()(lin.in_features, lin.out_features, bias_=lin.bias is not None, dtype=torch.qint8)
         bias = _tensor(tensors, f"{name}.bias", (lin.out_features,)).float() if lin.bias is not None else None
         q.set_weight_bias(_qweight(name, lin, tensors, per_channel), bias)
         return q

@@ -21,7 +21,7 @@ from ..errors import MhsaError, choice
 from ..progress import NULL, Progress
 from .backend import BACKENDS, linear_names
 from .engines import quiet, resolve_engine, use_engine
-from .measures import float_parts, int8_fraction, model_weight_bytes, parameter_counts
+from .measures import float_parts, fraction_of, model_weight_bytes, state_bytes, state_counts
 
 
 # --------------------------------------------------------------------------- mhsa quantize
@@ -161,8 +161,9 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     acc = _accuracy({"float": float_model, "int8": qmodel}, data, progress)
     latency = (_latency_check({"float": float_model, "int8": qmodel}, data, cfg.latency_time, progress)
                if cfg.latency_time > 0 else {})
-    tensors, kept = backend.state(qmodel), float_parts(qmodel)
-    counts, fraction, float_size = parameter_counts(qmodel), int8_fraction(qmodel), size_on_disk(ckpt.path)
+    tensors, kept = backend.state(qmodel), float_parts(qmodel)  # exported once, measured below
+    counts, float_size = state_counts(tensors), size_on_disk(ckpt.path)
+    fraction = fraction_of(counts)
     settings = {"backend": backend.name, "engine": engine, "engine_requested": cfg.engine,
                 "per_channel": cfg.per_channel, "classifier": cfg.classifier, "dtype": "qint8",
                 "modules": include, "float_modules": [p["name"] for p in kept],
@@ -180,5 +181,5 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
         quantized_modules=include, float_modules=kept, params_int8=counts["int8"],
         params_float=counts["float"], int8_fraction=fraction,
         size_bytes_float=float_size, size_bytes_int8=size_on_disk(cfg.out),
-        weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=model_weight_bytes(qmodel),
+        weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=state_bytes(tensors),
         accuracy=acc, latency=latency)

@@ -27,23 +27,37 @@ def model_weight_bytes(model: nn.Module) -> int:
     Works for float and dynamic-quantized models alike (the logical sizes; packed
     kernels may pad a little).
     """
-    return sum(t.numel() * t.element_size() for t in export_state(model).values())
+    return state_bytes(export_state(model))
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """``{"int8": elements stored as int8, "float": float parameter elements}``
     (scales and zero points are quantization metadata, not parameters)."""
+    return state_counts(export_state(model))
+
+
+def int8_fraction(model: nn.Module) -> float:
+    """Fraction of the parameters (elements) stored as int8: 0.0 for a float model."""
+    return fraction_of(parameter_counts(model))
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    """:func:`model_weight_bytes` of already exported tensors (:func:`export_state`)."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def state_counts(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """:func:`parameter_counts` of already exported tensors (:func:`export_state`)."""
     counts = {"int8": 0, "float": 0}
-    for k, t in export_state(model).items():
+    for k, t in state.items():
         if not k.endswith(QPARAM_SUFFIXES):
             counts["int8" if t.dtype == torch.int8 else "float"] += t.numel()
     return counts
 
 
-def int8_fraction(model: nn.Module) -> float:
-    """Fraction of the parameters (elements) stored as int8: 0.0 for a float model."""
-    c = parameter_counts(model)
-    return c["int8"] / max(c["int8"] + c["float"], 1)
+def fraction_of(counts: dict[str, int]) -> float:
+    """The int8 share of :func:`parameter_counts`' ``counts``."""
+    return counts["int8"] / max(counts["int8"] + counts["float"], 1)
 
 
 def float_parts(model: nn.Module) -> list[dict[str, Any]]:
