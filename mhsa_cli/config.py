@@ -276,12 +276,6 @@ def _importance_names() -> list[str]:
     return list(IMPORTANCE)
 
 
-def _engine_names() -> list[str]:
-    from .quantize import ENGINES
-
-    return list(ENGINES)
-
-
 @dataclass
 class PruneConfig:
     """``mhsa prune``: score heads on the validation split and remove the least important."""
