@@ -123,9 +123,11 @@ def train_student(student: MHSAClassifier, teacher: MHSAClassifier, data: TaskDa
                extra_params=list(projections.parameters()))
 
 
-def _scores(model: nn.Module, data: TaskData, device: torch.device, teacher_test: float) -> dict[str, Any]:
+def _scores(model: nn.Module, fitted: FitResult, data: TaskData, device: torch.device,
+            teacher_test: float) -> dict[str, Any]:
+    """Metrics of a fitted student; its validation accuracy is the one fit kept (its final weights)."""
     test = evaluate(model, data.test, device)
-    return {"params": count_parameters(model), "val_acc": evaluate(model, data.val, device),
+    return {"params": count_parameters(model), "val_acc": fitted.best_val_acc,
             "test_acc": test, "relative_test_acc": test / teacher_test if teacher_test else None}
 
 
@@ -221,8 +223,8 @@ def distill(cfg: DistillConfig, progress: Progress = NULL) -> DistillResult:
     scratch, scratch_fit = None, None
     if cfg.compare_scratch:
         model, scratch_fit = _scratch(cfg, plan, data, loop, device, progress)
-        scratch = {**_scores(model, data, device, t_test), "train_seconds": scratch_fit.seconds}
-    metrics = _metrics(_scores(student, data, device, t_test), t_info, fitted, scratch)
+        scratch = {**_scores(model, scratch_fit, data, device, t_test), "train_seconds": scratch_fit.seconds}
+    metrics = _metrics(_scores(student, fitted, data, device, t_test), t_info, fitted, scratch)
     plan_info, scratch_history = _plan_dict(plan), scratch_fit.history if scratch_fit else None
     meta = make_meta("float", plan.student, ckpt.task_spec, "distill",
                      {**to_dict(cfg), "losses": losses, **plan_info}, metrics, parent=ckpt,

@@ -69,7 +69,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     Returns:
         Scalar loss; the KL is summed over classes and averaged over the batch.
     """
-    ce = F.cross_entropy(student_logits, labels)
+    return kd_combine(F.cross_entropy(student_logits, labels), student_logits, teacher_logits, alpha, temperature)
+
+
+def kd_combine(ce: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+               alpha: float, temperature: float) -> torch.Tensor:
+    """``(1 - alpha) * ce + alpha * T^2 * KL``: the KD loss around a given hard-label term ``ce``
+    (plain in :func:`kd_loss`, mixed under mixup in :func:`make_loss_fn`)."""
     return (1.0 - alpha) * ce + alpha * temperature ** 2 * soft_kl(student_logits, teacher_logits, temperature)
 
 
@@ -145,8 +151,7 @@ def make_loss_fn(teacher: nn.Module, weights: LossWeights, hidden_pairs: list[tu
         s_logits, t_logits = (s.logits, t.logits) if features else (s, t)
         # = lam * kd(y) + (1 - lam) * kd(y2): the hard-label term mixed, the soft term once
         ce = mixed(lambda t: F.cross_entropy(s_logits, t), y, y2, lam)
-        T = weights.temperature
-        loss = (1.0 - weights.alpha) * ce + weights.alpha * T ** 2 * soft_kl(s_logits, t_logits, T)
+        loss = kd_combine(ce, s_logits, t_logits, weights.alpha, weights.temperature)
         if use_hidden:
             terms = [hidden_mse(s.hidden_states[i], t.hidden_states[j], s.pad_mask, projections[k])
                      for k, (i, j) in enumerate(hidden_pairs)]
