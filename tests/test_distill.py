@@ -177,15 +177,15 @@ def test_mixup_kd_loss_mixes_inputs_for_both_and_labels_for_ce():
 
 
 def test_distill_with_mixup_feeds_both_students_the_same_mixes(tmp_path, monkeypatch):
+    from mhsa_cli import train as train_module
     from mhsa_cli.config import TrainConfig
-    from mhsa_cli.distill import command
     from mhsa_cli.train import Mixup, train
 
     train(build_config(TrainConfig, {"task": "digits", "epochs": 1, "d_model": 16, "heads": 2, "d_ff": 16,
                                      "out": str(tmp_path / "t"), "threads": 1}))
     seen = []
-    real = command.cross_entropy_loss
-    monkeypatch.setattr(command, "cross_entropy_loss", lambda ls, mixup: seen.append(mixup) or real(ls, mixup))
+    real = train_module.cross_entropy_loss  # the scratch student's loss: fit's default
+    monkeypatch.setattr(train_module, "cross_entropy_loss", lambda ls, mixup: seen.append(mixup) or real(ls, mixup))
     values = {"epochs": 1, "compare_scratch": True, "threads": 1}
     mixed = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "m"), mixup=1.0, **values))
     plain = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "p"), **values))

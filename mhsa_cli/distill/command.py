@@ -30,7 +30,7 @@ from ..errors import MhsaError
 from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData, task_from_spec
-from ..train import FitResult, LoopConfig, check_mixup, cross_entropy_loss, evaluate, fit, make_mixup
+from ..train import FitResult, LoopConfig, check_mixup, evaluate, fit, make_mixup
 from .losses import LossWeights, make_loss_fn, make_projections
 from .student import attention_pairs, init_from_teacher, match_teacher_blocks, parse_pairs, student_config
 
@@ -131,13 +131,11 @@ def _scores(model: nn.Module, fitted: FitResult, data: TaskData, device: torch.d
             "test_acc": test, "relative_test_acc": test / teacher_test if teacher_test else None}
 
 
-def _scratch(cfg: DistillConfig, plan: DistillPlan, data: TaskData, loop: LoopConfig,
-             device: torch.device, progress: Progress) -> tuple[nn.Module, FitResult]:
-    """The same student (same seed), trained with plain cross-entropy and the same budget (and mixes)."""
-    model = build_model(plan.student, seed=cfg.seed)
-    fitted = fit(model, data, loop, device, loss_fn=cross_entropy_loss(0.0, make_mixup(loop)), progress=progress,
-                 desc="scratch")
-    return model, fitted
+def _scratch(plan: DistillPlan, data: TaskData, loop: LoopConfig, device: torch.device,
+             progress: Progress) -> tuple[nn.Module, FitResult]:
+    """The same student (same seed), trained with fit's own cross-entropy (and the same mixes) and budget."""
+    model = build_model(plan.student, seed=loop.seed)
+    return model, fit(model, data, loop, device, progress=progress, desc="scratch")
 
 
 def _metrics(student: dict[str, Any], teacher: dict[str, Any], fitted: FitResult,
@@ -222,7 +220,7 @@ def distill(cfg: DistillConfig, progress: Progress = NULL) -> DistillResult:
     fitted = train_student(student, teacher, data, loop, weights, plan, device, progress)
     scratch, scratch_fit = None, None
     if cfg.compare_scratch:
-        model, scratch_fit = _scratch(cfg, plan, data, loop, device, progress)
+        model, scratch_fit = _scratch(plan, data, loop, device, progress)
         scratch = {**_scores(model, scratch_fit, data, device, t_test), "train_seconds": scratch_fit.seconds}
     metrics = _metrics(_scores(student, fitted, data, device, t_test), t_info, fitted, scratch)
     plan_info, scratch_history = _plan_dict(plan), scratch_fit.history if scratch_fit else None
