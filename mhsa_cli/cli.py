@@ -128,14 +128,14 @@ def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
     flags = (flag,) if isinstance(flag, str) else tuple(flag)  # first is the main name
     flag = flags[0]
     if origin is dict or base is dict:
-        info = typer.Option(None, flag, help=help_text + " (repeatable key=value)", show_default=False)
+        info = typer.Option(None, *flags, help=help_text + " (repeatable key=value)", show_default=False)
         annotation: Any = Optional[List[str]]
     elif origin is list:
         shown = ",".join(map(str, default)) if default else None
         info = typer.Option(shown, *flags, help=help_text + " (comma-separated)")
         annotation = Optional[str]
-    elif base is bool:
-        info = typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_text)
+    elif base is bool:  # aliases get their --no- form too
+        info = typer.Option(default, *(f"{f}/--no-{f[2:]}" for f in flags), help=help_text)
         annotation = bool
     else:
         info = typer.Option(default, *flags, help=help_text)

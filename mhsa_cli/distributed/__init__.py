@@ -50,7 +50,7 @@ Two modules:
 
 1. :mod:`.group` -- process group and failure handling: environment, :func:`setup`,
    :func:`teardown`, :func:`launched`, :func:`local`, :func:`on_rank0`,
-   :func:`agree`, :class:`UniformError`, timeouts, :func:`barrier`.
+   :func:`agree`, :class:`UniformError`, timeouts.
 2. :mod:`.data` -- data parallelism: :func:`local_batch_size`, :func:`sampler`,
    :func:`train_order`, :func:`shard`, :func:`all_reduce_sum`,
    :func:`average_gradients`, :func:`wrap` (DDP), :func:`register_outputs`,
@@ -63,13 +63,13 @@ from __future__ import annotations
 
 from .data import (all_reduce_sum, average_gradients, decorrelate_rng, local_batch_size, local_device,
                    register_outputs, sampler, shard, train_order, wrap)
-from .group import (DEFAULT_TIMEOUT_S, SCALABLE, TIMEOUT_ENV, UniformError, agree, barrier, device_type, env_rank,
+from .group import (DEFAULT_TIMEOUT_S, SCALABLE, TIMEOUT_ENV, UniformError, agree, device_type, env_rank,
                     env_world_size, is_distributed, is_main, launched, local, on_rank0, rank, setup, teardown,
                     timeout_s, world_size)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S", "SCALABLE", "TIMEOUT_ENV", "UniformError", "agree", "all_reduce_sum", "average_gradients",
-    "barrier", "decorrelate_rng", "device_type", "env_rank", "env_world_size", "is_distributed", "is_main",
+    "decorrelate_rng", "device_type", "env_rank", "env_world_size", "is_distributed", "is_main",
     "launched", "local", "local_batch_size", "local_device", "on_rank0", "rank", "register_outputs", "sampler",
     "setup", "shard", "teardown", "timeout_s", "train_order", "wrap", "world_size",
 ]

@@ -23,8 +23,7 @@ from ..errors import MhsaError
 T = TypeVar("T")
 
 #: Commands that may run under torchrun; the others refuse with one line. ``run``
-#: joins once recipe/run.py runs its non-training stages (and writes its own files) on
-#: rank 0 only, e.g. inside :func:`local` followed by :func:`barrier`.
+#: trains on every rank and runs its other stages on rank 0 alone (:func:`on_rank0`).
 SCALABLE = ("train", "distill", "run")
 #: Environment variable: seconds a process waits for its peers (init and collectives).
 TIMEOUT_ENV = "MHSA_DIST_TIMEOUT"
@@ -276,7 +275,3 @@ def agree(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     message = _decode(buf)
     raise UniformError(message if src == 0 else f"rank {src}: {message}")
 
-
-def barrier() -> None:
-    if is_distributed():
-        tdist.barrier()

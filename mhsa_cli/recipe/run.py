@@ -132,8 +132,8 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
                                                          "inputs": s.inputs, "settings": s.settings,
                                                          "seconds": s.seconds})
         tee.log(f"{head}: done in {s.seconds:.1f}s")
-    files = _publish_final_bench(plan) if main else []
     last_bench = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
+    files = _publish_final_bench(plan.out, last_bench) if main else []
     bench = last_bench.result if last_bench else None
     return RecipeResult(plan, False, bench, time.perf_counter() - start, files)
 
@@ -143,8 +143,9 @@ SCALES_OUT = ("train", "distill")  # stage types that run on every rank under to
 
 def _run_stage(stage: Stage, progress: Progress) -> Any:
     run = resolve(RUN[stage.type])
-    if not dist.is_distributed() or stage.type in SCALES_OUT:
+    if stage.type in SCALES_OUT:
         return run(stage.config, progress=progress)
+    # rank 0 alone under torchrun; in one process on_rank0 just runs it
     return dist.on_rank0(lambda: run(stage.config, progress=progress), f"stage-{stage.name}-{stage.hash}")
 
 
@@ -159,17 +160,16 @@ def _load_result(stage: Stage, root: Path) -> Any:
 BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")
 
 
-def _publish_final_bench(plan: Plan) -> list[str]:
-    """Copy the last bench stage's files to the results root (the run's report)."""
-    last = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
+def _publish_final_bench(out: Path, last: Stage | None) -> list[str]:
+    """Copy the last bench stage's files to the results root ``out`` (the run's report)."""
     if last is None:
         return []
     copied = []
     for name in BENCH_FILES:
-        src = plan.out / last.name / name
+        src = out / last.name / name
         if src.is_file():
-            write_atomic(plan.out / name, src.read_bytes())
-            copied.append(str(plan.out / name))
+            write_atomic(out / name, src.read_bytes())
+            copied.append(str(out / name))
     return copied
 
 
