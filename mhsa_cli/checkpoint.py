@@ -172,15 +172,20 @@ def save_checkpoint(out: str | Path, tensors: dict[str, torch.Tensor], meta: dic
         save_file(cpu, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         meta["id"] = weights_id(tmp / WEIGHTS)
         _write_json(tmp / META, meta)
-        for name, content in (extra_files or {}).items():
-            if isinstance(content, bytes):
-                (tmp / name).write_bytes(content)
-            elif isinstance(content, str):
-                (tmp / name).write_text(content, encoding="utf-8")
-            else:
-                _write_json(tmp / name, content)
+        write_files(tmp, extra_files or {})
 
     return atomic_dir(Path(out), force, write)
+
+
+def write_files(folder: Path, files: dict[str, Any]) -> None:
+    """Write ``files`` (name -> str or bytes, written as is, or a JSON-able object) into ``folder``."""
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        elif isinstance(content, str):
+            (folder / name).write_text(content, encoding="utf-8")
+        else:
+            _write_json(folder / name, content)
 
 
 def save_model(out: str | Path, model: nn.Module, meta: dict[str, Any], force: bool = False,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, load_checkpoint, load_model,
-                          make_meta, save_model)
+                          make_meta, save_model, write_files)
 from ..config import PruneConfig, to_dict
 from ..environment import resolve_device, set_threads
 from ..errors import MhsaError, choice
@@ -272,22 +272,15 @@ def _sweep(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: Task
 
 def _save_sweep(cfg: PruneConfig, ckpt: Checkpoint, r: SweepResult) -> list[str]:
     """Write sweep.json, sweep.csv (and sweep.png with matplotlib) into ``cfg.out`` in one rename."""
-    import json
-
     from ..report import csv_text
     from ..report.prune import sweep_csv_rows, sweep_png
 
     doc = {"checkpoint": str(ckpt.path), "checkpoint_id": ckpt.meta.get("id"), "split": "test",
            "finetuned": False, "settings": to_dict(cfg), "baseline": dataclasses.asdict(r.baseline),
            "scope": r.scope, "ratios": r.ratios, "methods": r.methods, "seeds": r.seeds, "cells": r.cells}
-    files = {"sweep.json": json.dumps(doc, indent=2) + "\n", "sweep.csv": csv_text(*sweep_csv_rows(r))}
+    files: dict[str, Any] = {"sweep.json": doc, "sweep.csv": csv_text(*sweep_csv_rows(r))}
     png = sweep_png(r)
     if png is not None:
         files["sweep.png"] = png
-
-    def write(tmp: Path) -> None:
-        for name, content in files.items():
-            (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-
-    out = atomic_dir(Path(cfg.out), cfg.force, write)
+    out = atomic_dir(Path(cfg.out), cfg.force, lambda tmp: write_files(tmp, files))
     return [str(out / name) for name in files]

@@ -4,13 +4,9 @@ Each image is cut into non-overlapping ``patch`` x ``patch`` squares, read in
 row-major order, so a model sees a sequence of T = (8 / patch)^2 tokens with
 F = patch^2 features each (pixel values scaled to [0, 1]). No download: the
 data ships with scikit-learn.
-
-This module also holds :func:`stratified_split` and :func:`check_fraction`,
-which the file loaders (``text``) share.
 """
 
 from __future__ import annotations
-
 
 import torch
 

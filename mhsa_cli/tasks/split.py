@@ -1,4 +1,4 @@
-"""Deterministic, stratified train / validation / test splits shared by the file-based tasks."""
+"""Deterministic, stratified train / validation / test splits shared by ``digits`` and the file tasks."""
 
 from __future__ import annotations
 
