@@ -6,7 +6,7 @@
    Target: within 10 %.
 2. Repeatability: the same ``bench()`` run twice; p50 of every model x batch size
    compared. Target: within 10 % on an idle machine. Also shown: how much each
-   model's ratio to the first model (the table's speedup) moved between the runs.
+   model's speedup over the first model (the table's column) moved between the runs.
 
 The load average is printed before and after: on a busy machine (load above the
 core count) both checks measure the neighbours as much as the model.
@@ -72,7 +72,8 @@ def check_against_torch_timer(ckpt: Path, batch_sizes: list[int], threads: int, 
     """
     from statistics import median
 
-    model, data = load_model(ckpt), task_from_spec(load_checkpoint(ckpt).task_spec)
+    source = load_checkpoint(ckpt)
+    model, data = load_model(source), task_from_spec(source.task_spec)
     rows = []
     for b in batch_sizes:
         x = timing_input(data, b)
@@ -99,12 +100,10 @@ def check_repeatability(ckpts: list[Path], batch_sizes: list[int], threads: int,
         for key, st in a.latency.items():
             p1, p2 = st.latency_ms_p50, b.latency[key].latency_ms_p50
             q5, q95 = percentile(st.samples_ms, 5), percentile(st.samples_ms, 95)
-            # the ratio to the first model, as the bench table's speedup column shows it
-            r1 = p1 / first.rows[0].latency[key].latency_ms_p50
-            r2 = p2 / second.rows[0].latency[key].latency_ms_p50
+            r1, r2 = a.ratios.speedup[key], b.ratios.speedup[key]  # the table's speedup vs the first model
             rows.append({"model": a.name, "batch_size": key[1], "run1_p50_ms": p1, "run2_p50_ms": p2,
                          "rel_spread": abs(p1 - p2) / min(p1, p2), "run1_p5_ms": q5, "run1_p95_ms": q95,
-                         "ratio_to_first_run1": r1, "ratio_to_first_run2": r2,
+                         "speedup_run1": r1, "speedup_run2": r2,
                          "ratio_spread": abs(r1 - r2) / min(r1, r2)})
     return rows
 
@@ -129,7 +128,7 @@ def print_report(timer_rows: list[dict], repeat_rows: list[dict], load: tuple, t
         print(f"   {r['model']:<10} batch {r['batch_size']:>3}: {r['run1_p50_ms']:.4f} vs {r['run2_p50_ms']:.4f} ms"
               f"  spread {100 * r['rel_spread']:.1f}%  {verdict(r['rel_spread'])}"
               f"  (run 1 p5-p95: {r['run1_p5_ms']:.3f}-{r['run1_p95_ms']:.3f} ms)"
-              f"  ratio to {repeat_rows[0]['model']}: {r['ratio_to_first_run1']:.3f} vs {r['ratio_to_first_run2']:.3f}"
+              f"  speedup vs {repeat_rows[0]['model']}: {r['speedup_run1']:.3f} vs {r['speedup_run2']:.3f}"
               f" ({100 * r['ratio_spread']:.1f}%)")
 
 

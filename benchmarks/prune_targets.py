@@ -80,12 +80,13 @@ def importance_target(ckpt: Path, work: Path, seeds: int) -> dict:
 
 def latency_target(ckpt: Path, pruned: Path, min_time: float) -> dict:
     """Target 3: interleaved CPU latency of original, pruned and attention-free models."""
-    original, small = load_model(ckpt), load_model(pruned)
+    source = load_checkpoint(ckpt)  # read once: the model and its task
+    original, small = load_model(source), load_model(pruned)
     floor = remove_heads(original, {l: list(range(h)) for l, h in enumerate(original.heads)})
     flops = {n: attention_flops(m.config) for n, m in (("original", original), ("pruned", small),
                                                         ("floor", floor))}
     attn_ratio = (flops["pruned"] - flops["floor"]) / (flops["original"] - flops["floor"])
-    data, out = task_from_spec(load_checkpoint(ckpt).task_spec), {}
+    data, out = task_from_spec(source.task_spec), {}
     for b in BATCH_SIZES:
         x = timing_input(data, b)
         stats = measure_interleaved({"original": (original, x), "pruned": (small, x), "floor": (floor, x)},

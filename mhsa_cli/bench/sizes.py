@@ -18,7 +18,7 @@ def weight_bytes(model: nn.Module) -> int:
 
     The one definition of the project: :func:`mhsa_cli.quantize.model_weight_bytes`.
     """
-    return int(model_weight_bytes(model))
+    return model_weight_bytes(model)
 
 
 def count_weights(model: nn.Module) -> int:

@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import csv_text, human_bytes, markdown_table, pct, write_atomic, write_json
+from ..bench.command import CPU_ONLY
 from ..bench.timer import WARMUP_FRACTION
 
 BEST_STYLE = "bold green"
 MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
-SKIP_REASONS = {"CPU-only": "int8 dynamic quantization runs on the CPU only: not timed on CUDA"}
+SKIP_REASONS = {CPU_ONLY: "int8 dynamic quantization runs on the CPU only: not timed on CUDA"}
 
 
 @dataclass
