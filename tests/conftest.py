@@ -25,6 +25,26 @@ def tiny_train_config(out, **overrides):
     return build_config(TrainConfig, values)
 
 
+def assert_one_line_error(result, *fragments):
+    """A CliRunner result of bad input: exit code 2, one ``error:`` line holding ``fragments``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (restored after): tiny models are fastest and steadiest
+    that way, and on a busy 2-core machine two threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def copy_marked_int8(src, dst):
     """A copy of float checkpoint ``src`` whose JSON says int8 (what commands must refuse)."""
     import json

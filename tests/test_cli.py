@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mhsa_cli.cli import app
 
-from .conftest import TINY_TASK
+from .conftest import TINY_TASK, assert_one_line_error
 
 runner = CliRunner()
 COMMANDS = ["train", "prune", "quantize", "distill", "bench", "run", "info", "tasks"]
@@ -17,15 +17,6 @@ COMMANDS = ["train", "prune", "quantize", "distill", "bench", "run", "info", "ta
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_root_help_lists_every_command_and_version():

@@ -31,19 +31,11 @@ from mhsa_cli.train import train
 from .conftest import SMALL_MODEL, copy_marked_int8
 
 TASK = {"n_train": 400, "n_val": 200, "n_test": 200}
+pytestmark = pytest.mark.usefixtures("one_thread")
 S = 16  # head_dim of the default 64-wide, 4-head model
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and steadiest on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, one_thread) -> Path:
     """A tiny trained checkpoint: 2 layers x 4 heads, 64 wide, on a small ``order`` task."""

@@ -16,29 +16,20 @@ from typer.testing import CliRunner
 from mhsa_cli import quantize as Q
 from mhsa_cli.checkpoint import META, WEIGHTS, load_checkpoint, load_model, make_meta, save_model, size_on_disk
 from mhsa_cli.cli import app
-from mhsa_cli.config import QuantizeConfig, TrainConfig, build_config
+from mhsa_cli.config import QuantizeConfig, build_config
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import ModelConfig, build_model
 from mhsa_cli.quantize import engines
 from mhsa_cli.tasks import load_task
 
-from .conftest import SMALL_MODEL
+from .conftest import SMALL_MODEL, TINY_TASK, assert_one_line_error, tiny_train_config
 
-TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
+TASK = TINY_TASK
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here (restored after): on a busy 2-core machine two threads
-    wait on each other and make these tiny models 10x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
@@ -51,8 +42,7 @@ def base(root) -> Path:
     from mhsa_cli.train import train
 
     out = root / "base"
-    train(build_config(TrainConfig, {"out": str(out), "epochs": 2, "task_options": dict(TASK),
-                                     "device": "cpu", **SMALL_MODEL}))
+    train(tiny_train_config(out, **SMALL_MODEL))
     return out
 
 
@@ -339,14 +329,6 @@ def test_corrupt_int8_checkpoint_is_one_line(int8, tmp_path, change, message):
 
 def cli(*args):
     return runner.invoke(app, ["quantize", *map(str, args)])
-
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def assert_nothing_written(out: Path):
