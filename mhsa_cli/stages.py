@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-# command -> (library call, run(cfg, progress=...); renderer, render(result, console))
+# command -> its library call, run(cfg, progress=...)
 RUN = {
     "train": "train:train",
     "prune": "prune:prune",
@@ -19,9 +19,9 @@ RUN = {
     "bench": "bench:bench",
     "run": "recipe:run_recipe",
 }
+# command -> its renderer, render(result, console); report modules are named after the command
 RENDER = {name: f"report.{module}:render_{module}" for name, module in
-          [("train", "train"), ("prune", "prune"), ("quantize", "quantize"), ("distill", "distill"),
-           ("bench", "bench"), ("run", "recipe")]}
+          ((name, "recipe" if name == "run" else name) for name in RUN)}
 
 
 def resolve(target: str) -> Callable[..., Any]:
