@@ -274,4 +274,3 @@ def agree(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     tdist.broadcast(buf, src=src)
     message = _decode(buf)
     raise UniformError(message if src == 0 else f"rank {src}: {message}")
-
