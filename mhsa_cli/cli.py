@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .config import _base_type, build_config, field_types
-from .errors import MhsaError
+from .errors import MhsaError, MhsaWarning
 from .stages import RENDER, RUN, resolve
 
 
@@ -104,6 +104,18 @@ def _root(
     """Train, prune, quantize, distill and benchmark multi-head self-attention models."""
     DEBUG["on"] = bool(os.environ.get("MHSA_DEBUG")) or debug  # per call, not sticky
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.showwarning = _show_warning
+
+
+_plain_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """:class:`MhsaWarning` as one ``warning: ...`` line on stderr; others as Python shows them."""
+    if issubclass(category, MhsaWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _plain_showwarning(message, category, filename, lineno, file, line)
 
 
 # --------------------------------------------------------------------------- generator

@@ -23,6 +23,18 @@ class MhsaError(Exception):
         self.key = key
 
 
+class MhsaWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI
+    prints it as one ``warning: ...`` line on stderr."""
+
+
+def warn(message: str) -> None:
+    """Issue an :class:`MhsaWarning` (shown once per message by the CLI)."""
+    import warnings
+
+    warnings.warn(message, MhsaWarning, stacklevel=2)
+
+
 def closest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

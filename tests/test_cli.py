@@ -117,3 +117,14 @@ def test_a_field_may_have_two_flag_names(tmp_path):
     for flag in ("--ff", "--d-ff"):
         result = invoke("distill", "--teacher", tmp_path / "t", flag, 0, "--out", tmp_path / "s")
         assert_one_line_error(result, "'d_ff' must be >= 1")
+
+
+def test_mhsa_warnings_are_one_line_on_stderr(capsys):
+    import warnings as w
+
+    from mhsa_cli.cli import _show_warning
+    from mhsa_cli.errors import MhsaWarning
+
+    _show_warning(w.WarningMessage("engine 'x86' not here", MhsaWarning, "f.py", 1).message,
+                  MhsaWarning, "f.py", 1)
+    assert capsys.readouterr().err == "warning: engine 'x86' not here\n"

@@ -205,9 +205,17 @@ def _measure_rows(entries: list[_Entry], data: Any, progress: Progress) -> list[
                 size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
                 test_acc=evaluate(e.model, data.test, "cpu"),
                 stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
-                quantized_engine=(getattr(e.model, "quantization", None) or {}).get("engine")))
+                quantized_engine=engine_label(getattr(e.model, "quantization", None))))
             bar.advance(1)
     return rows
+
+
+def engine_label(settings: dict | None) -> str | None:
+    """The int8 engine a model runs with, and the recorded one after a fallback."""
+    if not settings:
+        return None
+    rec = settings.get("engine_recorded")
+    return settings["engine"] + (f" (recorded {rec}: not supported here)" if rec else "")
 
 
 def _time_cell(entries: list[_Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,

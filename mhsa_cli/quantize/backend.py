@@ -287,7 +287,9 @@ def rebuild_quantized(ckpt: Any) -> nn.Module:
     loaded strictly, and each listed Linear is replaced by a quantized one whose
     weight is made from the stored int8 values, scales and zero points. Weights
     are packed for the recorded engine, or for ``auto`` where that engine is not
-    supported on this machine (int8 values are engine-independent).
+    supported on this machine: the stored int8 values are engine-independent, the
+    outputs are not (see :func:`~mhsa_cli.quantize.engines.engine_here`), so a
+    fallback is warned about and recorded as ``engine_recorded``.
 
     Args:
         ckpt: a loaded :class:`~mhsa_cli.checkpoint.Checkpoint` of kind int8.
@@ -301,7 +303,9 @@ def rebuild_quantized(ckpt: Any) -> nn.Module:
     from ..model import build_model
 
     settings = dict(settings_of(ckpt))
-    settings["engine"] = engine_here(settings["engine"])
+    recorded, settings["engine"] = settings["engine"], engine_here(settings["engine"])
+    if settings["engine"] != recorded:
+        settings["engine_recorded"] = recorded
     try:
         model = BACKENDS[settings["backend"]].rebuild(build_model(ckpt.model_config), ckpt.tensors, settings)
     except (MhsaError, RuntimeError, ValueError) as exc:  # torch rejects what our checks missed

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import MhsaError, choice
+from ..errors import MhsaError, choice, warn
 
 # Engine -> what it is. "auto" is resolved by :func:`resolve_engine`.
 ENGINES: dict[str, str] = {
@@ -96,6 +96,18 @@ def resolve_engine(name: str) -> str:
 
 def engine_here(recorded: str) -> str:
     """The engine to pack a stored checkpoint's weights for on this machine: the
-    ``recorded`` one if supported here, else what ``auto`` resolves to (int8 values
-    are engine-independent; only the packing differs)."""
-    return recorded if recorded in supported_engines() else resolve_engine("auto")
+    ``recorded`` one if supported here, else what ``auto`` resolves to.
+
+    The stored int8 weights, scales and zero points are engine-independent, but
+    the outputs are not bit-identical across engines: each engine quantizes the
+    activations and rounds on its own (measured: x86 vs onednn on an AVX2 CPU
+    moved a small model's logits by 0.015, about one activation quantum per
+    layer). A fallback is therefore announced (:func:`~mhsa_cli.errors.warn`)
+    and recorded by the caller; accuracy must be re-measured, not copied.
+    """
+    if recorded in supported_engines():
+        return recorded
+    here = resolve_engine("auto")
+    warn(f"int8 weights were packed for quantized engine '{recorded}', which this machine "
+         f"does not support; using '{here}' (outputs differ slightly; accuracy is re-measured)")
+    return here
