@@ -15,8 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import yaml
-
+from . import yamlsafe
 from .errors import MhsaError, closest
 
 
@@ -135,11 +134,20 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
         if "=" not in item:
             raise MhsaError(f"{what}: expected key=value, got '{item}'")
         key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
+        out[key.strip()] = _scalar_or_text(raw, f"{what} {key.strip()}")
     return out
+
+
+def _scalar_or_text(raw: str, source: str) -> Any:
+    """A ``key=value`` value as YAML (within :mod:`.yamlsafe`'s budgets), or the raw text if it is
+    not valid YAML (``--set name=a: b``). A budget or tag violation is an error, not text.
+    """
+    if not raw.strip():
+        return ""
+    try:
+        return yamlsafe.load(raw, source)
+    except yamlsafe.MalformedYaml:
+        return raw
 
 
 def build_config(cls: type, values: dict[str, Any]) -> Any:
@@ -256,15 +264,11 @@ class TrainConfig:
             raise MhsaError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
 
 
-def load_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML, turning syntax errors into one line with line and column."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MhsaError(f"{source}:{where}: malformed YAML: {problem}") from None
+def load_yaml(text: str | bytes, source: str = "<string>") -> Any:
+    """Parse YAML safely within budgets (:mod:`.yamlsafe`); any failure is one line ``source:line:column: ...``."""
+    if isinstance(text, bytes):
+        text = yamlsafe.decode(text, source)
+    return yamlsafe.load(text, source)
 
 
 ConfigFactory = Callable[[dict[str, Any]], Any]
