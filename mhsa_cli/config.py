@@ -275,7 +275,7 @@ ConfigFactory = Callable[[dict[str, Any]], Any]
 
 
 def _importance_names() -> list[str]:
-    from .prune import IMPORTANCE
+    from .registry import IMPORTANCE  # filled by prune.importance: config never imports prune
 
     return list(IMPORTANCE)
 

@@ -20,7 +20,7 @@ from mhsa_cli.model import build_model, count_parameters, make_config
 from mhsa_cli.tasks import task_from_spec
 from mhsa_cli.train import LoopConfig
 
-from .conftest import TINY_TASK, copy_marked_int8
+from .conftest import TINY_TASK, make_int8
 
 
 def dcfg(teacher="", **values):
@@ -260,7 +260,7 @@ def broken(tiny_ckpt, tmp_path_factory):
         shutil.copytree(tiny_ckpt, root / name)
     (root / "json" / "checkpoint.json").write_text("{not json")
     (root / "weights" / "model.safetensors").write_bytes(b"garbage")
-    copy_marked_int8(tiny_ckpt, root / "int8")
+    make_int8(tiny_ckpt, root / "int8")
     return root
 
 
