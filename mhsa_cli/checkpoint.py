@@ -68,18 +68,60 @@ class Checkpoint:
             raise MhsaError(f"cannot {action} {self.path}: it is a {self.kind} checkpoint" + (f"; {hint}" if hint else ""))
 
 
-def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Validate an output folder before any work starts.
+def check_output_dir(out: str | Path | None, force: bool, inputs: Any = ()) -> Path:
+    """Validate an output folder before any work starts, so that a bad ``--out`` costs nothing.
+
+    Args:
+        out: the folder to write (it is created, or replaced with ``force``).
+        force: an existing non-empty folder may be replaced.
+        inputs: paths the command reads (checkpoints, data files): ``out`` must not be one
+            of them nor contain one, since replacing ``out`` would delete it.
+
+    Returns:
+        ``out`` as a Path.
 
     Raises:
-        MhsaError: the path is a file, or a non-empty folder and ``force`` is off.
+        MhsaError: empty path; a symlink loop or broken symlink on the way; a file where
+            the folder or one of its parents should be; a parent that cannot be written;
+            the current folder (or one above it); an input inside ``out``; or a non-empty
+            folder without ``force``.
     """
+    if out is None or not str(out).strip():
+        raise MhsaError("the output folder is empty: give --out a folder name")
     out = Path(out)
+    try:
+        real = out.resolve()
+    except (RuntimeError, OSError):  # a symlink loop on the way (Python < 3.13: RuntimeError)
+        raise MhsaError(f"output path {out} goes through a symlink loop") from None
+    if out.is_symlink() and not out.exists():
+        raise MhsaError(f"output path {out} is a broken symlink (to {os.readlink(out)})")
     if out.exists() and not out.is_dir():
         raise MhsaError(f"output path {out} is a file, not a folder")
+    _check_parent(out, real)
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise MhsaError(f"output folder {out} is the current folder or above it; name a new folder")
+    for path in [inputs] if isinstance(inputs, (str, Path)) else list(inputs or ()):
+        if path is None or not str(path):
+            continue
+        inp = Path(path).resolve()
+        if real == inp or real in inp.parents:
+            what = "is" if real == inp else "contains"
+            raise MhsaError(f"output folder {out} {what} the input {path}; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise MhsaError(f"output folder {out} already exists; pass --force to replace it")
     return out
+
+
+def _check_parent(out: Path, real: Path) -> None:
+    """The nearest existing folder above ``out`` must be a folder we can write into."""
+    parent = real.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MhsaError(f"cannot create output folder {out}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MhsaError(f"cannot create output folder {out}: {parent} is not writable")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -94,13 +136,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def atomic_dir(out: Path, force: bool, write: Any) -> Path:
-    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``out`` in one rename.
+def atomic_dir(out: Path, force: bool, write: Any, inputs: Any = ()) -> Path:
+    """Call ``write(tmp_dir)`` then put ``tmp_dir`` in place of ``out``; never lose the old folder.
 
-    If anything fails (or Ctrl-C), the temporary folder is removed and ``out``
-    is untouched.
+    ``write`` fills a hidden temporary folder beside ``out``. With ``force`` and an
+    existing ``out``, the old folder is first renamed aside, the new one renamed in,
+    and only then is the old one deleted; if the second rename fails, the old folder
+    is renamed back. If anything fails (or Ctrl-C), the temporary folder is removed
+    and ``out`` is as it was.
+
+    Raises:
+        MhsaError: ``out`` fails :func:`check_output_dir` (with ``inputs``).
     """
-    out = check_output_dir(out, force)
+    out = check_output_dir(out, force, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -108,13 +156,26 @@ def atomic_dir(out: Path, force: bool, write: Any) -> Path:
     tmp.mkdir()
     try:
         write(tmp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
+        _swap_in(tmp, out, old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # only once the new folder is in place
     return out
+
+
+def _swap_in(new: Path, out: Path, old: Path) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` goes aside to ``old`` first and comes back on failure."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if not out.exists():
+            os.replace(old, out)  # put the old folder back before reporting the failure
+        raise
 
 
 def weights_id(path: Path) -> str:
@@ -175,7 +236,8 @@ def save_checkpoint(out: str | Path, tensors: dict[str, torch.Tensor], meta: dic
         _write_json(tmp / META, meta)
         write_files(tmp, extra_files or {})
 
-    return atomic_dir(Path(out), force, write)
+    parent = (meta.get("lineage") or [{}])[-1].get("parent")
+    return atomic_dir(Path(out), force, write, inputs=[parent])
 
 
 def write_files(folder: Path, files: dict[str, Any]) -> None:

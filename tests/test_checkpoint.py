@@ -184,3 +184,109 @@ def test_non_finite_weights_are_refused_on_load_by_every_command(tmp_path, value
         result = CliRunner().invoke(app, [*args, str(tmp_path / "c")])
         assert_one_line_error(result, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # nothing written
+
+
+# --------------------------------------------------------------------------- output paths, checked before any work
+
+def _tree(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _train_args(out):
+    return ["train", "--out", str(out), "--epochs", "1", "--d-model", "16", "--heads", "2", "--d-ff", "16",
+            "--task-opt", "n_train=60", "--task-opt", "n_val=20", "--task-opt", "n_test=20", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("make_out,fragment", [
+    (lambda p: [(p / "file").write_text("x"), p / "file" / "sub" / "out"][1], "/file is a file"),
+    (lambda p: ((p / "a").symlink_to(p / "b"), (p / "b").symlink_to(p / "a")) and p / "a" / "out",
+     "goes through a symlink loop"),
+    (lambda p: (p / "dangling").symlink_to(p / "nowhere") or p / "dangling", "is a broken symlink"),
+    (lambda p: ".", "is the current folder or above it"),
+    (lambda p: "..", "is the current folder or above it"),
+    (lambda p: "", "the output folder is empty"),
+    (lambda p: " ", "the output folder is empty"),
+])
+@pytest.mark.parametrize("force", [False, True])
+def test_bad_output_paths_are_refused_before_training(tmp_path, monkeypatch, make_out, fragment, force):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+    from tests.conftest import assert_one_line_error
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    out = make_out(tmp_path)
+    before = _tree(tmp_path)
+    result = CliRunner().invoke(app, _train_args(out) + (["--force"] if force else []))
+    assert_one_line_error(result, fragment)
+    assert _tree(tmp_path) == before and (work / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["prune", "quantize", "distill"])
+@pytest.mark.parametrize("where", ["same", "above"])
+def test_an_output_equal_to_or_containing_the_input_is_refused(tmp_path, command, where):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+    from tests.conftest import assert_one_line_error
+
+    src = tmp_path / "runs" / "c"
+    save_small(src)
+    before = _tree(tmp_path)
+    out = src if where == "same" else tmp_path / "runs"
+    args = [command, "--out", str(out), "--force"]
+    args += ["--teacher", str(src)] if command == "distill" else [str(src)]
+    result = CliRunner().invoke(app, args)
+    assert_one_line_error(result, f"output folder {out} {'is' if where == 'same' else 'contains'} the input {src}")
+    assert _tree(tmp_path) == before
+
+
+def test_training_data_inside_the_output_folder_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+    from tests.conftest import assert_one_line_error
+
+    data = tmp_path / "runs" / "data.csv"
+    data.parent.mkdir()
+    data.write_text("text,label\n" + "".join(f"w{i} x,{'ab'[i % 2]}\n" for i in range(40)))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "runs"), "--force"])
+    assert_one_line_error(result, "contains the input")
+    assert data.exists()
+
+
+@pytest.mark.parametrize("fail_call", [1, 2])
+def test_force_never_loses_the_old_folder_when_a_rename_fails(tmp_path, monkeypatch, fail_call):
+    import os
+
+    from mhsa_cli import checkpoint
+
+    save_small(tmp_path / "c", heads=(2, 2))
+    before = _tree(tmp_path / "c")
+    calls = []
+    real_replace = os.replace
+
+    def flaky_replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == fail_call:  # 1: old -> aside; 2: new -> in place
+            raise OSError("disk on fire")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        save_small(tmp_path / "c", heads=(1, 1), force=True)
+    monkeypatch.undo()
+    assert _tree(tmp_path / "c") == before  # the old checkpoint, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no temp or aside folder left
+    assert load_checkpoint(tmp_path / "c").model_config.heads == [2, 2]
+
+
+def test_force_replaces_and_then_removes_the_old_folder(tmp_path):
+    save_small(tmp_path / "c", heads=(2, 2))
+    (tmp_path / "c" / "stale.txt").write_text("old")
+    save_small(tmp_path / "c", heads=(1, 1), force=True)
+    assert not (tmp_path / "c" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]

@@ -391,7 +391,7 @@ def test_cli_existing_output_needs_force(base, int8, tmp_path):
     assert (out / "keep.txt").exists()
     assert cli(base, "--out", out, "--force").exit_code == 0
     assert not (out / "keep.txt").exists() and load_checkpoint(out).kind == "int8"
-    assert_one_line_error(cli(base, "--out", base, "--force"), "is the input checkpoint")
+    assert_one_line_error(cli(base, "--out", base, "--force"), "is the input")
 
 
 def test_cli_bench_takes_an_int8_checkpoint(base, int8):
