@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .environment import environment
-from .errors import MhsaError
+from .errors import MhsaError, cap
 from .registry import CHECKPOINT_KINDS
 from .model import MHSAClassifier, ModelConfig, build_model
 
@@ -282,7 +282,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else _cap(str(exc))
+        why = "nested too deeply" if isinstance(exc, RecursionError) else cap(str(exc))
         raise MhsaError(f"checkpoint {path}: {META} is not valid JSON ({why})") from None
     try:
         validate_meta(meta)
@@ -291,7 +291,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MhsaError(f"checkpoint {path}: {WEIGHTS} is corrupt ({_cap(str(exc).splitlines()[0])})") from None
+        raise MhsaError(f"checkpoint {path}: {WEIGHTS} is corrupt ({cap(str(exc).splitlines()[0])})") from None
     ckpt = Checkpoint(path, meta, tensors)
     try:
         CHECKPOINT_KINDS[ckpt.kind].check(ckpt)
@@ -299,11 +299,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except MhsaError as exc:
         raise MhsaError(f"checkpoint {path}: {exc}") from None
     return ckpt
-
-
-def _cap(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters: an error line never quotes a whole file."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"
 
 
 # ------------------------------------------------------------------ the JSON schema
@@ -333,7 +328,7 @@ def _check_type(where: str, value: Any, rule: tuple[Any, str]) -> None:
     test, what = rule
     ok = test(value) if callable(test) and not isinstance(test, type) else isinstance(value, test)
     if not ok:
-        raise MhsaError(f"'{where}' must be {what}, got {_cap(json.dumps(value, default=str), 60)}")
+        raise MhsaError(f"'{where}' must be {what}, got {cap(json.dumps(value, default=str), 60)}")
 
 
 def validate_meta(meta: Any) -> None:
@@ -357,7 +352,7 @@ def validate_meta(meta: Any) -> None:
         raise MhsaError(f"format version {meta['version']} is newer than this mhsa reads ({VERSION})")
     _check_type("kind", meta["kind"], (str, "a string"))
     if meta["kind"] not in CHECKPOINT_KINDS:
-        raise MhsaError(f"unknown kind '{_cap(meta['kind'], 40)}'; known: {', '.join(CHECKPOINT_KINDS)}")
+        raise MhsaError(f"unknown kind '{cap(meta['kind'], 40)}'; known: {', '.join(CHECKPOINT_KINDS)}")
     _validate_model(meta["model"])
     _check_type("task", meta["task"], (dict, "a mapping"))
     _check_type("task.name", meta["task"].get("name"), (str, "a string"))
