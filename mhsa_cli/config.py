@@ -10,14 +10,26 @@ Unknown keys are an error that names the closest valid key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import yaml
+from . import yamlsafe
+from .errors import MhsaError, cap, closest
 
-from .errors import MhsaError, closest
+
+# Upper bounds: far above any real use, low enough that a typo (an extra zero run, 1e9) is an error
+# at validation instead of an out-of-memory crash or a run of days.
+MAX_SEED = 2**32 - 1  # what every generator we seed accepts
+MAX_LAYERS = 1024
+MAX_WIDTH = 65536  # d_model, heads, sequence length
+MAX_FF = 1 << 20
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_LR = 10.0
+MAX_THREADS = 4096
 
 
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
@@ -85,19 +97,22 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise MhsaError(f"'{name}' must be true or false, got {value!r}")
     if base is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):  # nan, inf too
             raise MhsaError(f"'{name}' must be an integer, got {value!r}")
         try:
             return int(value)
-        except (TypeError, ValueError):
-            raise MhsaError(f"'{name}' must be an integer, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise MhsaError(f"'{name}' must be an integer, got {cap(repr(value), 60)}") from None
     if base is float:
         if isinstance(value, bool):
             raise MhsaError(f"'{name}' must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise MhsaError(f"'{name}' must be a number, got {value!r}") from None
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise MhsaError(f"'{name}' must be a number, got {cap(repr(value), 60)}") from None
+        if not math.isfinite(number):  # nan passes every range check; inf is never meant
+            raise MhsaError(f"'{name}' must be a finite number, got {value!r}")
+        return number
     if base is str:
         if isinstance(value, (dict, list)):
             raise MhsaError(f"'{name}' must be a string, got {value!r}")
@@ -135,11 +150,20 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
         if "=" not in item:
             raise MhsaError(f"{what}: expected key=value, got '{item}'")
         key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
+        out[key.strip()] = _scalar_or_text(raw, f"{what} {key.strip()}")
     return out
+
+
+def _scalar_or_text(raw: str, source: str) -> Any:
+    """A ``key=value`` value as YAML (within :mod:`.yamlsafe`'s budgets), or the raw text if it is
+    not valid YAML (``--set name=a: b``). A budget or tag violation is an error, not text.
+    """
+    if not raw.strip():
+        return ""
+    try:
+        return yamlsafe.load(raw, source)
+    except yamlsafe.MalformedYaml:
+        return raw
 
 
 def build_config(cls: type, values: dict[str, Any]) -> Any:
@@ -193,7 +217,7 @@ def _device(default: str = "auto") -> Any:
 
 
 def _threads() -> Any:
-    return opt(0, "torch CPU threads (0 = torch's default)", min=0)
+    return opt(0, "torch CPU threads (0 = torch's default)", min=0, max=MAX_THREADS)
 
 
 def _out(default: str) -> Any:
@@ -211,17 +235,17 @@ class TrainConfig:
     task: str = opt("order", "task name (see `mhsa tasks`)", choices=task_names)
     task_options: dict[str, Any] = opt({}, "task option key=value, e.g. n_train=2000", flag="--task-opt")
     data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file (same as --task text --task-opt path=FILE)")
-    seed: int = opt(0, "random seed (data split, initialisation, batch order)", min=0)
-    layers: int = opt(2, "number of encoder blocks", min=1)
-    d_model: int = opt(256, "model width", min=1)
-    heads: int = opt(8, "attention heads per layer (d_model must be divisible by it)", min=1)
-    d_ff: int = opt(512, "feed-forward hidden size", min=1)
+    seed: int = opt(0, "random seed (data split, initialisation, batch order)", min=0, max=MAX_SEED)
+    layers: int = opt(2, "number of encoder blocks", min=1, max=MAX_LAYERS)
+    d_model: int = opt(256, "model width", min=1, max=MAX_WIDTH)
+    heads: int = opt(8, "attention heads per layer (d_model must be divisible by it)", min=1, max=MAX_WIDTH)
+    d_ff: int = opt(512, "feed-forward hidden size", min=1, max=MAX_FF)
     dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0, max_open=True)
     pooling: str = opt("cls", "pooling: cls token or mean over tokens", choices=("cls", "mean"))
-    epochs: Optional[int] = opt(None, "training epochs (default: the task's: order 8, digits 40, text 12)", min=1)
+    epochs: Optional[int] = opt(None, "training epochs (default: the task's: order 8, digits 40, text 12)", min=1, max=MAX_EPOCHS)
     batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
-                          "processes: must be divisible by their number)", min=1)
-    lr: float = opt(1e-3, "peak learning rate (AdamW)", min=0.0, min_open=True)
+                          "processes: must be divisible by their number)", min=1, max=MAX_BATCH)
+    lr: float = opt(1e-3, "peak learning rate (AdamW)", min=0.0, min_open=True, max=MAX_LR)
     warmup: float = opt(0.05, "fraction of steps for linear warm-up", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
@@ -254,24 +278,26 @@ class TrainConfig:
             self.epochs = int(TASKS[self.task].train_defaults.get("epochs", 12)) if self.task in TASKS else 12
         if self.d_model % self.heads:
             raise MhsaError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        from .tasks import check_options
+
+        try:
+            check_options(self.task, self.task_kwargs())  # types and ranges, before any work
+        except MhsaError as exc:
+            raise MhsaError(str(exc), key="task_options") from None
 
 
-def load_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML, turning syntax errors into one line with line and column."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MhsaError(f"{source}:{where}: malformed YAML: {problem}") from None
+def load_yaml(text: str | bytes, source: str = "<string>") -> Any:
+    """Parse YAML safely within budgets (:mod:`.yamlsafe`); any failure is one line ``source:line:column: ...``."""
+    if isinstance(text, bytes):
+        text = yamlsafe.decode(text, source)
+    return yamlsafe.load(text, source)
 
 
 ConfigFactory = Callable[[dict[str, Any]], Any]
 
 
 def _importance_names() -> list[str]:
-    from .prune import IMPORTANCE
+    from .registry import IMPORTANCE  # filled by prune.importance: config never imports prune
 
     return list(IMPORTANCE)
 
@@ -291,17 +317,17 @@ class PruneConfig:
     normalize: bool = opt(False, "gradient/taylor: L2-normalise scores per layer (Michel et al. did for "
                           "BERT; off by default: on our models it made global ranking empty vital layers)")
     importance_batches: int = opt(0, "validation batches used for importance (0 = all)", min=0)
-    finetune_epochs: int = opt(0, "fine-tune epochs after pruning (same training loop)", min=0)
+    finetune_epochs: int = opt(0, "fine-tune epochs after pruning (same training loop)", min=0, max=MAX_EPOCHS)
     iterative: int = opt(1, "prune in this many steps, re-scoring heads (and fine-tuning, with "
-                         "--finetune-epochs) after each", min=1)
+                         "--finetune-epochs) after each", min=1, max=1000)
     sweep: Optional[list[float]] = opt(None, "sensitivity sweep: ratios, e.g. 0,0.25,0.5,0.75,0.9 "
                                        "(test accuracy without fine-tuning)", min=0.0, max=1.0, max_open=True)
-    random_seeds: int = opt(3, "sweep: seeds for the random method (mean and spread)", min=1)
-    batch_size: int = opt(64, "batch size of importance scoring and fine-tuning", min=1)
-    lr: float = opt(1e-3, "fine-tuning peak learning rate", min=0.0, min_open=True)
+    random_seeds: int = opt(3, "sweep: seeds for the random method (mean and spread)", min=1, max=1000)
+    batch_size: int = opt(64, "batch size of importance scoring and fine-tuning", min=1, max=MAX_BATCH)
+    lr: float = opt(1e-3, "fine-tuning peak learning rate", min=0.0, min_open=True, max=MAX_LR)
     warmup: float = opt(0.05, "fine-tuning warm-up fraction", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "fine-tuning weight decay", min=0.0)
-    seed: int = opt(0, "seed (random importance, fine-tuning order)", min=0)
+    seed: int = opt(0, "seed (random importance, fine-tuning order)", min=0, max=MAX_SEED)
     device: str = _device()
     threads: int = _threads()
     out: str = _out("runs/pruned")
@@ -333,30 +359,30 @@ class DistillConfig:
     shrink: Optional[str] = opt(None, "student preset: half (half layers and width) or quarter (half layers, "
                                 "quarter width); default half when no shape option is given",
                                 choices=("half", "quarter"))
-    layers: Optional[int] = opt(None, "student layers (default: from --shrink, else teacher's)", min=1)
-    d_model: Optional[int] = opt(None, "student width (default: from --shrink, else teacher's)", min=1)
-    heads: Optional[int] = opt(None, "student heads per layer (default: keep the teacher's head_dim)", min=1)
+    layers: Optional[int] = opt(None, "student layers (default: from --shrink, else teacher's)", min=1, max=MAX_LAYERS)
+    d_model: Optional[int] = opt(None, "student width (default: from --shrink, else teacher's)", min=1, max=MAX_WIDTH)
+    heads: Optional[int] = opt(None, "student heads per layer (default: keep the teacher's head_dim)", min=1, max=MAX_WIDTH)
     d_ff: Optional[int] = opt(None, "student feed-forward size (default: from --shrink, else teacher's)",
-                              min=1, flag=("--d-ff", "--ff"))
+                              min=1, max=MAX_FF, flag=("--d-ff", "--ff"))
     alpha: float = opt(0.5, "weight of the KD term: (1-alpha)*CE + alpha*T^2*KL", min=0.0, max=1.0)
-    temperature: float = opt(2.0, "softmax temperature T (> 0)", min=0.0, min_open=True)
+    temperature: float = opt(2.0, "softmax temperature T (> 0)", min=0.0, min_open=True, max=1000.0)
     hidden_weight: float = opt(0.0, "weight of hidden-state MSE (0 = off)", min=0.0)
     hidden_layers: Optional[list[str]] = opt(None, "student:teacher layer pairs for the hidden (and attention) "
                                              "losses, e.g. 1:2; 0 = embeddings (default: last block to last block)")
     attn_weight: float = opt(0.0, "weight of attention KL, head-averaged maps (0 = off)", min=0.0)
     init_from_teacher: bool = opt(False, "initialise student blocks from every k-th teacher block")
     compare_scratch: bool = opt(False, "also train the same student without the teacher")
-    epochs: Optional[int] = opt(None, "training epochs (default: the teacher's training epochs)", min=1)
+    epochs: Optional[int] = opt(None, "training epochs (default: the teacher's training epochs)", min=1, max=MAX_EPOCHS)
     batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
-                          "processes: must be divisible by their number)", min=1)
-    lr: float = opt(3e-3, "peak learning rate", min=0.0, min_open=True)
+                          "processes: must be divisible by their number)", min=1, max=MAX_BATCH)
+    lr: float = opt(3e-3, "peak learning rate", min=0.0, min_open=True, max=MAX_LR)
     warmup: float = opt(0.05, "warm-up fraction", min=0.0, max=1.0)
     weight_decay: float = opt(0.01, "weight decay", min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
     mixup: float = opt(0.0, "mixup strength a (0 = off; feature tasks only): the student and the teacher see "
                             "the same mixed inputs, lam ~ Beta(a, a); --compare-scratch gets the same mixes",
                        min=0.0)
-    seed: int = opt(0, "seed", min=0)
+    seed: int = opt(0, "seed", min=0, max=MAX_SEED)
     device: str = _device()
     threads: int = _threads()
     out: str = _out("runs/student")
@@ -370,13 +396,13 @@ class BenchConfig:
     checkpoints: list[str] = opt([], "checkpoint folders to compare", argument=True)
     baseline: Optional[str] = opt(None, "checkpoint the ratios are relative to (default: the first)")
     devices: list[str] = opt(["cpu"], "devices to time on: cpu, cuda", choices=("cpu", "cuda"))
-    batch_sizes: list[int] = opt([1, 32], "batch sizes to time", min=1)
-    threads: int = opt(0, "torch CPU threads while timing (0 = all cores)", min=0)
-    min_time: float = opt(1.0, "minimum seconds of timing per model, device and batch size", min=0.0)
+    batch_sizes: list[int] = opt([1, 32], "batch sizes to time", min=1, max=MAX_BATCH)
+    threads: int = opt(0, "torch CPU threads while timing (0 = all cores)", min=0, max=MAX_THREADS)
+    min_time: float = opt(1.0, "minimum seconds of timing per model, device and batch size", min=0.0, max=3600.0)
     min_repeats: int = opt(20, "minimum timed repeats per model, device and batch size", min=1)
     warmup: int = opt(5, "untimed warm-up rounds (0 = none; else they last at least 10 % of --min-time)", min=0)
-    seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1)
-    seed: int = opt(0, "seed for the timing inputs", min=0)
+    seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
+    seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
     force: bool = _force()
 

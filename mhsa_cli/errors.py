@@ -35,6 +35,13 @@ def warn(message: str) -> None:
     warnings.warn(message, MhsaWarning, stacklevel=2)
 
 
+def cap(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out: an error line quotes
+    a user's file or value, never all of it (a 5 MB header line must not become a 5 MB error)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def closest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

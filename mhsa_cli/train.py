@@ -310,13 +310,19 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     return TrainResult(cfg.out, metrics, fitted.history, data.summary())
 
 
+def _input_files(cfg: TrainConfig) -> list[str]:
+    """The data files a training run reads (text task): ``--out`` must not hold them."""
+    opts = cfg.task_kwargs()
+    return [str(opts[k]) for k in ("path", "test_path") if opts.get(k)]
+
+
 def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device]:
     """Everything :func:`train` checks and builds before training (run on every rank)."""
     set_threads(cfg.threads)
     device = dist.local_device(resolve_device(cfg.device))
     dist.local_batch_size(cfg.batch_size)
     if dist.is_main():
-        check_output_dir(cfg.out, cfg.force)
+        check_output_dir(cfg.out, cfg.force, inputs=list(_input_files(cfg)))
     data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
     check_mixup(cfg.mixup, data.input_kind, cfg.task)
     mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,

@@ -45,14 +45,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def copy_marked_int8(src, dst):
-    """A copy of float checkpoint ``src`` whose JSON says int8 (what commands must refuse)."""
-    import json
-    import shutil
+def make_int8(src, dst):
+    """A real int8 checkpoint of float checkpoint ``src`` (what commands that need a float one must refuse).
 
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "checkpoint.json").read_text())
-    (dst / "checkpoint.json").write_text(json.dumps({**meta, "kind": "int8"}))
+    (A float checkpoint merely marked int8 in its JSON is now refused on load, as malformed.)
+    """
+    from mhsa_cli.config import QuantizeConfig, build_config
+    from mhsa_cli.quantize import quantize
+
+    quantize(build_config(QuantizeConfig, {"checkpoint": str(src), "out": str(dst), "latency_time": 0}))
     return dst
 
 

@@ -128,8 +128,6 @@ def test_measure_latency_real_model():
 # ---------------------------------------------------------------- tiny checkpoints
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from rich.console import Console  # noqa: E402
@@ -175,7 +173,7 @@ def ckpts(tmp_path_factory):
 
 
 def fake_int8(root: Path, monkeypatch) -> Path:
-    """An int8 checkpoint rebuilt by a stand-in ``mhsa_cli.quantize`` (torch dynamic quantization).
+    """An int8 checkpoint rebuilt by a stand-in int8 kind (torch dynamic quantization, no checks).
 
     Independent of the real mhsa_cli.quantize, so bench's int8 handling is always tested.
     """
@@ -190,7 +188,11 @@ def fake_int8(root: Path, monkeypatch) -> Path:
         model.load_state_dict(ckpt.tensors)
         return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
 
-    monkeypatch.setitem(sys.modules, "mhsa_cli.quantize", types.SimpleNamespace(rebuild_quantized=rebuild_quantized))
+    from mhsa_cli.checkpoint import CheckpointKind
+    from mhsa_cli.registry import CHECKPOINT_KINDS
+
+    list(CHECKPOINT_KINDS)  # providers loaded first, then the real int8 entry is replaced for this test
+    monkeypatch.setitem(CHECKPOINT_KINDS._entries, "int8", CheckpointKind("int8", lambda c: None, rebuild_quantized))
     return out
 
 

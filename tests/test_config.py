@@ -52,5 +52,40 @@ def test_assignments_and_yaml_errors():
     assert parse_assignments(["a.b=1", "c=x", "d=[1, 2]"]) == {"a.b": 1, "c": "x", "d": [1, 2]}
     with pytest.raises(MhsaError, match="key=value"):
         parse_assignments(["novalue"])
-    with pytest.raises(MhsaError, match=r"line 2, column \d+"):
+    with pytest.raises(MhsaError, match=r"^r\.yaml:2:\d+: malformed YAML"):
         load_yaml("a: 1\nb: c: d\n", "r.yaml")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--lr", "nan"], "'lr' must be a finite number, got nan"),
+    (["--lr", "inf"], "'lr' must be a finite number, got inf"),
+    (["--lr", "1e6"], "'lr' must be <= 10.0"),
+    (["--weight-decay", "-inf"], "'weight_decay' must be a finite number, got -inf"),
+    (["--label-smoothing", "nan"], "'label_smoothing' must be a finite number"),
+    (["--mixup", "nan"], "'mixup' must be a finite number"),
+    (["--seed", str(2**70)], "'seed' must be <= 4294967295"),
+    (["--d-model", "10000000"], "'d_model' must be <= 65536"),
+    (["--batch-size", str(10**9)], "'batch_size' must be <= 1048576"),
+    (["--threads", "100000"], "'threads' must be <= 4096"),
+    (["--task-opt", "n_train=abc"], "order task: option 'n_train' must be an integer, got 'abc'"),
+    (["--task-opt", "n_train=1e12"], "order task: option 'n_train' must be <= 1e+06"),
+    (["--task-opt", "seq_len=[1, 2]"], "order task: option 'seq_len' must be an integer, got [1, 2]"),
+])
+def test_non_finite_and_absurd_numbers_are_refused_in_validation(tmp_path, args, fragment):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+    from tests.conftest import assert_one_line_error
+
+    result = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_numbers_in_a_recipe_or_set_are_refused():
+    from mhsa_cli.config import DistillConfig
+
+    for raw in ("nan", ".nan", ".inf", "-.inf", "1e999"):  # YAML reads all but the first as floats
+        value = parse_assignments([f"temperature={raw}"])["temperature"]
+        with pytest.raises(MhsaError, match="'temperature' must be a finite number"):
+            build_config(DistillConfig, {"temperature": value})

@@ -20,7 +20,7 @@ from mhsa_cli.model import build_model, count_parameters, make_config
 from mhsa_cli.tasks import task_from_spec
 from mhsa_cli.train import LoopConfig
 
-from .conftest import TINY_TASK, copy_marked_int8
+from .conftest import TINY_TASK, make_int8
 
 
 def dcfg(teacher="", **values):
@@ -87,6 +87,57 @@ def test_hidden_mse_masks_padding_and_maps_widths():
     assert hidden_mse(s2, t, pad).item() == pytest.approx(hidden_mse(s, t, pad).item())
     proj = torch.nn.Linear(4, 6)
     assert hidden_mse(s, torch.randn(2, 3, 6), pad, proj).shape == ()
+
+
+def test_hidden_mse_equals_the_hand_formula():
+    # B=1, T=3 (last token padding), D=2: mean over real tokens of the mean squared feature error
+    s = torch.tensor([[[1.0, 2.0], [0.0, -1.0], [50.0, 50.0]]])
+    t = torch.tensor([[[4.0, 2.0], [1.0, 1.0], [0.0, 0.0]]])
+    pad = torch.tensor([[True, True, False]])
+    token0 = ((1 - 4) ** 2 + (2 - 2) ** 2) / 2  # 4.5
+    token1 = ((0 - 1) ** 2 + (-1 - 1) ** 2) / 2  # 2.5
+    assert hidden_mse(s, t, pad).item() == pytest.approx((token0 + token1) / 2)  # 3.5; L1 would give 1.5
+    everything = (token0 + token1 + (50 ** 2 + 50 ** 2) / 2) / 3
+    assert hidden_mse(s, t, None).item() == pytest.approx(everything)
+    proj = torch.nn.Linear(2, 1)  # width map: p(h) = 2*h0 - h1 + 1
+    with torch.no_grad():
+        proj.weight.copy_(torch.tensor([[2.0, -1.0]]))
+        proj.bias.fill_(1.0)
+    t1 = torch.tensor([[[0.0], [3.0], [0.0]]])  # mapped real tokens: 2*1-2+1 = 1, 2*0+1+1 = 2
+    assert hidden_mse(s, t1, pad, proj).item() == pytest.approx(((1 - 0) ** 2 + (2 - 3) ** 2) / 2)
+
+
+def test_attention_kl_equals_the_hand_formula_and_its_direction():
+    # teacher: 2 heads, student: 1 head; T=2 tokens, the second is padding (its query row ignored)
+    t = torch.tensor([[[[0.9, 0.1], [0.5, 0.5]], [[0.7, 0.3], [0.2, 0.8]]]])  # (1, 2, 2, 2)
+    s = torch.tensor([[[[0.1, 0.9], [0.99, 0.01]]]])  # (1, 1, 2, 2)
+    pad = torch.tensor([[True, False]])
+    t_avg = [0.8, 0.2]  # head-averaged teacher row 0
+    s_row = [0.1, 0.9]
+    kl_ts = sum(p * math.log(p / q) for p, q in zip(t_avg, s_row))  # KL(teacher || student)
+    kl_st = sum(q * math.log(q / p) for p, q in zip(t_avg, s_row))  # the reverse: must not match
+    assert attention_kl(s, t, pad).item() == pytest.approx(kl_ts, rel=1e-5)
+    assert abs(kl_ts - kl_st) > 0.2
+    row1_t = [(0.5 + 0.2) / 2, (0.5 + 0.8) / 2]
+    row1 = sum(p * math.log(p / q) for p, q in zip(row1_t, [0.99, 0.01]))
+    assert attention_kl(s, t, None).item() == pytest.approx((kl_ts + row1) / 2, rel=1e-5)
+
+
+def test_loss_fn_adds_each_term_with_its_weight_on_the_paired_layers():
+    tcfg = order_config(layers=2, d_model=32)
+    teacher = build_model(tcfg, seed=1).eval().requires_grad_(False)
+    student = build_model(order_config(layers=1, d_model=16, heads=2, d_ff=32), seed=0)
+    proj = make_projections(student.config, tcfg, 1)
+    x, y = batch()
+    w = LossWeights(alpha=0.3, temperature=3.0, hidden=0.7, attention=1.9)
+    got = make_loss_fn(teacher, w, [(1, 2)], [(1, 2)], proj)(student, x, y)[0]
+    with torch.no_grad():
+        t = teacher(x, features=True, output_attentions=True)
+    s = student(x, features=True, output_attentions=True)
+    expected = (kd_loss(s.logits, t.logits, y, 0.3, 3.0)
+                + 0.7 * hidden_mse(s.hidden_states[1], t.hidden_states[2], s.pad_mask, proj[0])
+                + 1.9 * attention_kl(s.attentions[0], t.attentions[1], s.pad_mask))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------- the teacher stays frozen
@@ -260,7 +311,7 @@ def broken(tiny_ckpt, tmp_path_factory):
         shutil.copytree(tiny_ckpt, root / name)
     (root / "json" / "checkpoint.json").write_text("{not json")
     (root / "weights" / "model.safetensors").write_bytes(b"garbage")
-    copy_marked_int8(tiny_ckpt, root / "int8")
+    make_int8(tiny_ckpt, root / "int8")
     return root
 
 

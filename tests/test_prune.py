@@ -28,7 +28,7 @@ from mhsa_cli.report.prune import heatmap_png, heatmap_table, render_prune
 from mhsa_cli.tasks import Split, task_from_spec
 from mhsa_cli.train import train
 
-from .conftest import SMALL_MODEL, copy_marked_int8
+from .conftest import SMALL_MODEL, make_int8
 
 TASK = {"n_train": 400, "n_val": 200, "n_test": 200}
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -445,7 +445,7 @@ def no_debug(monkeypatch):
 @pytest.fixture(scope="module")
 def int8_checkpoint(baseline, tmp_path_factory) -> Path:
     """A checkpoint folder that says it is int8 (what ``mhsa quantize`` writes)."""
-    return copy_marked_int8(baseline, tmp_path_factory.mktemp("int8") / "int8")
+    return make_int8(baseline, tmp_path_factory.mktemp("int8") / "int8")
 
 
 BAD = [

@@ -90,7 +90,7 @@ def stage_line(text: str, needle: str) -> int:
     (lambda t: t.replace("stages:", "stagez:"), ["unknown top-level key 'stagez'"]),
     (lambda t: t.replace("  seed: 0", "  sed: 0"), ["unknown key 'sed' in defaults"]),
     (lambda t: t.replace("    epochs: 1\n", "    epochs: 1\n    out: x\n"), ["'out' is set by the recipe runner"]),
-    (lambda t: t.replace("name: tiny", "name: tiny\n  bad: [1"), ["malformed YAML", "line"]),
+    (lambda t: t.replace("name: tiny", "name: tiny\n  bad: [1"), ["malformed YAML", "r.yaml:2:6:"]),
 ])
 def test_validation_errors_name_the_problem_and_line(tmp_path, edit, fragments):
     text = edit(TINY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -314,8 +315,8 @@ def _bad(tmp_path, name: str, content: str | bytes) -> str:
     ("ok.csv", "text,label\na,x\nb,y\n", {"tokenizer": "bpe"}, "unknown tokenizer 'bpe'"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"val_fraction": 0.7}, r"val_fraction must be in \(0, 0.5\]"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"test_fraction": 0}, r"test_fraction must be in \(0, 0.5\]"),
-    ("ok.csv", "text,label\na,x\nb,y\n", {"max_len": 0}, "max_len must be >= 1"),
-    ("ok.csv", "text,label\na,x\nb,y\n", {"lowercase": "maybe"}, "lowercase must be true or false"),
+    ("ok.csv", "text,label\na,x\nb,y\n", {"max_len": 0}, "option 'max_len' must be >= 1, got 0"),
+    ("ok.csv", "text,label\na,x\nb,y\n", {"lowercase": "maybe"}, "option 'lowercase' must be true or false, got 'maybe'"),
     ("ok.csv", "text,label\na,x\nb,y\n", {}, r"ok\.csv: too few rows \(2\)"),
     ("nolabel.csv", "text,label\na,\nb,y\n", {}, r"nolabel\.csv line 2: empty label"),
 ])
@@ -339,3 +340,67 @@ def test_text_test_path_unknown_label(tmp_path, csv_path):
     test_file = write_rows(tmp_path / "t.csv", [("x", "other")])
     with pytest.raises(MhsaError, match=r"t\.csv: label 'other' does not occur in"):
         load_task("text", path=csv_path, test_path=test_file)
+
+
+# --------------------------------------------------------------------------- malformed rows, capped quotes, option types
+
+@pytest.mark.parametrize("content,msg", [
+    # an extra field used to become a phantom class (the label column read "y" of "x,y")
+    ("text,label\na b,x\nc d,y\ne, f,x\ng h,y\n", "line 4: 3 fields, the header has 2 (an unquoted ','"),
+    ("text,label\na b,x\nc d\ne f,y\n", "line 3: 1 field, the header has 2 (fields missing)"),
+    # the reader notices an unclosed quote at the end of the file; the error names where it opened
+    ('text,label\na b,x\n\n"c d,y\ne f,x\ng h,y\n', "line 4: a quote opened here is never closed "
+                                                  "(the field runs on to line 6)"),
+    ('text,label\na b,x\n"multi\nline, quoted",y\nc,d,x\n', "line 5: 3 fields"),  # lines counted across quotes
+])
+def test_csv_rows_with_the_wrong_number_of_fields_name_their_line(tmp_path, content, msg):
+    path = _bad(tmp_path, "rows.csv", content)
+    with pytest.raises(MhsaError) as info:
+        load_task("text", path=path)
+    assert str(info.value).startswith(f"{path} {msg}"), str(info.value)
+
+
+def test_an_error_quoting_a_huge_header_is_capped(tmp_path):
+    header = ",".join(f"column{i}" for i in range(500_000))  # a ~6 MB header line
+    path = _bad(tmp_path, "wide.csv", header + "\n" + ",".join(["x"] * 500_000) + "\n")
+    with pytest.raises(MhsaError) as info:
+        load_task("text", path=path)
+    msg = str(info.value)
+    assert "has no text column 'text'; columns: 'column0', 'column1'" in msg
+    assert len(msg) < 400 and "more characters)" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("task,opts,msg", [
+    ("order", {"n_train": "abc"}, "order task: option 'n_train' must be an integer, got 'abc'"),
+    ("order", {"n_train": [1, 2]}, "option 'n_train' must be an integer, got [1, 2]"),
+    ("order", {"n_train": True}, "option 'n_train' must be an integer, got True"),
+    ("order", {"n_train": 2.5}, "option 'n_train' must be an integer, got 2.5"),
+    ("order", {"n_train": float("nan")}, "option 'n_train' must be an integer, got nan"),
+    ("order", {"n_train": 10**12}, "option 'n_train' must be <= 1e+06, got 1000000000000"),
+    ("order", {"seq_len": 10**9}, "option 'seq_len' must be <= 4096"),
+    ("order", {"vocab": 4}, "option 'vocab' must be >= 5, got 4"),
+    ("order", {"n_tarin": 5}, "task 'order' has no option 'n_tarin' (did you mean 'n_train'?)"),
+    ("digits", {"patch": "x"}, "digits task: option 'patch' must be an integer"),
+    ("digits", {"val_fraction": "lots"}, "option 'val_fraction' must be a number, got 'lots'"),
+    ("digits", {"val_fraction": float("inf")}, "option 'val_fraction' must be a number, got inf"),
+    ("text", {"path": "x.csv", "max_len": 10**8}, "text task: option 'max_len' must be <= 65536"),
+    ("text", {"path": ["a.csv"]}, "text task: option 'path' must be a string, got ['a.csv']"),
+])
+def test_task_options_are_type_and_range_checked_before_the_builder(monkeypatch, task, opts, msg):
+    from mhsa_cli import tasks
+
+    info = tasks.TASKS[task]
+    monkeypatch.setitem(tasks.TASKS, task, dataclasses.replace(info, build=lambda **kw: pytest.fail("built")))
+    with pytest.raises(MhsaError) as exc:
+        tasks.load_task(task, **opts)
+    assert msg in str(exc.value)
+
+
+def test_a_recipe_with_a_bad_task_option_fails_validation_with_its_line(tmp_path):
+    from mhsa_cli.recipe import validate_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nstages:\n  - name: base\n    type: train\n    task_options:\n      n_train: lots\n")
+    with pytest.raises(MhsaError, match=r"line 5: stage 'base' \(train\): order task: option 'n_train' must be an "
+                                        r"integer, got 'lots'"):
+        validate_recipe(path, {}, tmp_path / "out")

@@ -291,7 +291,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
 
     devices, sizes = _check_inputs(cfg)
     if cfg.out:
-        check_output_dir(cfg.out, cfg.force)
+        check_output_dir(cfg.out, cfg.force, inputs=list(cfg.checkpoints) + [cfg.baseline])
     ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)
     data = task_from_spec(_check_same_task(ckpts))
     entries = [_Entry(c, load_model(c), n) for c, n in zip(ckpts, _names(ckpts))]

@@ -16,7 +16,6 @@ inference on CPU). A student with more parameters than its teacher is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -175,10 +174,8 @@ def _prepare(cfg: DistillConfig) -> tuple[Checkpoint, MHSAClassifier, DistillPla
     set_threads(cfg.threads)
     device = dist.local_device(resolve_device(cfg.device))
     dist.local_batch_size(cfg.batch_size)
-    if cfg.teacher and Path(cfg.out).resolve() == Path(cfg.teacher).resolve():
-        raise MhsaError("--out must differ from --teacher (the teacher would be overwritten)")
     if dist.is_main():
-        check_output_dir(cfg.out, cfg.force)
+        check_output_dir(cfg.out, cfg.force, inputs=[cfg.teacher])
     ckpt, teacher = load_teacher(cfg.teacher)
     check_mixup(cfg.mixup, ckpt.model_config.input_kind, ckpt.task_spec.get("name", "?"))
     if cfg.epochs is None:  # resolved here so the student records the real number

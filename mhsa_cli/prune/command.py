@@ -124,7 +124,7 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
             output folder that exists (without ``force``); nothing is written.
     """
     set_threads(cfg.threads)
-    check_output_dir(cfg.out, cfg.force)
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     ckpt = _load_float(cfg.checkpoint)
     _validate(cfg, ckpt.model_config.heads)
     device = resolve_device(cfg.device)
@@ -282,5 +282,5 @@ def _save_sweep(cfg: PruneConfig, ckpt: Checkpoint, r: SweepResult) -> list[str]
     png = sweep_png(r)
     if png is not None:
         files["sweep.png"] = png
-    out = atomic_dir(Path(cfg.out), cfg.force, lambda tmp: write_files(tmp, files))
+    out = atomic_dir(Path(cfg.out), cfg.force, lambda tmp: write_files(tmp, files), inputs=[cfg.checkpoint])
     return [str(out / name) for name in files]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import registry
 from ..errors import MhsaError, choice
 from ..model import Attention, MHSAClassifier
 from ..tasks import Split, TaskData
@@ -130,12 +131,10 @@ def _random(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Te
     return [torch.rand(h, generator=gen) for h in model.heads]
 
 
-IMPORTANCE: dict[str, ImportanceFn] = {
-    "gradient": _gradient,
-    "taylor": _taylor,
-    "magnitude": _magnitude,
-    "random": _random,
-}
+# The registry lives below config.py (which takes --method's choices from it); this module fills it.
+IMPORTANCE = registry.IMPORTANCE
+for _name, _fn in (("gradient", _gradient), ("taylor", _taylor), ("magnitude", _magnitude), ("random", _random)):
+    IMPORTANCE.register(_name, _fn)
 NORMALIZED = frozenset({"gradient", "taylor"})  # --normalize applies to these
 NEEDS_DATA = frozenset({"gradient", "taylor"})
 SEEDED = frozenset({"random"})  # a sweep runs these with several seeds

@@ -11,7 +11,6 @@ checkpoint and returns a :class:`QuantizeResult` (sizes and counts from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,9 +71,7 @@ def _load_source(cfg: Any) -> Any:
         parent = (ckpt.meta.get("lineage") or [{}])[-1].get("parent")
         raise MhsaError(f"{ckpt.path} is already quantized (int8); quantize its float parent"
                         + (f" ({parent})" if parent else "") + " instead")
-    if Path(cfg.out).resolve() == ckpt.path.resolve():
-        raise MhsaError(f"--out {cfg.out} is the input checkpoint; choose another folder")
-    check_output_dir(cfg.out, cfg.force)
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     return ckpt
 
 

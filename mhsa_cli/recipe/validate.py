@@ -21,6 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from .. import config as C
+from .. import yamlsafe
 from ..errors import MhsaError, closest
 
 
@@ -50,40 +51,49 @@ RECIPE_FILE = "recipe.json"
 
 # ------------------------------------------------------------------ YAML with lines
 
-def _construct(node: yaml.Node, lines: dict[tuple, int], path: tuple = ()) -> Any:
-    """Build Python objects from a composed YAML node, recording each path's line."""
+def _construct(node: yaml.Node, lines: dict[tuple, int], source: str, path: tuple = ()) -> Any:
+    """Build Python objects from a composed YAML node, recording each path's line.
+
+    Aliases are expanded here; :mod:`mhsa_cli.yamlsafe` bounded their expanded size and depth.
+    """
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        _MERGER.flatten_mapping(node)  # `<<: *base` merge keys
         out: dict[str, Any] = {}
         for k, v in node.value:
-            key = yaml.safe_load(yaml.serialize(k)) if not isinstance(k, yaml.ScalarNode) else k.value
-            key = str(key)
+            key = str(yamlsafe.construct(k))
             if key in out:
-                raise MhsaError(f"line {k.start_mark.line + 1}: duplicate key '{key}'")
-            out[key] = _construct(v, lines, path + (key,))
+                raise MhsaError(f"{yamlsafe.where(source, k.start_mark.line + 1, k.start_mark.column + 1)}: "
+                                f"duplicate key '{key}'")
+            out[key] = _construct(v, lines, source, path + (key,))
             lines[path + (key,)] = k.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, lines, path + (i,)) for i, v in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+        return [_construct(v, lines, source, path + (i,)) for i, v in enumerate(node.value)]
+    return yamlsafe.construct(node)
 
 
-def load_recipe_text(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
-    """Parse recipe YAML; returns (data, path -> line). Errors name line and column."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MhsaError(f"{source}:{where} malformed YAML: {problem}") from None
+_MERGER = yamlsafe.BudgetLoader("")
+
+
+def load_recipe_text(text: str | bytes, source: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """Parse recipe YAML once, within :mod:`mhsa_cli.yamlsafe`'s budgets; returns (data, path -> line).
+
+    Raises:
+        MhsaError: ``source:line:column: ...`` for non-UTF-8 bytes, malformed YAML, a budget
+            exceeded, a non-standard tag or a duplicate key; an empty recipe or one that is
+            not a mapping.
+    """
+    if isinstance(text, bytes):
+        text = yamlsafe.decode(text, source)
+    node = yamlsafe.compose(text, source)
     if node is None:
         raise MhsaError(f"{source}: the recipe is empty")
     lines: dict[tuple, int] = {}
     try:
-        data = _construct(node, lines)
-    except MhsaError as exc:
-        raise MhsaError(f"{source}: {exc}") from None
+        data = _construct(node, lines, source)
+    except yaml.YAMLError as exc:  # a merge key on a non-mapping
+        raise MhsaError(yamlsafe._yaml_error(exc, text, source)) from None
     if not isinstance(data, dict):
         raise MhsaError(f"{source}: a recipe is a mapping with 'name' and 'stages'")
     return data, lines
@@ -159,7 +169,7 @@ def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     path = Path(path)
     if not path.is_file():
         raise MhsaError(f"recipe {path} not found")
-    data, lines = load_recipe_text(path.read_text(encoding="utf-8"), str(path))
+    data, lines = load_recipe_text(_read_bytes(path), str(path))
     data = copy.deepcopy(data)
     _apply_set(data, overrides or {})
     src = str(path)
@@ -184,6 +194,13 @@ def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     plan = Plan(name, src, root, stages, resolved)
     _hash_stages(plan)
     return plan
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The recipe's bytes, refusing a file over the size budget without reading it all."""
+    with open(path, "rb") as f:
+        data = f.read(yamlsafe.MAX_BYTES + 1)
+    return data  # yamlsafe.decode refuses more than MAX_BYTES
 
 
 def _check_default_keys(defaults: dict[str, Any], src: str, lines: dict[tuple, int]) -> None:

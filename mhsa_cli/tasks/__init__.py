@@ -11,12 +11,13 @@ stopping, pruning importance or calibration.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from ..errors import MhsaError, choice
+from ..errors import MhsaError, cap, choice
 
 
 @dataclass
@@ -65,6 +66,57 @@ class TaskData:
         }
 
 
+@dataclass(frozen=True)
+class OptionType:
+    """Type and range of a task option (``--task-opt key=value``), checked before the builder runs.
+
+    ``kind`` is int, float, bool or str; ``low``/``high`` bound numbers (inclusive unless
+    ``low_open``); ``None`` (unset) is always accepted.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+
+def check_option(task: str, name: str, value: Any, rule: OptionType) -> Any:
+    """``value`` converted to ``rule.kind`` and range-checked.
+
+    Raises:
+        MhsaError: wrong type (a list where a number goes, "abc" for an integer, nan) or out of range.
+    """
+    if value is None:
+        return None
+    what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[rule.kind]
+    bad = MhsaError(f"{task} task: option '{name}' must be {what}, got {cap(repr(value), 60)}")
+    if isinstance(value, (list, dict, tuple)) or (rule.kind is not bool and isinstance(value, bool)):
+        raise bad
+    if rule.kind is str:
+        return str(value)
+    if rule.kind is bool:
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if isinstance(value, bool) or str(value).strip().lower() in words:
+            return value if isinstance(value, bool) else words[str(value).strip().lower()]
+        raise bad
+    try:
+        number = float(value)
+        if rule.kind is int:
+            if not number.is_integer():
+                raise ValueError
+            number = int(value) if isinstance(value, int) else int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if not math.isfinite(number):
+        raise bad
+    if rule.low is not None and (number < rule.low or (rule.low_open and number == rule.low)):
+        raise MhsaError(f"{task} task: option '{name}' must be {'>' if rule.low_open else '>='} {rule.low:g}, "
+                        f"got {number}")
+    if rule.high is not None and number > rule.high:
+        raise MhsaError(f"{task} task: option '{name}' must be <= {rule.high:g}, got {number}")
+    return number
+
+
 @dataclass
 class TaskInfo:
     """A registered task: ``build(seed, **options) -> TaskData``."""
@@ -77,6 +129,8 @@ class TaskInfo:
     size: str = ""  # default split sizes, for `mhsa tasks`
     classes: str = ""  # number of classes (or where they come from)
     options: dict[str, str] = field(default_factory=dict)  # option -> help
+    # option -> type and range, checked by load_task before build (every option should have one)
+    option_types: dict[str, OptionType] = field(default_factory=dict)
     # Training defaults that differ from TrainConfig's (e.g. more epochs for small data).
     train_defaults: dict[str, Any] = field(default_factory=dict)
     # Rebuild from a stored spec; default: build(seed, **options in spec).
@@ -98,15 +152,28 @@ def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:
         MhsaError: unknown task, unknown option, or unusable data.
     """
     info = TASKS[choice("task", name, TASKS)]
+    return info.build(seed=seed, **check_options(name, options))
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Task ``name``'s options, known and each of the right type and range (see :class:`OptionType`).
+
+    Config validation calls this too, so a recipe's bad task option fails before any stage runs.
+
+    Raises:
+        MhsaError: unknown task or option (closest named), wrong type, out of range.
+    """
+    info = TASKS[choice("task", name, TASKS)]
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         from ..errors import closest
 
         raise MhsaError(
-            f"task '{name}' has no option '{unknown[0]}'{closest(unknown[0], info.options)}"
+            f"task '{name}' has no option '{cap(unknown[0], 60)}'{closest(unknown[0], info.options)}"
             f"; options: {', '.join(info.options) or 'none'}"
         )
-    return info.build(seed=seed, **options)
+    return {k: check_option(name, k, v, info.option_types[k]) if k in info.option_types else v
+            for k, v in options.items()}
 
 
 def task_from_spec(spec: dict[str, Any]) -> TaskData:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import MhsaError
-from . import Split, TaskData, TaskInfo, register
+from . import OptionType, Split, TaskData, TaskInfo, register
 from .split import check_fraction, stratified_split
 
 PATCHES = (1, 2, 4)
@@ -90,4 +90,6 @@ register(TaskInfo(
         "val_fraction": "validation share of the 1797 images, stratified (default 0.15)",
         "test_fraction": "test share of the 1797 images, stratified (default 0.2)",
     },
+    option_types={"patch": OptionType(int, 1, 4), "val_fraction": OptionType(float),
+                  "test_fraction": OptionType(float)},
 ))

@@ -17,7 +17,7 @@ import itertools
 import torch
 
 from ..errors import MhsaError
-from . import Split, TaskData, TaskInfo, register
+from . import OptionType, Split, TaskData, TaskInfo, register
 
 PAD, MARKERS = 0, (1, 2, 3)  # filler tokens are 4 .. vocab-1
 PERMS = list(itertools.permutations(range(3)))
@@ -78,5 +78,10 @@ register(TaskInfo(
         "seq_len": "maximum sequence length (default 24)",
         "vocab": "vocabulary size incl. pad and markers (default 16)",
         "min_len": "minimum sequence length (default 8)",
+    },
+    option_types={
+        "n_train": OptionType(int, 1, 1_000_000), "n_val": OptionType(int, 1, 1_000_000),
+        "n_test": OptionType(int, 1, 1_000_000), "seq_len": OptionType(int, 3, 4096),
+        "vocab": OptionType(int, len(MARKERS) + 2, 1_000_000), "min_len": OptionType(int, 3, 4096),
     },
 ))

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ..errors import MhsaError, choice
-from . import Split, TaskData, TaskInfo, register
+from ..errors import MhsaError, cap, choice
+from . import OptionType, Split, TaskData, TaskInfo, register
 from .split import check_fraction, stratified_split
 
 PAD, UNK = "<pad>", "<unk>"
@@ -119,9 +119,29 @@ def _format_of(path: str, fmt: str) -> str:
 
 
 def _missing_column(path: str, column: str, kind: str, columns: list[str]) -> MhsaError:
-    shown = ", ".join(repr(c) for c in columns) or "none"
-    return MhsaError(f"{path} has no {kind} column '{column}'; columns: {shown} "
+    shown = cap(", ".join(repr(c) for c in columns) or "none")  # a 5 MB header is not quoted whole
+    return MhsaError(f"{path} has no {kind} column '{cap(column, 80)}'; columns: {shown} "
                      f"(set {kind}_column=...)")
+
+
+def _record_start(lines: list[str], after: int) -> int:
+    """1-based line where the record after physical line ``after`` starts (blank lines skipped):
+    where an unclosed quote opened, not the end of the file where the reader noticed."""
+    n = after + 1
+    while n <= len(lines) and not lines[n - 1].strip():
+        n += 1
+    return min(n, max(len(lines), 1))
+
+
+def _field_count_error(path: str, record: dict[Any, Any], columns: list[str], lines: list[str],
+                       start: int, end: int, delimiter: str) -> MhsaError:
+    """A row with more or fewer fields than the header (it would make a phantom class or column)."""
+    got = len(columns) + len(record.get(None) or []) - sum(v is None for v in record.values())
+    if got < len(columns) and end > start and '"' in lines[start - 1]:  # ran on to the end of the file
+        return MhsaError(f"{path} line {start}: a quote opened here is never closed (the field runs on "
+                         f"to line {end})")
+    hint = f"an unquoted {delimiter!r} in a text? quote the field" if got > len(columns) else "fields missing"
+    return MhsaError(f"{path} line {start}: {got} field{'s' * (got != 1)}, the header has {len(columns)} ({hint})")
 
 
 def _parse_csv(content: str, path: str, delimiter: str, text_col: str, label_col: str) -> list[Row]:
@@ -136,15 +156,22 @@ def _parse_csv(content: str, path: str, delimiter: str, text_col: str, label_col
             if col not in columns:
                 raise _missing_column(path, col, kind, columns)
         rows: list[Row] = []
+        lines = content.split("\n")
+        end = reader.line_num  # last physical line of the previous record (the header first)
         for record in reader:
+            start, end = _record_start(lines, end), reader.line_num
+            if None in record or None in record.values():  # csv's restkey / restval
+                raise _field_count_error(path, record, columns, lines, start, end, delimiter)
             text, label = record.get(text_col), record.get(label_col)
             if text is None or not text.strip():
                 continue
             if label is None or not label.strip():
-                raise MhsaError(f"{path} line {reader.line_num}: empty label")
-            rows.append((reader.line_num, text, label.strip()))
+                raise MhsaError(f"{path} line {start}: empty label")
+            rows.append((start, text, label.strip()))
     except csv.Error as exc:
-        raise MhsaError(f"{path} line {reader.line_num}: bad {delimiter!r}-separated row: {exc}") from None
+        line = _record_start(lines, end)
+        why = "a quote opened here is never closed" if "end of data" in str(exc) else cap(str(exc), 120)
+        raise MhsaError(f"{path} line {line}: bad {delimiter!r}-separated row: {why}") from None
     return rows
 
 
@@ -370,5 +397,11 @@ register(TaskInfo(
         "max_vocab": "vocabulary size incl. <pad> and <unk> (default 20000)",
         "val_fraction": "validation share of path, stratified (default 0.1)",
         "test_fraction": "test share of path, stratified; ignored with test_path (default 0.1)",
+    },
+    option_types={
+        **{k: OptionType(str) for k in ("path", "test_path", "format", "text_column", "label_column", "tokenizer")},
+        "max_len": OptionType(int, 1, 65536), "lowercase": OptionType(bool), "min_freq": OptionType(int, 1, 1e9),
+        "max_vocab": OptionType(int, 3, 10_000_000), "val_fraction": OptionType(float),
+        "test_fraction": OptionType(float),
     },
 ))
