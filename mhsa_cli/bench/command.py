@@ -1,6 +1,8 @@
 """``mhsa bench``: accuracy, size and latency of checkpoints side by side.
 
-:func:`bench` loads the checkpoints (all of one task), measures accuracy on
+:func:`bench` loads the checkpoints (all of one task) in each runtime asked for
+(:mod:`.entries`: torch, and ONNX Runtime fp32 / int8 of float checkpoints),
+measures accuracy in that runtime on
 the test split, sizes (:mod:`.sizes`) and latency on one real-shaped
 validation batch per (device, batch size) (:func:`timing_input`, timed by
 :mod:`.timer`), and the ratios against a baseline. It returns a
@@ -19,7 +21,8 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..progress import NULL, Progress
-from .entries import ORT, PARITY_ROWS, TORCH, Entry, build_entries, onnx_sizes, parity_gap
+from .entries import (ORT, PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
+                      parity_gap)
 from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
 from .timer import LatencyStats, measure_interleaved
 
@@ -129,17 +132,6 @@ def _check_inputs(cfg: Any) -> tuple[list[str], list[int]]:
     if not sizes or min(sizes) <= 0:
         raise MhsaError(f"batch sizes must be >= 1, got {cfg.batch_sizes}")
     return devices, sizes
-
-
-def _check_runtimes(cfg: Any) -> list[str]:
-    """Validate runtime names; return them de-duplicated, in order."""
-    from ..errors import choice
-    from ..runtimes import runtime_names
-
-    runtimes = [choice("runtime", str(r), runtime_names()) for r in dict.fromkeys(cfg.runtime)]
-    if not runtimes:
-        raise MhsaError(f"no runtimes given; choose from: {', '.join(runtime_names())}")
-    return runtimes
 
 
 def _load_all(paths: list[str], baseline: str | None) -> tuple[list[Any], Any]:
@@ -304,22 +296,6 @@ def _cuda_peaks(group: Mapping[str, tuple[nn.Module, torch.Tensor]], device: tor
     return {n: cuda_peak_memory_bytes(m, x, device) for n, (m, x) in group.items()}
 
 
-def fastest_rows(rows: list[BenchRow], keys: list[Key]) -> list[dict[str, Any]]:
-    """For each checkpoint with rows in several runtimes/precisions and each cell: the fastest (p50)."""
-    out = []
-    for model in dict.fromkeys(r.model for r in rows):
-        mine = [r for r in rows if r.model == model]
-        for key in keys if len(mine) > 1 else []:
-            timed = [r for r in mine if key in r.latency]
-            if not timed:
-                continue
-            best = min(timed, key=lambda r: r.latency[key].latency_ms_p50)
-            out.append({"model": model, "device": key[0], "batch_size": key[1], "row": best.name,
-                        "runtime": best.runtime, "precision": best.precision,
-                        "latency_ms_p50": best.latency[key].latency_ms_p50})
-    return out
-
-
 def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
     for r in rows:
         r.ratios.compression = base.size_bytes / r.size_bytes if r.size_bytes else None
@@ -359,8 +335,8 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
 
     Raises:
         MhsaError: no checkpoints, missing/corrupt checkpoint, checkpoints of
-            different tasks, batch size <= 0, unknown device, CUDA asked for but
-            absent, or an existing non-empty ``--out`` without ``--force``.
+            different tasks, batch size <= 0, unknown device or runtime, CUDA asked
+            for but absent, or an existing non-empty ``--out`` without ``--force``.
     """
     import tempfile
 
@@ -370,7 +346,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     from ..tasks import task_from_spec
 
     devices, sizes = _check_inputs(cfg)
-    runtimes = _check_runtimes(cfg)
+    runtimes = check_runtimes(cfg.runtime)
     if cfg.out:
         check_output_dir(cfg.out, cfg.force)
     ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)

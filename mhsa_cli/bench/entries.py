@@ -109,3 +109,30 @@ def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: 
                 continue
             entries.extend(ort_entries(ckpt, name, tmp, threads))  # type: ignore[arg-type]
     return entries, notes
+
+
+def check_runtimes(names: list[str]) -> list[str]:
+    """Validate runtime names; return them de-duplicated, in order."""
+    from ..errors import MhsaError, choice
+    from ..runtimes import runtime_names
+
+    runtimes = [choice("runtime", str(r), runtime_names()) for r in dict.fromkeys(names)]
+    if not runtimes:
+        raise MhsaError(f"no runtimes given; choose from: {', '.join(runtime_names())}")
+    return runtimes
+
+
+def fastest_rows(rows: list[Any], keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """For each checkpoint with rows in several runtimes/precisions and each cell: the fastest (p50)."""
+    out = []
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = [r for r in rows if r.model == model]
+        for key in keys if len(mine) > 1 else []:
+            timed = [r for r in mine if key in r.latency]
+            if not timed:
+                continue
+            best = min(timed, key=lambda r: r.latency[key].latency_ms_p50)
+            out.append({"model": model, "device": key[0], "batch_size": key[1], "row": best.name,
+                        "runtime": best.runtime, "precision": best.precision,
+                        "latency_ms_p50": best.latency[key].latency_ms_p50})
+    return out
