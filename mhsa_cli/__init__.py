@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _API = {
     "run_recipe": "recipe", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "build_config": "config", "TrainConfig": "config", "PruneConfig": "config",
-    "QuantizeConfig": "config", "DistillConfig": "config", "BenchConfig": "config", "RecipeConfig": "config",
+    "QuantizeConfig": "config", "DistillConfig": "config", "BenchConfig": "config", "ExportConfig": "config", "RecipeConfig": "config",
     "load_task": "tasks", "MhsaError": "errors",
 }
 __all__ = sorted(_API)

@@ -209,9 +209,14 @@ def _stages() -> None:
          "Train a smaller student from a teacher checkpoint (knowledge distillation).",
          "Examples:  mhsa distill --teacher runs/baseline --shrink half --out runs/student"
          "  ·  mhsa distill --teacher runs/baseline --layers 1 --d-model 32 --compare-scratch --out runs/student"),
+        ("export", c.ExportConfig,
+         "Export a float checkpoint to ONNX (fp32 + ONNX Runtime int8), checked against torch.",
+         "Examples:  mhsa export runs/pruned --out runs/pruned-onnx  ·  mhsa export runs/student --no-int8 "
+         "--out runs/student-onnx"),
         ("bench", c.BenchConfig,
          "Compare checkpoints: accuracy, size and latency on CPU (and CUDA).",
-         "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"),
+         "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"
+         "  ·  mhsa bench runs/baseline runs/student --runtime torch,onnxruntime --threads 1"),
         ("run", c.RecipeConfig,
          "Run a YAML recipe: a whole compression pipeline, resumable.",
          "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"

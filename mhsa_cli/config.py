@@ -389,6 +389,12 @@ class DistillConfig:
     force: bool = _force()
 
 
+def _runtime_names() -> list[str]:
+    from .runtimes import runtime_names
+
+    return runtime_names()
+
+
 @dataclass
 class BenchConfig:
     """``mhsa bench``: accuracy, size and latency of checkpoints side by side."""
@@ -401,9 +407,29 @@ class BenchConfig:
     min_time: float = opt(1.0, "minimum seconds of timing per model, device and batch size", min=0.0, max=3600.0)
     min_repeats: int = opt(20, "minimum timed repeats per model, device and batch size", min=1)
     warmup: int = opt(5, "untimed warm-up rounds (0 = none; else they last at least 10 % of --min-time)", min=0)
+    runtime: list[str] = opt(["torch"], "runtimes to measure each checkpoint in: torch, onnxruntime (float "
+                             "checkpoints get ORT fp32 and ORT int8 rows, exported to a temporary folder)",
+                             choices=_runtime_names)
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
+    force: bool = _force()
+
+
+@dataclass
+class ExportConfig:
+    """``mhsa export``: a float checkpoint -> ONNX (fp32 + ORT dynamic int8), checked against torch."""
+
+    checkpoint: str = opt("", "float checkpoint folder to export", argument=True)
+    int8: bool = opt(True, "also write model.int8.onnx: ONNX Runtime dynamic int8 (after ORT's pre-processing)")
+    reduce_range: bool = opt(False, "int8: 7-bit weights (ORT's advice for CPUs without VNNI, where u8 x s8 "
+                                    "products can saturate; costs accuracy elsewhere)")
+    per_channel: bool = opt(False, "int8: per-channel weight scales (else per-tensor)")
+    opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention)", min=14, max=21)
+    check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
+    tolerance: float = opt(1e-4, "largest allowed absolute logit gap torch vs ORT fp32", min=0.0, min_open=True)
+    threads: int = _threads()
+    out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()
 
 

@@ -16,6 +16,7 @@ RUN = {
     "prune": "prune:prune",
     "quantize": "quantize:quantize",
     "distill": "distill:distill",
+    "export": "export:export",
     "bench": "bench:bench",
     "run": "recipe:run_recipe",
 }

@@ -267,7 +267,7 @@ def test_json_csv_markdown_png_files(tiny_run):
     assert (cell["device"], cell["batch_size"]) == ("cpu", 1)
     assert cell["samples_ms"] == st.samples_ms and cell["latency_ms_p50"] == st.latency_ms_p50
     lines = (out / "bench.csv").read_text().splitlines()
-    assert lines[0].startswith("model,path,kind,baseline,heads,params,size_bytes")
+    assert lines[0].startswith("model,path,runtime,precision,kind,baseline,heads,params,size_bytes")
     assert len(lines) == 1 + 3 * 2  # models x (device, batch) cells
     assert lines[3].startswith("pruned,") and ",cpu,1," in lines[3]
     assert (out / "bench.md").read_text() == bench_markdown(result)
@@ -395,6 +395,86 @@ def test_real_quantize_checkpoint_benches(ckpts, tmp_path):
     assert result.rows[1].weight_bytes < result.rows[0].weight_bytes
     assert result.rows[1].quantized_engine and result.rows[0].quantized_engine is None
     assert "int8 weights packed for quantized engine: int8 " in bench_markdown(result)
+
+
+# ---------------------------------------------------------------- runtimes: torch + ONNX Runtime rows
+@pytest.fixture(scope="module")
+def ort_run(ckpts):
+    """base, pruned (a 0-head layer) and student in torch and ORT (fp32, int8), with the calls recorded."""
+    from mhsa_cli.bench import command as bench_command
+
+    groups, real = [], bench_command.measure_interleaved
+
+    def recording(models, *args, **kw):
+        groups.append(list(models))
+        return real(models, *args, **kw)
+
+    bench_command.measure_interleaved = recording
+    try:
+        result = bench(bench_cfg([ckpts / "base", ckpts / "pruned", ckpts / "student"],
+                                 runtime=["torch", "onnxruntime"], batch_sizes=[1, 4]))
+    finally:
+        bench_command.measure_interleaved = real
+    return result, groups
+
+
+def test_ort_rows_for_every_float_checkpoint_timed_together(ort_run):
+    result, groups = ort_run
+    names = [r.name for r in result.rows]
+    assert names == [f"{m}{s}" for m in ("base", "pruned", "student")
+                     for s in ("", " (ORT fp32)", " (ORT int8)")]
+    assert [(r.runtime, r.precision) for r in result.rows[:3]] == [
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert groups == [names, names]  # every model in every runtime, one interleaved run per cell
+    assert all(set(r.latency) == {("cpu", 1), ("cpu", 4)} for r in result.rows)
+    assert result.environment["runtimes"] == ["torch", "onnxruntime"]
+    assert result.environment["ort_threads"]["intra_op"] == 1  # = torch's (--threads 1)
+
+
+def test_ort_accuracy_is_measured_and_parity_recorded(ort_run, ckpts):
+    from mhsa_cli.runtimes import accuracy
+    from mhsa_cli.tasks import task_from_spec
+
+    result, _ = ort_run
+    data = task_from_spec(load_checkpoint(ckpts / "base").task_spec)
+    by = {r.name: r for r in result.rows}
+    for m in ("base", "pruned", "student"):
+        t, f, q = by[m], by[f"{m} (ORT fp32)"], by[f"{m} (ORT int8)"]
+        assert f.parity_max_abs_gap <= 1e-4 and t.parity_max_abs_gap is None
+        assert f.test_acc == t.test_acc  # same logits within 1e-4: same predictions
+        assert q.weight_bytes < f.weight_bytes  # initializers: int8 Linear weights
+        assert f.weight_bytes == pytest.approx(t.weight_bytes, rel=0.1)  # the same float weights (folded)
+        assert f.params == q.params == t.params and f.model == q.model == m
+    assert by["base (ORT int8)"].size_bytes < by["base (ORT fp32)"].size_bytes
+    assert accuracy(load_model(ckpts / "base"), data.test) == by["base"].test_acc
+
+
+def test_fastest_runtime_per_model_and_cell(ort_run):
+    result, _ = ort_run
+    assert len(result.fastest) == 3 * 2
+    for f in result.fastest:
+        key = (f["device"], f["batch_size"])
+        mine = [r for r in result.rows if r.model == f["model"]]
+        best = min(mine, key=lambda r: r.latency[key].latency_ms_p50)
+        assert f["row"] == best.name and f["latency_ms_p50"] == best.latency[key].latency_ms_p50
+    md = bench_markdown(result)
+    assert "| runtime |" in md.replace(" runtime |", "| runtime |", 1) or "runtime" in md.splitlines()[2]
+    assert "Fastest runtime per model (p50): base: cpu b=1 " in md
+    assert "ORT fp32 vs torch, max |logit gap|" in md and "ORT int8" in md
+    assert ",onnxruntime,int8," in bench_csv(result)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_torch_int8_checkpoint_gets_no_ort_rows(ckpts, monkeypatch):
+    int8 = fake_int8(ckpts, monkeypatch)
+    result = bench(bench_cfg([ckpts / "base", int8], runtime=["onnxruntime"], batch_sizes=[1]))
+    assert [r.name for r in result.rows] == ["base (ORT fp32)", "base (ORT int8)"]
+    assert result.rows[0].is_baseline
+    assert any("int8-fake: a torch-int8 checkpoint has no ONNX export" in n for n in result.notes)
+
+
+def test_unknown_runtime(ckpts):
+    assert_one_line_error(run_cli(ckpts / "base", "--runtime", "torch,onnx"), "unknown value 'onnx'")
 
 
 # ---------------------------------------------------------------- CUDA (skipped without a GPU)

@@ -167,6 +167,61 @@ def test_tiny_pipeline_runs_then_resumes(tmp_path):
     assert sum(heads) == 3  # 25 % of 4 heads removed
 
 
+EXPORT = TINY.split("  - name: pruned")[0] + """\
+  - name: onnx
+    type: export
+    from: base
+    reduce_range: true
+  - name: bench
+    type: bench
+    compare: [base]
+    runtime: [torch, onnxruntime]
+    batch_sizes: [2]
+    min_time: 0.01
+    min_repeats: 3
+    warmup: 1
+"""
+
+
+def test_export_stage_and_bench_runtimes_dry_run_then_run(tmp_path):
+    path, out = write(tmp_path, EXPORT), tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "export" in result.output and not out.exists()
+    plan = validate_recipe(path, {}, out)
+    assert plan.stages[1].config.reduce_range is True and plan.stages[2].config.runtime == ["torch", "onnxruntime"]
+    run = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    meta = json.loads((out / "onnx" / "export.json").read_text())
+    assert meta["source"]["path"] == str(out / "base") and meta["quantization"]["reduce_range"] is True
+    assert meta["checks"]["parity"]["max_abs_gap"] <= 1e-4
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert run.bench.fastest and (out / "onnx" / "stage.json").is_file()
+
+
+@pytest.mark.parametrize("edit,fragments", [
+    (lambda t: t.replace("    from: base\n    reduce_range", "    from: int8\n    reduce_range"),
+     ["'int8' is not an earlier stage"]),
+    (lambda t: t.replace("compare: [base]", "compare: [base, onnx]"),
+     ["cannot take 'onnx': it makes export results", "runtime: [torch, onnxruntime]"]),
+    (lambda t: t.replace("runtime: [torch, onnxruntime]", "runtime: [torch, ort]"),
+     ["unknown value 'ort'", "choose from: torch, onnxruntime"]),
+    (lambda t: t.replace("reduce_range: true", "reduce_range: maybe"), ["'reduce_range' must be true or false"]),
+])
+def test_export_recipe_errors(tmp_path, edit, fragments):
+    with pytest.raises(MhsaError) as exc:
+        validate_recipe(write(tmp_path, edit(EXPORT)), {}, tmp_path / "out")
+    for f in fragments:
+        assert f in str(exc.value)
+
+
+def test_export_from_an_int8_stage_is_refused(tmp_path):
+    text = TINY.split("  - name: bench")[0] + "  - name: onnx\n    type: export\n    from: int8\n"
+    with pytest.raises(MhsaError, match="export.*cannot take 'int8'.*export its float parent"):
+        validate_recipe(write(tmp_path, text), {}, tmp_path / "out")
+
+
 def test_interrupted_stage_is_rerun(tmp_path, monkeypatch):
     """A stage without its stage.json marker (killed mid-way) is not considered done."""
     path, out = write(tmp_path, TINY.split("  - name: pruned")[0]), tmp_path / "out"

@@ -2,6 +2,8 @@
 
 * :mod:`.timer` -- where latency is measured: :func:`measure_latency`,
   :func:`measure_interleaved` (round-robin), :class:`LatencyStats`.
+* :mod:`.entries` -- one :class:`Entry` per (checkpoint, runtime, precision):
+  torch rows, and ORT fp32 / int8 rows of float checkpoints (exported to a temporary folder).
 * :mod:`.sizes` -- weight bytes in memory, weight counts, CUDA peak memory.
 * :mod:`.command` -- :func:`bench` (``mhsa bench``), its :class:`BenchResult`
   / :class:`BenchRow`, and the timing batch (:func:`timing_input`).

@@ -1,6 +1,8 @@
 """``mhsa bench``: accuracy, size and latency of checkpoints side by side.
 
-:func:`bench` loads the checkpoints (all of one task), measures accuracy on
+:func:`bench` loads the checkpoints (all of one task) in each runtime asked for
+(:mod:`.entries`: torch, and ONNX Runtime fp32 / int8 of float checkpoints),
+measures accuracy in that runtime on
 the test split, sizes (:mod:`.sizes`) and latency on one real-shaped
 validation batch per (device, batch size) (:func:`timing_input`, timed by
 :mod:`.timer`), and the ratios against a baseline. It returns a
@@ -11,6 +13,7 @@ renders it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -18,6 +21,8 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..progress import NULL, Progress
+from .entries import (ORT, PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
+                      parity_gap)
 from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
 from .timer import LatencyStats, measure_interleaved
 
@@ -58,6 +63,16 @@ class BenchRow:
     peak_mem_bytes: dict[Key, int | None] = field(default_factory=dict)  # CUDA only, else None
     skipped: dict[Key, str] = field(default_factory=dict)  # cells that do not apply, and why
     ratios: Ratios = field(default_factory=Ratios)
+    runtime: str = "torch"  # mhsa_cli.runtimes name
+    precision: str = "fp32"  # fp32 | int8 (in that runtime)
+    model: str = ""  # the checkpoint's display name (a checkpoint's rows in several runtimes share it)
+    parity_max_abs_gap: float | None = None  # ORT rows: max |logits - torch logits| on validation rows
+
+    @property
+    def runtime_label(self) -> str:
+        from .entries import RUNTIME_LABELS
+
+        return f"{RUNTIME_LABELS.get(self.runtime, self.runtime)} {self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""
@@ -85,6 +100,9 @@ class BenchResult:
     task: dict[str, Any]  # task summary (name, split sizes)
     timing_input: str  # how the timing batch was made
     files: list[str] = field(default_factory=list)  # written to --out
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
+    # per checkpoint and cell with several runtimes: the fastest row
+    fastest: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def keys(self) -> list[Key]:
@@ -94,16 +112,8 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "devices": self.devices, "batch_sizes": self.batch_sizes,
                 "task": self.task, "timing_input": self.timing_input, "config": self.config,
-                "environment": self.environment, "rows": [r.to_dict() for r in self.rows]}
-
-
-@dataclass
-class _Entry:
-    """A loaded checkpoint and its model, before measuring."""
-
-    ckpt: Any
-    model: nn.Module
-    name: str
+                "environment": self.environment, "notes": self.notes, "fastest": self.fastest,
+                "rows": [r.to_dict() for r in self.rows]}
 
 
 def _check_inputs(cfg: Any) -> tuple[list[str], list[int]]:
@@ -190,22 +200,52 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
     return x[rows][:, : seq_len or x.shape[1]].contiguous()
 
 
-def _measure_rows(entries: list[_Entry], data: Any, progress: Progress) -> list[BenchRow]:
-    """Accuracy (CPU, test split), sizes and parameter counts of every model."""
+def _torch_row(e: Entry, data: Any) -> BenchRow:
+    """Accuracy (CPU, test split), sizes and parameter counts of a torch entry."""
     from ..checkpoint import size_on_disk
     from ..train import evaluate
 
-    rows = []
+    stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
+    return BenchRow(
+        name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
+        heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
+        size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
+        test_acc=evaluate(e.model, data.test, "cpu"),
+        stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
+        quantized_engine=engine_label(getattr(e.model, "quantization", None)),
+        runtime=e.runtime, precision=e.precision, model=e.model_name)
+
+
+def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
+    """The same for an ORT entry: accuracy measured in ORT, ONNX file and initializer bytes,
+    parameters of the source model, and the logit gap to torch on validation rows."""
+    from ..runtimes import accuracy
+
+    size, weights = onnx_sizes(e)
+    stored = e.ckpt.meta.get("metrics", {}).get("test_acc") if e.precision == "fp32" else None
+    return BenchRow(
+        name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt), heads=list(e.ckpt.model_config.heads),
+        params=count_weights(float_model), size_bytes=size, weight_bytes=weights,
+        test_acc=accuracy(e.model, data.test),
+        stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
+        runtime=e.runtime, precision=e.precision, model=e.model_name,
+        parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]))
+
+
+def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> list[BenchRow]:
+    """Accuracy (test split, in each entry's runtime), sizes and parameter counts of every entry."""
+    from ..checkpoint import load_model
+
+    rows, float_models = [], {}
     with progress.task("accuracy (test split)", total=len(entries)) as bar:
         for e in entries:
-            stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
-            rows.append(BenchRow(
-                name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
-                heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
-                size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
-                test_acc=evaluate(e.model, data.test, "cpu"),
-                stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
-                quantized_engine=engine_label(getattr(e.model, "quantization", None))))
+            if e.runtime == TORCH:
+                rows.append(_torch_row(e, data))
+                float_models.setdefault(e.ckpt.path, e.model)
+            else:
+                if e.ckpt.path not in float_models:
+                    float_models[e.ckpt.path] = load_model(e.ckpt)
+                rows.append(_ort_row(e, data, float_models[e.ckpt.path]))
             bar.advance(1)
     return rows
 
@@ -218,19 +258,35 @@ def engine_label(settings: dict | None) -> str | None:
     return settings["engine"] + (f" (recorded {rec}: not supported here)" if rec else "")
 
 
-def _time_cell(entries: list[_Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,
+def _cell_model(e: Entry, device: torch.device) -> tuple[Any, str | None]:
+    """The callable to time on ``device``, or None and the reason it does not run there."""
+    from ..runtimes import RUNTIMES, load_runtime
+
+    if device.type != "cuda":
+        return e.model, None
+    if e.runtime == TORCH:  # dynamic int8 kernels exist for CPU only
+        return (None, CPU_ONLY) if e.ckpt.kind == "int8" else (e.model, None)
+    reason = RUNTIMES[e.runtime].unavailable("cuda", e.precision)
+    if reason:
+        return None, reason
+    return load_runtime(e.runtime, e.folder, e.precision, torch.get_num_threads(), "cuda").call, None
+
+
+def _time_cell(entries: list[Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,
                cfg: Any, progress: Progress) -> None:
-    """Time every applicable model on one (device, batch size), interleaved."""
+    """Time every applicable model (every runtime) on one (device, batch size), interleaved."""
     device = torch.device(key[0])
     group = {}
     for e, row in zip(entries, rows):
-        if device.type == "cuda" and e.ckpt.kind == "int8":
-            row.skipped[key] = CPU_ONLY  # dynamic int8 kernels exist for CPU only
+        model, reason = _cell_model(e, device)
+        if reason:
+            row.skipped[key] = reason
         else:
-            group[e.name] = (e.model, x)
+            group[e.name] = (model, x)
     peaks: dict[str, int | None] = {n: None for n in group}
-    if device.type == "cuda" and group:
-        peaks = _cuda_peaks(group, device)
+    modules = {n: v for n, v in group.items() if isinstance(v[0], nn.Module)}
+    if device.type == "cuda" and modules:
+        peaks.update(_cuda_peaks(modules, device))
     stats = measure_interleaved(group, device, cfg.min_time, cfg.min_repeats, cfg.warmup,
                                 progress, desc=f"timing {key[0]} · batch {key[1]}")
     for row in rows:
@@ -257,10 +313,16 @@ def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
             r.ratios.speedup[key] = b.latency_ms_p50 / st.latency_ms_p50 if b and st.latency_ms_p50 > 0 else None
 
 
-def _bench_environment(devices: list[str]) -> dict[str, Any]:
+def _bench_environment(devices: list[str], runtimes: list[str]) -> dict[str, Any]:
     from ..environment import environment
+    from ..runtimes import RUNTIMES
 
     env = environment()
+    for name in runtimes:
+        env.update(RUNTIMES[name].versions())
+    env["runtimes"] = runtimes
+    if "onnxruntime" in runtimes:  # ORT sessions get torch's thread count (set before this is called)
+        env["ort_threads"] = {"intra_op": torch.get_num_threads(), "inter_op": 1, "spinning": False}
     env["torch_interop_threads"] = torch.get_num_interop_threads()
     env["clock"] = {"cpu": "time.perf_counter per call",
                     "cuda": "torch.cuda.Event pairs, synchronized"}
@@ -281,37 +343,46 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
 
     Raises:
         MhsaError: no checkpoints, missing/corrupt checkpoint, checkpoints of
-            different tasks, batch size <= 0, unknown device, CUDA asked for but
-            absent, or an existing non-empty ``--out`` without ``--force``.
+            different tasks, batch size <= 0, unknown device or runtime, CUDA asked
+            for but absent, or an existing non-empty ``--out`` without ``--force``.
     """
-    from ..checkpoint import check_output_dir, load_model
+    import tempfile
+
+    from ..checkpoint import check_output_dir
     from ..config import to_dict
     from ..environment import set_threads
     from ..tasks import task_from_spec
 
     devices, sizes = _check_inputs(cfg)
+    runtimes = check_runtimes(cfg.runtime)
     if cfg.out:
         check_output_dir(cfg.out, cfg.force, inputs=list(cfg.checkpoints) + [cfg.baseline])
     ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)
     data = task_from_spec(_check_same_task(ckpts))
-    entries = [_Entry(c, load_model(c), n) for c, n in zip(ckpts, _names(ckpts))]
     threads_before = torch.get_num_threads()
-    try:
-        set_threads(cfg.threads)
-        env = _bench_environment(devices)
-        rows = _measure_rows(entries, data, progress)
-        for key in [(d, b) for d in devices for b in sizes]:
-            _time_cell(entries, rows, key, timing_input(data, key[1], cfg.seq_len, cfg.seed), cfg, progress)
-    finally:
-        torch.set_num_threads(threads_before)
-        for e in entries:
-            e.model.to("cpu")
+    entries: list[Entry] = []
+    with tempfile.TemporaryDirectory(prefix="mhsa-bench-onnx-") as tmp:
+        try:
+            set_threads(cfg.threads)
+            with progress.task("loading" + (" and exporting to ONNX" if ORT in runtimes else ""), total=1) as bar:
+                entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads())
+                bar.advance(1)
+            env = _bench_environment(devices, runtimes)
+            rows = _measure_rows(entries, data, progress)
+            for key in [(d, b) for d in devices for b in sizes]:
+                _time_cell(entries, rows, key, timing_input(data, key[1], cfg.seq_len, cfg.seed), cfg, progress)
+        finally:
+            torch.set_num_threads(threads_before)
+            for e in entries:
+                if isinstance(e.model, nn.Module):
+                    e.model.to("cpu")
     base = next(r for r, e in zip(rows, entries) if e.ckpt is base_ckpt)
     base.is_baseline = True
     _fill_ratios(rows, base)
     seq = cfg.seq_len or data.max_len
     result = BenchResult(rows, base.name, devices, sizes, env, to_dict(cfg), data.summary(),
-                         f"{seq}-token rows of the validation split (seed {cfg.seed}), same tensor for all models")
+                         f"{seq}-token rows of the validation split (seed {cfg.seed}), same tensor for all models",
+                         notes=notes, fastest=fastest_rows(rows, [(d, b) for d in devices for b in sizes]))
     if cfg.out:
         from ..report.bench import write_bench_files
 

@@ -6,7 +6,7 @@ A recipe::
     defaults: {seed: 0}               # merged into every stage that has the key
     stages:
       - name: baseline
-        type: train                   # train | prune | quantize | distill | bench
+        type: train                   # train | prune | quantize | distill | export | bench
         epochs: 12                    # same keys as the command's options
       - name: pruned
         type: prune
@@ -16,6 +16,7 @@ A recipe::
         type: bench
         compare: [baseline, pruned]   # bench takes several stages
         baseline: baseline
+        runtime: [torch, onnxruntime] # optional: ORT fp32 / int8 rows too
 
 Every stage's keys are validated against the same config dataclass as its
 command (one schema), with the YAML line in the error. ``out`` and ``force``

@@ -40,6 +40,7 @@ STAGE_TYPES: dict[str, StageType] = {
     "prune": StageType(C.PruneConfig, "checkpoint", ("float",), lambda s: "sweep" if s.get("sweep") else "float"),
     "quantize": StageType(C.QuantizeConfig, "checkpoint", ("float",), lambda s: "int8"),
     "distill": StageType(C.DistillConfig, "teacher", ("float",), lambda s: "float"),
+    "export": StageType(C.ExportConfig, "checkpoint", ("float",), lambda s: "export"),
     "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench"),
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
@@ -282,7 +283,10 @@ def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
                             f"{closest(str(ref), earlier)} (stages run in order; no forward references)")
         got = earlier[ref].output_kind
         if got not in st.accepts:
-            hint = "; prune before quantizing" if kind == "prune" and got == "int8" else ""
+            hint = {("prune", "int8"): "; prune before quantizing",
+                    ("export", "int8"): "; export its float parent (the export makes ORT's own int8)",
+                    ("bench", "export"): "; bench the checkpoint with runtime: [torch, onnxruntime]",
+                    }.get((kind, got), "")
             raise MhsaError(f"{at(key)}: stage '{name}' ({kind}) cannot take '{ref}': it makes "
                             f"{'a ' + got + ' checkpoint' if got in ('float', 'int8') else got + ' results'}{hint}")
     return list(refs)

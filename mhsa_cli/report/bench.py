@@ -82,6 +82,7 @@ def columns(result: Any) -> list[Column]:
     """The table's columns for a :class:`mhsa_cli.bench.BenchResult`."""
     cols = [
         Column("", "model", lambda r: r.name + ("*" if r.is_baseline else ""), str),
+        *([Column("", "runtime", lambda r: r.runtime_label, str)] if _several_runtimes(result) else []),
         Column("", "kind", lambda r: r.kind, str, level=1),
         Column("", "heads", lambda r: ",".join(map(str, r.heads)), str, level=1),
         Column("size", "params", lambda r: r.params, lambda v: f"{v:,}", "min", level=1),
@@ -94,6 +95,10 @@ def columns(result: Any) -> list[Column]:
     for device, batch in result.keys:
         cols.extend(_cell_columns(device, batch))
     return cols
+
+
+def _several_runtimes(result: Any) -> bool:
+    return any(r.runtime != "torch" for r in result.rows)
 
 
 def _best(col: Column, rows: list[Any]) -> Any:
@@ -158,6 +163,7 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
                      "alone (weights + input + activations).")
     notes.append("Peak memory is not reported on CPU: torch has no CPU allocator peak, and the "
                  "process RSS high-water mark cannot be attributed to one model.")
+    notes.extend(_runtime_notes(result))
     engines = {r.name: r.quantized_engine for r in result.rows if r.quantized_engine}
     if engines:
         notes.append("int8 weights packed for quantized engine: "
@@ -167,6 +173,35 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
             notes.append(f"{r.name}: test accuracy {pct(r.test_acc)} differs from the "
                          f"{pct(r.stored_test_acc)} stored in the checkpoint.")
     return notes
+
+
+def _runtime_notes(result: Any) -> list[str]:
+    """Left-out runtimes, ORT settings and parity, and the fastest runtime per model and cell."""
+    notes = list(getattr(result, "notes", []))
+    if not _several_runtimes(result):
+        return notes
+    ort = result.environment.get("ort_threads") or {}
+    notes.append(f"ORT: onnxruntime {result.environment.get('onnxruntime')}, CPU provider, all graph optimisations, "
+                 f"{ort.get('intra_op')} intra-op thread(s) (= torch's), spinning off; fp32 = the exported graph, "
+                 "int8 = ORT dynamic quantization (quantize_dynamic after quant_pre_process); accuracy measured "
+                 "in each runtime.")
+    gaps = [(r.name, r.parity_max_abs_gap) for r in result.rows if r.parity_max_abs_gap is not None
+            and r.precision == "fp32"]
+    if gaps:
+        notes.append("ORT fp32 vs torch, max |logit gap| on validation rows: "
+                     + ", ".join(f"{n} {g:.1e}" for n, g in gaps) + ".")
+    by_model: dict[str, list[str]] = {}
+    for f in getattr(result, "fastest", []):
+        by_model.setdefault(f["model"], []).append(
+            f"{f['device']} b={f['batch_size']} {_label(f)} ({_ms(f['latency_ms_p50'])} ms)")
+    if by_model:
+        notes.append("Fastest runtime per model (p50): " + "; ".join(
+            f"{m}: {', '.join(cells)}" for m, cells in by_model.items()) + ".")
+    return notes
+
+
+def _label(f: dict[str, Any]) -> str:
+    return f"{'ORT' if f['runtime'] == 'onnxruntime' else f['runtime']} {f['precision']}"
 
 
 def environment_line(env: dict[str, Any]) -> str:
@@ -250,9 +285,9 @@ def bench_markdown(result: Any) -> str:
 
 STAT_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_min", "latency_ms_std",
                 "repeats", "throughput_per_s")
-CSV_COLUMNS = ["model", "path", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
+CSV_COLUMNS = ["model", "path", "runtime", "precision", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
                "quantized_engine", "test_acc", "stored_test_acc", "compression", "acc_delta_pts", "device",
-               "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes"]
+               "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap"]
 
 
 def bench_csv(result: Any) -> str:
@@ -262,11 +297,11 @@ def bench_csv(result: Any) -> str:
         for key in result.keys:
             st = r.latency.get(key)
             stats = [getattr(st, c) if st else "" for c in STAT_COLUMNS]
-            lines.append([r.name, r.path, r.kind, r.is_baseline, " ".join(map(str, r.heads)), r.params,
+            lines.append([r.name, r.path, r.runtime, r.precision, r.kind, r.is_baseline, " ".join(map(str, r.heads)), r.params,
                           r.size_bytes, r.weight_bytes, _blank(r.quantized_engine), r.test_acc, _blank(r.stored_test_acc),
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
-                          _blank(r.peak_mem_bytes.get(key))])
+                          _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap)])
     return csv_text(CSV_COLUMNS, lines)
 
 

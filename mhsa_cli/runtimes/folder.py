@@ -1,0 +1,90 @@
+"""The export folder format: what ``mhsa export`` writes and the ORT runtime reads.
+
+An export folder::
+
+    model.onnx        fp32 graph (input "input", output "logits"; dynamic batch and sequence axes)
+    model.int8.onnx   dynamic int8 graph (onnxruntime.quantization), optional
+    export.json       input spec, labels, task (tokenizer / vocabulary), source checkpoint and
+                      its lineage, versions, the parity and accuracy the export measured, and
+                      each ONNX file's SHA-256 (so a folder whose files were swapped is refused)
+
+This module only defines and checks the format (no torch.onnx, no onnxruntime),
+so the runtime registry below the export command can read folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import MhsaError
+
+FORMAT = "mhsa-export"
+VERSION = 1
+META = "export.json"
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # precision -> file name
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+DTYPES = {"tokens": "int64", "features": "float32"}  # input kind -> ONNX input element type
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_export_folder(path: str | Path) -> bool:
+    """True for a folder holding ``export.json``."""
+    return (Path(path) / META).is_file()
+
+
+def read_export_meta(path: str | Path) -> dict[str, Any]:
+    """Read and check an export folder's ``export.json``.
+
+    Raises:
+        MhsaError: not a folder (e.g. a bare ``.onnx`` file), no or corrupt
+            ``export.json``, or one that is not an mhsa export.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise MhsaError(f"{path} is a file; expected an export folder (made by `mhsa export`, "
+                        f"holding {META} and {FILES['fp32']})")
+    if not (path / META).is_file():
+        raise MhsaError(f"{path} is not an export folder: no {META} (make one with `mhsa export CKPT --out DIR`)")
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MhsaError(f"export folder {path}: {META} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise MhsaError(f"export folder {path}: {META} is not an mhsa export")
+    for key in ("input", "files", "model", "task"):
+        if key not in meta:
+            raise MhsaError(f"export folder {path}: {META} has no '{key}'")
+    return meta
+
+
+def onnx_file(path: str | Path, meta: dict[str, Any], precision: str) -> Path:
+    """The ONNX file of ``precision``, checked against the SHA-256 that ``export.json`` records.
+
+    Raises:
+        MhsaError: the folder has no such precision, the file is missing, or its
+            content is not the file the JSON describes.
+    """
+    path = Path(path)
+    entry = meta["files"].get(precision)
+    if not isinstance(entry, dict) or "file" not in entry:
+        have = ", ".join(meta["files"]) or "none"
+        raise MhsaError(f"export folder {path} has no {precision} model (has: {have}); "
+                        + ("export without --no-int8" if precision == "int8" else "re-export it"))
+    f = path / str(entry["file"])
+    if not f.is_file():
+        raise MhsaError(f"export folder {path}: {entry['file']} is missing")
+    if entry.get("sha256") != file_sha256(f):
+        raise MhsaError(f"export folder {path}: {entry['file']} does not match {META} (SHA-256 differs; "
+                        "the file was replaced or changed after export): re-export it")
+    return f

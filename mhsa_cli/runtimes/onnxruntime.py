@@ -1,0 +1,118 @@
+"""The ``onnxruntime`` runtime: an export folder's ONNX files in ONNX Runtime.
+
+Sessions: all graph optimisations (``ORT_ENABLE_ALL``), sequential execution,
+``intra_op_num_threads`` = the requested threads (torch's count by default, so
+both runtimes get the same cores), one inter-op thread, and intra-op spinning
+off: ORT's pool threads otherwise spin-wait after each call and take the CPU
+from whatever runs next (the next model in an interleaved benchmark).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..environment import package_version
+from ..errors import MhsaError
+from . import Loaded, Runtime, register
+from .folder import DTYPES, FILES, INPUT_NAME, OUTPUT_NAME, onnx_file, read_export_meta
+
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class OrtCall:
+    """``x -> logits`` over one ``InferenceSession``: torch in, torch out, no copies on the CPU."""
+
+    def __init__(self, session: Any, dtype: np.dtype):
+        self.session, self.dtype = session, dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.detach().cpu().numpy()  # shares memory with a CPU tensor
+        if a.dtype != self.dtype:
+            a = a.astype(self.dtype)
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: a})[0])
+
+
+def session_options(threads: int) -> Any:
+    """The session settings every ORT row uses (see the module docstring)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3  # errors only
+    return so
+
+
+def make_session(path: Path, threads: int, device: str = "cpu") -> Any:
+    """An ``InferenceSession`` for an ONNX file.
+
+    Raises:
+        MhsaError: the file is not a loadable ONNX model (corrupt, truncated, foreign ops).
+    """
+    import onnxruntime as ort
+
+    providers = [CUDA_PROVIDER, CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MhsaError(f"{path} is not a loadable ONNX model ({first[:200]})") from None
+
+
+def check_signature(session: Any, meta: dict[str, Any], where: Path) -> None:
+    """The graph's input and output must be what ``export.json`` says.
+
+    Raises:
+        MhsaError: other names, element type or rank (a foreign ONNX file).
+    """
+    spec = meta["input"]
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want_rank = 2 if spec.get("kind") == "tokens" else 3
+    want_type = f"tensor({DTYPES.get(spec.get('kind'), '?').replace('float32', 'float')})"
+    got = [(i.name, i.type, len(i.shape)) for i in inputs]
+    if got != [(INPUT_NAME, want_type, want_rank)] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise MhsaError(f"{where}: the ONNX graph's inputs/outputs {got} / {[o.name for o in outputs]} do not "
+                        f"match export.json ({INPUT_NAME}: {want_type}, rank {want_rank}; output {OUTPUT_NAME})")
+
+
+def _precisions(path: Path) -> list[str]:
+    # raises the reason a path is no export folder (a bare .onnx file, a checkpoint, ...)
+    return [p for p in FILES if p in read_export_meta(path)["files"]]
+
+
+def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
+    meta = read_export_meta(path)
+    f = onnx_file(path, meta, precision)
+    session = make_session(f, threads, device)
+    check_signature(session, meta, f)
+    dtype = np.dtype(DTYPES[meta["input"]["kind"]])
+    return Loaded(OrtCall(session, dtype), "onnxruntime", precision, threads, str(path),
+                  {"file": f.name, "providers": session.get_providers(), "graph_optimization": "ORT_ENABLE_ALL",
+                   "intra_op_threads": threads, "inter_op_threads": 1, "spinning": False})
+
+
+def cuda_provider_reason() -> str | None:
+    """None when ORT's CUDA provider is installed, else why CUDA cells are skipped."""
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER in ort.get_available_providers():
+        return None
+    return f"this onnxruntime build ({ort.__version__}) has no CUDA provider (install onnxruntime-gpu)"
+
+
+def _unavailable(device: str, precision: str) -> str | None:
+    if device != "cuda":
+        return None
+    return cuda_provider_reason() or ("ORT dynamic int8 (MatMulInteger) runs on the CPU provider"
+                                      if precision == "int8" else None)
+
+
+register(Runtime("onnxruntime", "ONNX Runtime on an export folder (fp32 and dynamic int8)", _load, _precisions,
+                 _unavailable, lambda: {"onnx": package_version("onnx"),
+                                        "onnxruntime": package_version("onnxruntime")}))

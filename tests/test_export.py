@@ -1,0 +1,158 @@
+"""export/: ONNX parity with torch per checkpoint kind, the int8 graph, export.json, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mhsa_cli.checkpoint import load_checkpoint, load_model, make_meta, save_model
+from mhsa_cli.cli import app
+from mhsa_cli.config import ExportConfig, QuantizeConfig, build_config
+from mhsa_cli.errors import MhsaError
+from mhsa_cli.export import INT8_OPS, export, op_counts
+from mhsa_cli.model import make_config
+from mhsa_cli.runtimes import load_runtime
+from mhsa_cli.tasks import load_task
+
+from .conftest import TINY_TASK, assert_one_line_error
+
+
+def random_ckpt(out: Path, data, operation: str = "train", heads=(4, 4), d_model=32, head_dim=8, d_ff=64,
+                seed=0) -> Path:
+    """A float checkpoint of ``data``'s task with random (not zero) weights everywhere,
+    incl. biases and a 0-head layer's output bias, so parity is tested on every parameter."""
+    cfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size, data.feature_dim,
+                      len(heads), d_model, 1, d_ff, 0.0, "cls")
+    cfg.heads, cfg.head_dim = list(heads), head_dim
+    torch.manual_seed(seed)
+    from mhsa_cli.model import build_model
+
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    meta = make_meta("float", cfg, data.spec, operation, {}, {"test_acc": 0.0})
+    return save_model(out, model, meta)
+
+
+def do_export(ckpt: Path, out: Path, **kw):
+    return export(build_config(ExportConfig, {"checkpoint": str(ckpt), "out": str(out), "threads": 1, **kw}))
+
+
+@pytest.fixture(scope="module")
+def order():
+    return load_task("order", 0, **TINY_TASK)
+
+
+def independent_gap(ckpt: Path, folder: Path, x: torch.Tensor) -> float:
+    """Torch vs a plain InferenceSession on the folder's model.onnx (no mhsa runtime code)."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        ref = load_model(ckpt)(x).numpy()
+    return float(np.abs(s.run(None, {"input": x.numpy()})[0] - ref).max())
+
+
+def test_pruned_with_zero_head_layer_and_student_parity(order, tmp_path):
+    for name, kw in {"pruned": dict(operation="prune", heads=(3, 0)),
+                     "student": dict(operation="distill", heads=(2,), d_model=16, d_ff=32)}.items():
+        ckpt = random_ckpt(tmp_path / name, order, **kw)
+        r = do_export(ckpt, tmp_path / f"{name}-onnx")
+        assert r.parity["max_abs_gap"] <= 1e-4 and set(r.parity["max_abs_gap_by_case"]) == {
+            "full_length", "half_length", "one_row"}
+        # dynamic axes, checked independently: 7 rows of 11 tokens (neither was traced)
+        assert independent_gap(ckpt, tmp_path / f"{name}-onnx", order.test.x[:7, :11]) <= 1e-4
+        assert independent_gap(ckpt, tmp_path / f"{name}-onnx", order.test.x[:5]) <= 1e-4
+
+
+def test_text_model_with_padded_rows(tmp_path):
+    from .test_tasks import write_rows
+
+    rows = [(" ".join(["good"] * (1 + i % 9) + [f"w{i % 13}"]), "pos" if i % 2 else "neg") for i in range(80)]
+    path = write_rows(tmp_path / "t.csv", rows)
+    data = load_task("text", 0, path=path, max_len=12)
+    assert (data.test.x == 0).any() and (data.test.x[:, -1] == 0).any()  # real padding in the rows
+    ckpt = random_ckpt(tmp_path / "text", data)
+    r = do_export(ckpt, tmp_path / "text-onnx")
+    assert r.parity["max_abs_gap"] <= 1e-4
+    assert independent_gap(ckpt, tmp_path / "text-onnx", data.test.x) <= 1e-4
+    meta = json.loads((tmp_path / "text-onnx" / "export.json").read_text())
+    assert meta["task"]["vocab"] == data.spec["vocab"] and meta["input"]["padding_id"] == 0
+    assert meta["labels"] == data.labels and meta["input"]["max_len"] == 12
+
+
+def test_digits_feature_model(tmp_path):
+    pytest.importorskip("sklearn")
+    data = load_task("digits", 0)
+    ckpt = random_ckpt(tmp_path / "digits", data)
+    r = do_export(ckpt, tmp_path / "digits-onnx", int8=False)
+    assert r.parity["max_abs_gap"] <= 1e-4 and set(r.files) == {"fp32"}
+    assert independent_gap(ckpt, tmp_path / "digits-onnx", data.test.x[:9]) <= 1e-4
+    meta = json.loads((tmp_path / "digits-onnx" / "export.json").read_text())
+    assert meta["input"]["kind"] == "features" and meta["input"]["dtype"] == "float32"
+    assert meta["input"]["feature_dim"] == data.feature_dim and meta["input"]["padding_id"] is None
+
+
+def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_path):
+    import onnx
+
+    r = do_export(tiny_ckpt, tmp_path / "e")
+    counts = op_counts(tmp_path / "e" / "model.int8.onnx")
+    assert all(counts.get(op, 0) >= 1 for op in INT8_OPS)
+    # every Linear of a 2-layer model is an integer product: q, k, v, o, ff1, ff2 per layer + classifier;
+    # the two activation x activation products per layer (scores, probs @ v) stay float
+    assert counts["MatMulInteger"] == 2 * 6 + 1 and counts["MatMul"] == 2 * 2
+    g = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
+    int8_weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert len(int8_weights) == 13
+    data = load_task("order", 0, **TINY_TASK)
+    fp32 = load_runtime("onnxruntime", tmp_path / "e", "fp32", threads=1).call(data.test.x)
+    int8 = load_runtime("onnxruntime", tmp_path / "e", "int8", threads=1).call(data.test.x)
+    gap = float((fp32 - int8).abs().max())
+    assert 0 < gap < 0.5  # really a different (integer) computation, close to fp32
+    acc = r.accuracy
+    assert acc["ort_fp32"] == acc["checkpoint"]  # same predictions in ORT fp32
+    assert acc["ort_int8"] == pytest.approx(float((int8.argmax(-1) == data.test.y).float().mean()))
+
+
+def test_export_json_describes_the_folder(tiny_ckpt, tmp_path):
+    r = do_export(tiny_ckpt, tmp_path / "e", reduce_range=True)
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    src = load_checkpoint(tiny_ckpt)
+    assert meta["source"]["id"] == src.meta["id"] and meta["source"]["lineage"] == src.meta["lineage"]
+    assert meta["model"] == src.meta["model"] and meta["task"] == src.task_spec
+    assert meta["quantization"]["reduce_range"] is True and meta["quantization"]["format"] == "QOperator"
+    assert meta["exporter"]["dynamo"] is False and meta["input"]["dynamic_axes"] == {"batch": True, "sequence": True}
+    assert {"torch", "onnx", "onnxruntime"} <= set(meta["environment"])
+    assert meta["checks"]["parity"]["max_abs_gap"] == r.parity["max_abs_gap"] <= 1e-4
+    assert meta["checks"]["test_acc"]["checkpoint"] == pytest.approx(src.meta["metrics"]["test_acc"])
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
+
+
+def test_torch_int8_checkpoint_refused_naming_parent(tiny_ckpt, tmp_path):
+    from mhsa_cli.quantize import quantize
+
+    q = tmp_path / "q"
+    quantize(build_config(QuantizeConfig, {"checkpoint": str(tiny_ckpt), "out": str(q), "latency_time": 0}))
+    with pytest.raises(MhsaError, match=f"torch-int8 checkpoint; export its float parent \\({tiny_ckpt}\\)"):
+        do_export(q, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+    result = CliRunner().invoke(app, ["export", str(q), "--out", str(tmp_path / "e")])
+    assert_one_line_error(result, "float parent")
+
+
+def test_parity_failure_and_existing_out_write_nothing(tiny_ckpt, tmp_path):
+    with pytest.raises(MhsaError, match="differ from torch by .* nothing written"):
+        do_export(tiny_ckpt, tmp_path / "e", tolerance=1e-12)
+    assert list(tmp_path.iterdir()) == []  # no folder, no temporary left behind
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "keep").write_text("x")
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e")])
+    assert_one_line_error(result, "already exists")
+    assert (tmp_path / "e" / "keep").read_text() == "x"

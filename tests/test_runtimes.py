@@ -1,0 +1,124 @@
+"""runtimes/: the registry, both runtimes' outputs, export-folder checks (one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mhsa_cli.checkpoint import load_model
+from mhsa_cli.config import ExportConfig, build_config
+from mhsa_cli.errors import MhsaError
+from mhsa_cli.export import export
+from mhsa_cli.runtimes import RUNTIMES, accuracy, get_runtime, load_runtime, runtime_names
+from mhsa_cli.runtimes.folder import file_sha256
+from mhsa_cli.tasks import load_task
+
+from .conftest import TINY_TASK
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rt") / "export"
+    export(build_config(ExportConfig, {"checkpoint": str(tiny_ckpt), "out": str(out), "threads": 1}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_task("order", 0, **TINY_TASK)
+
+
+def test_registry_names_and_unknown():
+    assert runtime_names() == ["torch", "onnxruntime"] == list(RUNTIMES)
+    with pytest.raises(MhsaError, match="unknown runtime 'onnxrt'.*did you mean 'onnxruntime'"):
+        get_runtime("onnxrt")
+
+
+def test_both_runtimes_give_the_checkpoints_logits(tiny_ckpt, folder, data):
+    x = data.val.x[:9]
+    with torch.inference_mode():
+        ref = load_model(tiny_ckpt)(x)
+    t = load_runtime("torch", tiny_ckpt, threads=1)
+    o = load_runtime("onnxruntime", folder, threads=1)
+    assert (t.runtime, t.precision, o.runtime, o.precision) == ("torch", "fp32", "onnxruntime", "fp32")
+    assert o.threads == 1 and o.details["intra_op_threads"] == 1 and o.details["file"] == "model.onnx"
+    with torch.inference_mode():
+        assert torch.equal(t.call(x), ref)
+        out = o.call(x)
+    assert isinstance(out, torch.Tensor) and out.shape == ref.shape
+    assert float((out - ref).abs().max()) <= 1e-4
+    assert accuracy(o.call, data.test) == accuracy(t.call, data.test)
+
+
+def test_accuracy_against_hand_count():
+    class Fixed:  # predicts class 1 for every row
+        def __call__(self, x):
+            return torch.tensor([[0.0, 1.0]]).expand(len(x), 2)
+
+    split = type("S", (), {})()
+    split.x, split.y = torch.zeros(5, 3), torch.tensor([1, 0, 1, 1, 0])
+    split.__class__.__len__ = lambda self: 5
+    assert accuracy(Fixed(), split, batch_size=2) == pytest.approx(3 / 5)
+
+
+def test_runtimes_refuse_what_they_cannot_load(tiny_ckpt, folder, tmp_path):
+    with pytest.raises(MhsaError, match="is not an export folder: no export.json"):
+        load_runtime("onnxruntime", tiny_ckpt)  # a checkpoint, not an export folder
+    with pytest.raises(MhsaError, match="runtime torch cannot load"):
+        load_runtime("torch", folder)
+    with pytest.raises(MhsaError, match="cannot run int8 on cuda"):
+        load_runtime("onnxruntime", folder, "int8", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(MhsaError, match="no CUDA provider"):
+            load_runtime("onnxruntime", folder, "fp32", device="cuda")
+
+
+def tampered(folder, tmp_path, content: bytes | None = None, fix_sha=True, name="model.onnx"):
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    if content is not None:
+        (bad / name).write_bytes(content)
+    if fix_sha:
+        meta = json.loads((bad / "export.json").read_text())
+        meta["files"]["fp32"]["sha256"] = file_sha256(bad / name)
+        (bad / "export.json").write_text(json.dumps(meta))
+    return bad
+
+
+def foreign_onnx() -> bytes:
+    """A valid ONNX model of something else: y = x (float, rank 2)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_bad_export_folders(folder, tmp_path):
+    with pytest.raises(MhsaError, match="is a file; expected an export folder"):
+        load_runtime("onnxruntime", folder / "model.onnx")
+    bad = tampered(folder, tmp_path, foreign_onnx(), fix_sha=False)
+    with pytest.raises(MhsaError, match="model.onnx does not match export.json"):
+        load_runtime("onnxruntime", bad)
+    shutil.rmtree(bad)
+    bad = tampered(folder, tmp_path, foreign_onnx())
+    with pytest.raises(MhsaError, match="do not match export.json"):
+        load_runtime("onnxruntime", bad)
+    shutil.rmtree(bad)
+    bad = tampered(folder, tmp_path, b"\x08\x07 not a protobuf at all")
+    with pytest.raises(MhsaError, match="not a loadable ONNX model"):
+        load_runtime("onnxruntime", bad)
+    shutil.rmtree(bad)
+    bad = tampered(folder, tmp_path, fix_sha=False)
+    (bad / "export.json").write_text("{not json")
+    with pytest.raises(MhsaError, match="export.json is not valid JSON"):
+        get_runtime("onnxruntime").precisions(bad)
+    (bad / "export.json").write_text(json.dumps({"format": "mhsa-export", "input": {}, "files": {"fp32": {
+        "file": "model.onnx"}}, "model": {}, "task": {}}))
+    with pytest.raises(MhsaError, match="has no int8 model"):
+        load_runtime("onnxruntime", bad, "int8")
