@@ -386,7 +386,7 @@ class RecipeConfig:
     """``mhsa run``: run a YAML pipeline of stages."""
 
     recipe: str = opt("", "recipe YAML file", argument=True)
-    out: Optional[str] = opt(None, "results folder (default: results/<recipe name>)")
+    out: Optional[str] = opt(None, "results folder (default: runs/recipes/<recipe name>)")
     set: dict[str, Any] = opt({}, "override a recipe value: key.path=value")
     dry_run: bool = opt(False, "validate and print the plan; run nothing")
     force: bool = opt(False, "use an output folder made by a different recipe")

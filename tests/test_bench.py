@@ -322,7 +322,24 @@ def test_existing_out_folder_refused_unless_force(ckpts, tmp_path):
     with pytest.raises(MhsaError, match="already exists; pass --force"):
         bench(bench_cfg([ckpts / "base"], out=str(out)))
     result = bench(bench_cfg([ckpts / "base"], out=str(out), force=True, batch_sizes=[1]))
-    assert (out / "bench.json").is_file() and (out / "keep.txt").is_file() and result.files
+    # --force replaces the folder as a whole: the new bench files, nothing of before
+    assert (out / "bench.json").is_file() and not (out / "keep.txt").exists() and result.files
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in result.files)
+
+
+def test_rewrite_without_matplotlib_leaves_no_stale_png(tmp_path, monkeypatch):
+    """A folder of bench files is one set: no bench.png of an earlier run beside a new bench.md."""
+    import mhsa_cli.report as report
+    from mhsa_cli.report.bench import write_bench_files
+
+    out = tmp_path / "b"
+    write_bench_files(synthetic_result(["cpu"]), out)
+    assert (out / "bench.png").is_file()
+    monkeypatch.setattr(report, "have_matplotlib", lambda: False)
+    files = write_bench_files(synthetic_result(["cpu"]), out)
+    assert sorted(p.name for p in out.iterdir()) == ["bench.csv", "bench.json", "bench.md"]
+    assert sorted(p.name for p in files) == ["bench.csv", "bench.json", "bench.md"]
+    assert not list(tmp_path.glob(".b.*"))  # no temporary folder left
 
 
 def test_baseline_option_outside_list_is_added_first(ckpts):

@@ -174,3 +174,32 @@ def test_interrupted_stage_is_rerun(tmp_path, monkeypatch):
     (out / "base" / "stage.json").unlink()
     plan = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out), "dry_run": True})).plan
     assert plan.stages[0].status == "run"
+
+
+def test_default_output_is_under_runs_not_the_committed_reference(tmp_path):
+    """`mhsa run recipes/quickstart.yaml` must not write into the committed results/quickstart/."""
+    from mhsa_cli.recipe import RUNS_ROOT
+
+    plan = validate_recipe(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")], {})
+    assert plan.out == Path("runs") / "recipes" / "quickstart" == RUNS_ROOT / "quickstart"
+    assert all(Path(s.settings["out"]).parent == plan.out for s in plan.stages)
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
+    assert "/runs/" in ignored
+
+
+def test_final_bench_publish_removes_a_stale_file(tmp_path):
+    """The results root gets the last bench's files as a set: an old bench.png not in it goes."""
+    from mhsa_cli.recipe.run import _publish_final_bench
+    from mhsa_cli.recipe.validate import Stage
+
+    (tmp_path / "bench").mkdir()
+    for name in ("bench.json", "bench.md"):
+        (tmp_path / "bench" / name).write_text("new " + name)
+        (tmp_path / name).write_text("old")
+    (tmp_path / "bench.png").write_bytes(b"old figure")
+    (tmp_path / "run.log").write_text("log")
+    stage = Stage("bench", "bench", [], {}, None, "bench")
+    files = _publish_final_bench(tmp_path, stage)
+    assert sorted(Path(f).name for f in files) == ["bench.json", "bench.md"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["bench.json", "bench.md", "run.log"]
+    assert (tmp_path / "bench.md").read_text() == "new bench.md"

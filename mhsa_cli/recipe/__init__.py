@@ -2,7 +2,7 @@
 
 A recipe::
 
-    name: quickstart                  # results go to results/<name>/
+    name: quickstart                  # results go to runs/recipes/<name>/
     defaults: {seed: 0}               # merged into every stage that has the key
     stages:
       - name: baseline
@@ -42,11 +42,11 @@ Everything public is importable from here (``from mhsa_cli.recipe import X``).
 from __future__ import annotations
 
 from .run import BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, run_recipe, stage_done
-from .validate import (RECIPE_FILE, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
-                       StageType, load_recipe_text, validate_recipe)
+from .validate import (RECIPE_FILE, RUNS_ROOT, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
+                       StageType, default_out, load_recipe_text, validate_recipe)
 
 __all__ = [
-    "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
-    "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "load_recipe_text",
+    "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RUNS_ROOT", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
+    "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "default_out", "load_recipe_text",
     "mark_plan", "run_recipe", "stage_done", "validate_recipe",
 ]

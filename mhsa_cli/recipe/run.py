@@ -157,20 +157,25 @@ def _load_result(stage: Stage, root: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")
+BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")  # what a bench writes today
+BENCH_GLOB = "bench.*"  # what the results root may hold of a bench (today's files and any later ones)
 
 
 def _publish_final_bench(out: Path, last: Stage | None) -> list[str]:
-    """Copy the last bench stage's files to the results root ``out`` (the run's report)."""
-    if last is None:
-        return []
-    copied = []
-    for name in BENCH_FILES:
-        src = out / last.name / name
-        if src.is_file():
-            write_atomic(out / name, src.read_bytes())
-            copied.append(str(out / name))
-    return copied
+    """Copy the last bench stage's files to the results root ``out`` (the run's report).
+
+    Root bench files the new set lacks (e.g. a bench.png of an earlier run, now
+    that matplotlib is missing) are removed once the new set is in place, so the
+    root never mixes two runs' reports.
+    """
+    src = out / last.name if last is not None else None
+    new = sorted(p.name for p in src.glob(BENCH_GLOB) if p.is_file()) if src else []
+    for name in new:
+        write_atomic(out / name, (src / name).read_bytes())
+    for stale in out.glob(BENCH_GLOB):
+        if stale.is_file() and stale.name not in new:
+            stale.unlink()
+    return [str(out / n) for n in new]
 
 
 def clean_stage(root: Path, name: str) -> None:

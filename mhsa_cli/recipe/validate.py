@@ -46,6 +46,13 @@ STAGE_META_KEYS = ("name", "type", "from", "compare")
 TOP_KEYS = ("name", "description", "defaults", "stages")
 STAGE_FILE = "stage.json"
 RECIPE_FILE = "recipe.json"
+# Recipe runs go under runs/ (gitignored), never into the committed reference results/NAME/.
+RUNS_ROOT = Path("runs") / "recipes"
+
+
+def default_out(name: str) -> Path:
+    """Where ``mhsa run`` writes a recipe named ``name`` without ``--out``: runs/recipes/NAME/."""
+    return RUNS_ROOT / name
 
 
 # ------------------------------------------------------------------ YAML with lines
@@ -173,7 +180,7 @@ def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise MhsaError(f"{src}, {_line(lines, 'defaults')}: 'defaults' must be a mapping")
-    root = Path(out) if out else Path("results") / name
+    root = Path(out) if out else default_out(name)
     stages: list[Stage] = []
     for i, raw in enumerate(stages_raw):
         stages.append(_validate_stage(i, raw, defaults, {s.name: s for s in stages}, root, src, lines))

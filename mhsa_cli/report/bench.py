@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import csv_text, human_bytes, markdown_table, pct, write_atomic, write_json
+from . import csv_text, human_bytes, markdown_table, pct
 from ..bench.command import CPU_ONLY
 from ..bench.timer import WARMUP_FRACTION
 
@@ -302,21 +302,29 @@ def bench_png(result: Any) -> bytes:
     return buf.getvalue()
 
 
-def write_bench_files(result: Any, out: str | Path) -> list[Path]:
-    """Write bench.json, bench.csv, bench.md (and bench.png with matplotlib) atomically.
+def bench_files(result: Any) -> dict[str, bytes]:
+    """File name -> content of one bench's files: bench.json, .csv, .md (and .png with matplotlib)."""
+    from . import have_matplotlib, json_text
 
-    The caller checks ``out`` first (:func:`mhsa_cli.checkpoint.check_output_dir`),
-    so nothing is overwritten without ``--force``.
+    files = {"bench.json": (json_text(result.to_dict()) + "\n").encode(),
+             "bench.csv": bench_csv(result).encode(), "bench.md": bench_markdown(result).encode()}
+    if have_matplotlib():
+        files["bench.png"] = bench_png(result)
+    return files
+
+
+def write_bench_files(result: Any, out: str | Path) -> list[Path]:
+    """Write the bench files as one set: a new folder ``out`` replaces the old one in one rename.
+
+    So ``out`` never mixes files of two runs (e.g. an old bench.png beside a new
+    bench.md when matplotlib is missing now). The caller checks ``out`` first
+    (:func:`mhsa_cli.checkpoint.check_output_dir`), so nothing is replaced without ``--force``.
 
     Returns:
         The paths written.
     """
-    from . import have_matplotlib
+    from ..checkpoint import atomic_dir
 
-    out = Path(out)
-    files = [write_json(out / "bench.json", result.to_dict()),
-             write_atomic(out / "bench.csv", bench_csv(result)),
-             write_atomic(out / "bench.md", bench_markdown(result))]
-    if have_matplotlib():
-        files.append(write_atomic(out / "bench.png", bench_png(result)))
-    return files
+    files = bench_files(result)
+    out = atomic_dir(Path(out), True, lambda tmp: [(tmp / n).write_bytes(b) for n, b in files.items()])
+    return [out / n for n in files]
