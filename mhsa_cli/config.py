@@ -390,3 +390,5 @@ class RecipeConfig:
     set: dict[str, Any] = opt({}, "override a recipe value: key.path=value")
     dry_run: bool = opt(False, "validate and print the plan; run nothing")
     force: bool = opt(False, "use an output folder made by a different recipe")
+    rerun_from: Optional[str] = opt(None, "rerun this stage and every stage that depends on it, even if "
+                                          "up to date (others are still skipped when done)")

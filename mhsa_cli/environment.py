@@ -54,6 +54,62 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# /proc/cpuinfo flags that decide which kernels torch picks (float GEMM, int8 GEMM)
+KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's kernel-relevant instruction-set flags (:data:`KERNEL_FLAGS` found in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in KERNEL_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
+def measurement_environment(threads: int = 0, devices: tuple[str, ...] | list[str] = ("cpu",)) -> dict[str, Any]:
+    """What a latency measurement depends on beyond its settings: torch build, CPU, threads, GPU.
+
+    A recipe's bench stage records this; a rerun re-measures when it differs
+    (``mhsa run`` after switching torch builds or machines).
+
+    Args:
+        threads: the stage's thread setting (0 = torch's default, resolved here).
+        devices: the devices timed (a GPU's name counts only when cuda is among them).
+
+    Returns:
+        A JSON-able dict: torch version and build (git hash, CUDA version), CPU
+        model, ISA level torch dispatches to, kernel flags, cores, threads and
+        the quantized engine; with cuda, the GPU name.
+    """
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_git": getattr(torch.version, "git_version", None),
+        "torch_cuda": torch.version.cuda,
+        "cpu": cpu_model(),
+        "cpu_capability": capability,
+        "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "quantized_engine": torch.backends.quantized.engine,
+    }
+    if "cuda" in devices and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"torch 2.13.0 -> 2.14.1, threads 2 -> 1"``: how two environment records differ."""
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda if present else cpu; ``cuda`` without a GPU is an error.
 

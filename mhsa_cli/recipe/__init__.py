@@ -22,9 +22,12 @@ command (one schema), with the YAML line in the error. ``out`` and ``force``
 are set by the runner: each stage writes ``<out>/<stage>/``.
 
 Resume: each finished stage leaves ``stage.json`` holding a hash of its
-resolved settings and of its inputs' hashes. A re-run skips stages whose hash
-is unchanged and reruns from the first that changed (and everything that
-depends on it). Stage outputs are written atomically and ``stage.json`` last,
+resolved settings, the contents of the files they name, the mhsa version and
+its inputs' hashes; the SHA-256 of every file it wrote; and, for measuring
+stages (bench), the measurement environment. A re-run skips a stage only when
+all of these still hold (:func:`stage_state` says why not) and reruns from the
+first that changed (and everything that depends on it); ``--rerun-from STAGE``
+forces one stage and its dependants. Stage outputs are written atomically and ``stage.json`` last,
 so an interrupted run leaves no half-written stage.
 
 Two modules:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from . import table
 
@@ -19,6 +20,8 @@ def render_recipe(result: Any, console: Console) -> None:
     rows = []
     for s in plan.stages:
         status = STATUS[s.status] if result.dry_run else ("ran" if s.status == "run" else "skipped (up to date)")
+        if s.status == "run" and s.reason:
+            status += f": {escape(s.reason)}"
         rows.append((s.name, s.type, ", ".join(s.inputs) or "–", status,
                      f"{s.seconds:.1f}s" if s.seconds else "–", f"{s.name}/"))
     title = (f"Recipe '{plan.name}' ({plan.source}) → {plan.out}/"
