@@ -302,14 +302,6 @@ def test_rich_table_contents(tiny_run):
     assert "\x1b[1;32m" in styled  # best values in bold green
 
 
-def test_narrow_terminal_leaves_out_columns_and_says_so(tiny_run):
-    result, _, _ = tiny_run
-    _, notes = bench_table(result, width=80)
-    assert any(n.startswith("Left out to fit 80 columns") and "p90 ms" in n for n in notes)
-    _, notes = bench_table(result, width=None)
-    assert not any(n.startswith("Left out") for n in notes)
-
-
 def test_nothing_written_without_out(ckpts, tmp_path):
     result = bench(bench_cfg([ckpts / "base"], batch_sizes=[2]))
     assert result.files == [] and not (ckpts / "base" / "bench.json").exists()

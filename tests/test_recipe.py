@@ -336,3 +336,22 @@ def test_hash_covers_data_file_contents_and_version(tmp_path, monkeypatch):
     assert changed != first
     monkeypatch.setattr(mhsa_cli, "__version__", "99.0")
     assert validate_recipe(recipe, {"base.data": str(data)}, tmp_path / "o").stages[0].hash != changed
+
+
+def test_skipped_bench_renders_its_table_from_bench_json(finished):
+    """A rerun with every stage up to date still prints the bench table (read back from bench.json)."""
+    import io
+
+    from rich.console import Console
+
+    from mhsa_cli.report.recipe import render_recipe
+
+    path, out, _ = finished
+    result = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    assert [s.status for s in result.plan.stages] == ["skip"] * 4 and isinstance(result.bench, dict)
+    console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
+    render_recipe(result, console)
+    text = console.export_text()
+    expected = json.loads((out / "bench.json").read_text())["rows"][1]["cells"][0]["latency_ms_p50"]
+    from mhsa_cli.report.bench import _ms
+    assert "base*" in text and _ms(expected) in text and "…" not in text

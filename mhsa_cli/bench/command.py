@@ -96,6 +96,28 @@ class BenchResult:
                 "task": self.task, "timing_input": self.timing_input, "config": self.config,
                 "environment": self.environment, "rows": [r.to_dict() for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchResult":
+        """The inverse of :meth:`to_dict` (a bench.json read back, e.g. a skipped recipe stage's)."""
+        return cls([_row_from_dict(r) for r in d["rows"]], d["baseline"], list(d["devices"]),
+                   [int(b) for b in d["batch_sizes"]], d.get("environment", {}), d.get("config", {}),
+                   d.get("task", {}), d.get("timing_input", ""))
+
+
+def _row_from_dict(d: dict[str, Any]) -> BenchRow:
+    stat_names = {f for f in LatencyStats.__dataclass_fields__}
+    row = BenchRow(**{k: v for k, v in d.items() if k in BenchRow.__dataclass_fields__ and k != "ratios"})
+    row.ratios = Ratios(d.get("compression"), d.get("acc_delta_pts"))
+    for cell in d.get("cells", []):
+        key = (cell["device"], int(cell["batch_size"]))
+        if cell.get("skipped"):
+            row.skipped[key] = cell["skipped"]
+        if "latency_ms_p50" in cell:
+            row.latency[key] = LatencyStats(**{k: v for k, v in cell.items() if k in stat_names})
+        row.peak_mem_bytes[key] = cell.get("peak_mem_bytes")
+        row.ratios.speedup[key] = cell.get("speedup")
+    return row
+
 
 @dataclass
 class _Entry:

@@ -53,8 +53,8 @@ def human_bytes(n: float | None) -> str:
 def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
     """A two-column key/value table."""
     t = Table(title=title, show_header=False, title_justify="left")
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")  # wrap at spaces; a word wider than the terminal folds, never "…"
     for k, v in rows:
         t.add_row(k, v if isinstance(v, str) else fmt(v))
     return t
@@ -66,7 +66,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     rows = [list(r) for r in rows]
     for i, c in enumerate(columns):
         numeric = i > 0 and bool(rows) and all(isinstance(r[i], (int, float)) or _numeric_text(r[i]) for r in rows)
-        t.add_column(c, justify="right" if numeric else "left")
+        t.add_column(c, justify="right" if numeric else "left", overflow="fold")  # never cut a value
     for r in rows:
         t.add_row(*[v if isinstance(v, str) else fmt(v) for v in r])
     return t

@@ -32,9 +32,11 @@ class Column:
     """One table column: a header (group, label), a value getter and a formatter.
 
     ``better`` is "min", "max" or None (no highlighting). ``skip`` returns the
-    reason a cell does not apply (footnoted), or None. ``level`` 0 columns are
-    always shown in the terminal; levels 1 and 2 are dropped, 2 first, when the
-    terminal is too narrow (the Markdown file always has every column).
+    reason a cell does not apply (footnoted), or None. ``level`` is a priority:
+    a terminal too narrow for the whole table gets it split into several tables
+    (whole groups each, the model column repeated; :func:`bench_tables`); only a
+    group too wide on its own drops columns, level 2 first, then 1 (the Markdown
+    file and piped output always have every column).
     """
 
     group: str
@@ -184,13 +186,16 @@ def _title(result: Any) -> str:
 # --------------------------------------------------------------------------- outputs
 
 
-def _rich_table(result: Any, cols: list[Column], marks: dict[str, str]) -> Table:
-    t = Table(title=_title(result), title_justify="left", caption=environment_line(result.environment),
-              caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+def _rich_table(result: Any, cols: list[Column], marks: dict[str, str], title: str | None = None,
+                caption: str | None = None, fold: bool = False) -> Table:
+    """One rich table of ``cols``; cells never wrap (``fold``: they may, as a last resort, never cut)."""
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     name_width = max(len(r.name) + 1 for r in result.rows)
     for i, c in enumerate(cols):
         first_of_group = i == 0 or cols[i - 1].group != c.group
-        t.add_column(f"{c.group if first_of_group else ''}\n{c.label}", no_wrap=True,
+        t.add_column(f"{c.group if first_of_group else ''}\n{c.label}", no_wrap=not fold,
+                     overflow="fold" if fold else "ellipsis",
                      justify="left" if not c.better and c.group == "" else "right",
                      min_width=name_width if i == 0 else None)
     for line in _cells(result, cols, marks):
@@ -198,41 +203,117 @@ def _rich_table(result: Any, cols: list[Column], marks: dict[str, str]) -> Table
     return t
 
 
-def bench_table(result: Any, width: int | None = None) -> tuple[Table, list[str]]:
-    """The rich table and its footnotes.
-
-    Args:
-        result: a :class:`mhsa_cli.bench.BenchResult`.
-        width: terminal width; columns of level 2, then 1, are left out until the
-            table fits (a footnote names them). None: every column.
-    """
+def _width(result: Any, cols: list[Column]) -> int:
+    """Columns a table of ``cols`` needs to show every cell whole."""
     from rich.console import Console
     from rich.measure import Measurement
 
-    every = columns(result)
     probe = Console(width=10_000)
+    return Measurement.get(probe, probe.options, _rich_table(result, cols, {})).maximum
+
+
+def _groups(cols: list[Column]) -> list[list[Column]]:
+    """Consecutive columns of one group (size, test acc, cpu b=1, ...), in table order."""
+    groups: list[list[Column]] = []
+    for c in cols:
+        if groups and groups[-1][0].group == c.group:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    return groups
+
+
+def _fit_group(result: Any, pinned: list[Column], group: list[Column], width: int) -> list[Column]:
+    """A group too wide beside the pinned columns loses columns by priority (level 2, then 1)."""
     for level in (2, 1, 0):
-        cols = [c for c in every if c.level <= level]
-        marks: dict[str, str] = {}
-        t = _rich_table(result, cols, marks)
-        if width is None or Measurement.get(probe, probe.options, t).maximum <= width:
-            break
+        kept = [c for c in group if c.level <= level]
+        if _width(result, pinned + kept) <= width:
+            return kept
+    return [c for c in group if c.level == 0]
+
+
+def layout(result: Any, width: int | None, every: list[Column] | None = None) -> list[list[Column]]:
+    """The column sets of the tables that show ``result`` in ``width`` terminal columns.
+
+    The whole table if it fits (or ``width`` is None); else whole column groups
+    packed greedily, in order, into as few tables as fit, each led by the
+    pinned first column (the model name), e.g. one table of sizes and accuracy
+    and one per device and batch size. Generic over columns: a new column joins
+    its group, a new group becomes one more unit to pack.
+    """
+    every = every if every is not None else columns(result)
+    if width is None or _width(result, every) <= width:
+        return [every]
+    pinned, rest = every[:1], _groups(every[1:])
+    tables: list[list[Column]] = []
+    current: list[Column] = []
+    for group in rest:
+        if _width(result, pinned + current + group) <= width:
+            current += group
+            continue
+        if current:
+            tables.append(pinned + current)
+        current = _fit_group(result, pinned, group, width)
+    tables.append(pinned + current)
+    return tables
+
+
+def bench_tables(result: Any, width: int | None = None) -> tuple[list[Table], list[str]]:
+    """The rich tables (one, or several at a narrow width) and their footnotes.
+
+    Args:
+        result: a :class:`mhsa_cli.bench.BenchResult`.
+        width: terminal width; None (piped output, files): one table with every column.
+
+    Returns:
+        Tables whose cells are never cut (no number ends in "…"), and the notes;
+        a note names any column left out.
+    """
+    every = columns(result)
+    sets = layout(result, width, every)
+    marks: dict[str, str] = {}
+    tables = []
+    for i, cols in enumerate(sets):
+        fold = width is not None and _width(result, cols) > width  # narrower than one group: wrap, never cut
+        tables.append(_rich_table(result, cols, marks, _title(result) if i == 0 else None,
+                                  environment_line(result.environment) if i == len(sets) - 1 else None, fold))
     notes = footnotes(result, marks)
-    hidden = list(dict.fromkeys(c.label for c in every if c not in cols))
+    shown = {id(c) for cols in sets for c in cols}
+    hidden = [f"{c.group} {c.label}".strip() for c in every if id(c) not in shown]
     if hidden:
         notes.append(f"Left out to fit {width} columns: {', '.join(hidden)} (bench.md and bench.csv "
-                     "in --out have every column).")
-    return t, notes
+                     "in --out, and piped output, have every column).")
+    return tables, notes
+
+
+def bench_table(result: Any, width: int | None = None) -> tuple[Table, list[str]]:
+    """The first of :func:`bench_tables` (the whole table when ``width`` is None or it fits)."""
+    tables, notes = bench_tables(result, width)
+    return tables[0], notes
 
 
 def render_bench(result: Any, console: Console) -> None:
-    """Print the table, its footnotes and the files written."""
-    t, notes = bench_table(result, console.width)
-    console.print(t)
+    """Print the table(s), footnotes and files written.
+
+    In a terminal the table is laid out for its width (split, never cut);
+    piped or redirected output gets the whole table and unwrapped lines.
+    """
+    piped = not console.is_terminal
+    tables, notes = bench_tables(result, None if piped else console.width)
+    if piped:  # the whole table, however wide: a file or a pager has no width to fit
+        width = console.width
+        console.width = max(width, _width(result, columns(result)))
+        try:
+            console.print(tables[0])
+        finally:
+            console.width = width
+    else:
+        for t in tables:
+            console.print(t)
     for note in notes:
-        console.print(note, highlight=False, markup=False)
+        console.print(note, highlight=False, markup=False, soft_wrap=piped)
     if result.files:
-        console.print("wrote: " + ", ".join(result.files), highlight=False, markup=False)
+        console.print("wrote: " + ", ".join(result.files), highlight=False, markup=False, soft_wrap=piped)
 
 
 def bench_markdown(result: Any) -> str:
