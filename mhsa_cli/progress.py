@@ -36,7 +36,7 @@ class _RichTask(Task):
         self.bar, self.task_id = bar, task_id
 
     def advance(self, n: int = 1, **fields: Any) -> None:
-        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        info = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
         self.bar.update(self.task_id, advance=n, info=info)
 
 

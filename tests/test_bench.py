@@ -544,3 +544,26 @@ def test_json_text_keeps_number_lists_on_one_line():
     assert json.loads(text) == obj
     assert '"samples": [0.1, 2, -3e-05, 15000000000.0, 7]' in text.splitlines()[1]
     assert '"names": [\n' in text and '"mixed": [\n' in text  # lists with strings keep one item per line
+
+
+def test_busy_machine_warning_is_logged_before_timing(ckpts, monkeypatch):
+    from mhsa_cli import environment
+
+    events = []
+
+    class Log(Progress):
+        def log(self, message):
+            events.append(("log", message))
+
+        def task(self, description, total=None):
+            events.append(("task", description))
+            return super().task(description, total)
+
+    monkeypatch.setattr(environment, "busy_warning", lambda threads=0: "warning: the machine is busy (load 9.0 on 2 cores)")
+    bench(bench_cfg([ckpts / "base"], batch_sizes=[1]), progress=Log())
+    first_timing = next(i for i, e in enumerate(events) if e[0] == "task" and e[1].startswith("timing"))
+    assert ("log", "warning: the machine is busy (load 9.0 on 2 cores)") in events[:first_timing]
+    events.clear()
+    monkeypatch.setattr(environment, "busy_warning", lambda threads=0: None)
+    bench(bench_cfg([ckpts / "base"], batch_sizes=[1]), progress=Log())
+    assert not [e for e in events if e[0] == "log"]

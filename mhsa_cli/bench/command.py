@@ -300,7 +300,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     """
     from ..checkpoint import check_output_dir, load_model
     from ..config import to_dict
-    from ..environment import set_threads
+    from ..environment import busy_warning, set_threads
     from ..tasks import task_from_spec
 
     devices, sizes = _check_inputs(cfg)
@@ -312,6 +312,9 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     threads_before = torch.get_num_threads()
     try:
         set_threads(cfg.threads)
+        busy = busy_warning(cfg.threads)
+        if busy:  # before the timing: a loaded machine makes every number slow and noisy
+            progress.log(busy)
         env = _bench_environment(devices)
         rows = _measure_rows(entries, data, progress)
         for key in [(d, b) for d in devices for b in sizes]:

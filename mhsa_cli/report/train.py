@@ -11,7 +11,7 @@ from . import kv_table, pct, table
 
 def render_train(result: Any, console: Console) -> None:
     """Per-epoch table + final metrics of a :class:`mhsa_cli.train.TrainResult`."""
-    rows = [(int(h["epoch"]), h["train_loss"], pct(h["train_acc"]), pct(h["val_acc"]), f"{h['seconds']:.1f}s")
+    rows = [(int(h["epoch"]), f"{h['train_loss']:.4f}", pct(h["train_acc"]), pct(h["val_acc"]), f"{h['seconds']:.1f}s")
             for h in result.history]
     console.print(table("Training", ["epoch", "train loss", "train acc", "val acc", "time"], rows))
     m = result.metrics
