@@ -110,13 +110,16 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys)
 
 
-def busy_warning(threads: int = 0, load: float | None = None, cores: int | None = None) -> str | None:
+def busy_warning(threads: int = 0, load: float | None = None, cores: int | None = None,
+                 flag: str = "--threads {n}") -> str | None:
     """A warning before long timing work when the machine is busy (1-minute load above its cores).
 
     Args:
         threads: the threads the work will use (0 = torch's default).
         load: the 1-minute load average (default: ``os.getloadavg()``; None where unsupported).
         cores: logical CPUs (default: ``os.cpu_count()``).
+        flag: how to ask for fewer threads where the warning is shown ({n}: the count),
+            e.g. ``--set defaults.threads={n}`` for a recipe.
 
     Returns:
         One line naming the load and suggesting fewer threads (``--threads``), or
@@ -132,7 +135,7 @@ def busy_warning(threads: int = 0, load: float | None = None, cores: int | None 
         return None
     used = threads or torch.get_num_threads()
     fewer = max(1, min(used, cores) // 2) if used > 1 else 1
-    hint = (f"pass --threads {fewer} (fewer threads wait less on a shared CPU) or rerun when it is idle"
+    hint = (f"pass {flag.format(n=fewer)} (fewer threads wait less on a shared CPU) or rerun when it is idle"
             if used > 1 else "rerun when it is idle")
     return (f"warning: the machine is busy (load {load:.1f} on {cores} cores): expect slow runs and noisy "
             f"timings; {hint}")

@@ -46,3 +46,8 @@ def test_changed_keys_lists_each_difference():
     assert E.changed_keys({"torch": "2.13", "threads": 2, "cpu": "x"}, {"torch": "2.14", "threads": 1, "cpu": "x"}) \
         == "torch 2.13 -> 2.14, threads 2 -> 1"
     assert E.changed_keys({}, {"gpu": "H100"}) == "gpu None -> H100"
+
+
+def test_busy_warning_names_the_recipe_flag():
+    msg = E.busy_warning(threads=2, load=5.0, cores=2, flag="--set defaults.threads={n}")
+    assert "pass --set defaults.threads=1 " in msg

@@ -176,7 +176,7 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
         write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
         write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
     tee = _TeeProgress(progress, plan.out / "run.log") if main else NULL
-    busy = E.busy_warning() if any(s.status == "run" for s in plan.stages) else None
+    busy = E.busy_warning(flag="--set defaults.threads={n}") if any(s.status == "run" for s in plan.stages) else None
     if busy:
         tee.log(busy)
     start = time.perf_counter()
