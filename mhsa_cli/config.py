@@ -23,7 +23,7 @@ from .errors import MhsaError, closest
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min: float | None = None, max: float | None = None, min_open: bool = False,
         max_open: bool = False, cli: bool = True, recipe: bool = True,
-        flag: str | tuple[str, ...] | None = None) -> Any:
+        flag: str | tuple[str, ...] | None = None, required: bool = False) -> Any:
     """Declare a config field.
 
     Args:
@@ -34,9 +34,11 @@ def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min, max: numeric range; ``min_open``/``max_open`` make it exclusive.
         cli: expose as a CLI option; recipe: accept as a recipe key.
         flag: CLI flag(s) if not ``--field-name`` (the first is the main name).
+        required: the CLI option must be given (shown as required in ``--help``);
+            a recipe fills it from the stage's ``from``.
     """
     meta = dict(help=help, argument=argument, choices=choices, min=min, max=max,
-                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag)
+                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag, required=required)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -329,7 +331,7 @@ class QuantizeConfig:
 class DistillConfig:
     """``mhsa distill``: train a smaller student from a teacher checkpoint."""
 
-    teacher: str = opt("", "teacher checkpoint folder")
+    teacher: str = opt("", "teacher checkpoint folder", required=True)
     shrink: Optional[str] = opt(None, "student preset: half (half layers and width) or quarter (half layers, "
                                 "quarter width); default half when no shape option is given",
                                 choices=("half", "quarter"))

@@ -63,4 +63,5 @@ class RichProgress(Progress):
             yield _RichTask(bar, bar.add_task(description, total=total, info=""))
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        # piped or logged: one line per message, never wrapped at the console's guessed width
+        self.console.print(message, highlight=False, markup=False, soft_wrap=not self.console.is_terminal)

@@ -136,3 +136,81 @@ def test_info_command_cuts_nothing(tiny_ckpt, width):
     result = CliRunner().invoke(app, ["info", str(tiny_ckpt)], env={"COLUMNS": width})
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and "Lineage 0" in result.output
+
+
+def test_plural():
+    from mhsa_cli.report import plural
+
+    assert plural(1, "layer") == "1 layer" and plural(2, "layer") == "2 layers" and plural(0, "row") == "0 rows"
+    assert plural(3, "child", "children") == "3 children"
+
+
+def test_ci95_points_and_small_test_warning():
+    import math
+
+    from mhsa_cli.report import ci95_points, small_test_note
+
+    # the Wilson bounds are the p where the observed p-hat is exactly z standard errors away:
+    # (p_hat - p)^2 = z^2 p (1 - p) / n; center (p_hat + z^2/2n) / (1 + z^2/n)
+    z, n, p_hat = 1.959964, 40, 0.95
+    half = ci95_points(p_hat, n) / 100
+    center = (p_hat + z * z / (2 * n)) / (1 + z * z / n)
+    for bound in (center - half, center + half):
+        assert (p_hat - bound) ** 2 == pytest.approx(z * z * bound * (1 - bound) / n, rel=1e-9)
+    assert 100 * half == pytest.approx(7.56, abs=0.01)
+    assert ci95_points(1.0, 40) > 4  # not the normal approximation's ±0
+    note = small_test_note(40, 0.95)
+    assert note.startswith("warning: the test split has only 40 rows") and "±7.6 points (95 % interval)" in note
+    assert small_test_note(200, 0.95) is None and small_test_note(199, 0.5) is not None
+    assert small_test_note(1, 1.0).startswith("warning: the test split has only 1 row:")
+
+
+def test_bench_notes_warn_on_a_tiny_test_split():
+    result = quickstart_like()
+    _, notes = bench_tables(result, None)
+    assert not any("test split has only" in n for n in notes)  # 2,000 rows
+    result.task["test"] = 40
+    _, notes = bench_tables(result, None)
+    assert any(n.startswith("Warning: the test split has only 40 rows: a test accuracy of 99.60%") for n in notes)
+
+
+def test_train_report_loss_precision_and_tiny_test_warning():
+    from types import SimpleNamespace
+
+    from mhsa_cli.report.train import render_train
+
+    history = [{"epoch": 1, "train_loss": 1.79176, "train_acc": 0.2, "val_acc": 0.17, "seconds": 1.0},
+               {"epoch": 2, "train_loss": 0.0123456, "train_acc": 0.99, "val_acc": 0.99, "seconds": 1.0}]
+    metrics = {"best_epoch": 2, "val_acc": 0.99, "test_acc": 0.95, "params": 10, "train_seconds": 2.0}
+    result = SimpleNamespace(history=history, metrics=metrics, out="runs/x",
+                             task={"name": "order", "train": 300, "val": 100, "test": 40})
+    console = Console(width=100, record=True, file=io.StringIO())
+    render_train(result, console)
+    text = console.export_text()
+    assert "1.7918" in text and "0.0123" in text  # four decimals for every loss
+    assert "only 40 rows" in text and "±7.6 points" in text
+
+
+def test_piped_log_lines_are_not_wrapped():
+    from mhsa_cli.progress import RichProgress
+
+    buf = io.StringIO()
+    progress = RichProgress(Console(file=buf, width=40))
+    line = "train epoch   1  loss 1.7918  train acc 0.2000  val acc 0.1700  12.3s [not markup]"
+    progress.log(line)
+    assert buf.getvalue() == line + "\n"
+
+
+def test_bar_shows_loss_with_four_decimals():
+    from mhsa_cli.progress import _RichTask
+
+    seen = {}
+
+    class Bar:
+        def update(self, task_id, advance, info):
+            seen["info"] = info
+
+    _RichTask(Bar(), 0).advance(1, loss=1.5)
+    assert seen["info"] == "loss 1.5000"
+    _RichTask(Bar(), 0).advance(1, loss=0.012345, step=3)
+    assert seen["info"] == "loss 0.0123  step 3"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,36 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 layer``, ``2 layers`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def ci95_points(acc: float, n: int) -> float:
+    """Half-width, in percentage points, of the 95 % Wilson interval of an accuracy on ``n`` samples.
+
+    Wilson rather than the normal approximation, which claims ±0 at 100 %.
+    """
+    z = 1.959964
+    if n <= 0:
+        return 100.0
+    return 100.0 * z / (1 + z * z / n) * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))
+
+
+SMALL_TEST = 200  # test rows below which a warning gives the accuracy's 95 % interval
+
+
+def small_test_note(n: int, acc: float | None) -> str | None:
+    """A warning when a test split is too small to tell models apart, or None.
+
+    Example: 40 rows at 95 % accuracy -> ±7.6 points (95 % interval).
+    """
+    if n >= SMALL_TEST or acc is None:
+        return None
+    return (f"warning: the test split has only {plural(n, 'row')}: a test accuracy of {pct(acc)} is "
+            f"±{ci95_points(acc, n):.1f} points (95 % interval); differences smaller than that are noise")
 
 
 def pct(value: float | None) -> str:

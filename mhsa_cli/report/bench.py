@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import csv_text, human_bytes, markdown_table, pct
+from . import csv_text, human_bytes, markdown_table, pct, small_test_note
 from ..bench.command import CPU_ONLY
 from ..bench.timer import WARMUP_FRACTION
 
@@ -164,6 +164,10 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     if engines:
         notes.append("int8 weights packed for quantized engine: "
                      + ", ".join(f"{n} {e}" for n, e in engines.items()) + ".")
+    base = next((r for r in result.rows if r.is_baseline), result.rows[0])
+    small = small_test_note(int(result.task.get("test") or 0), base.test_acc)
+    if small:
+        notes.append(small.replace("warning: ", "Warning: ", 1))
     for r in result.rows:
         if r.stored_test_acc is not None and abs(r.stored_test_acc - r.test_acc) > 1e-9:
             notes.append(f"{r.name}: test accuracy {pct(r.test_acc)} differs from the "

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import kv_table, pct, table
+from . import kv_table, pct, small_test_note, table
 
 
 def render_train(result: Any, console: Console) -> None:
@@ -24,3 +24,6 @@ def render_train(result: Any, console: Console) -> None:
         ("training time", f"{m['train_seconds']:.1f}s"),
         ("checkpoint", str(result.out)),
     ]))
+    small = small_test_note(int(result.task["test"]), m["test_acc"])
+    if small:
+        console.print(small, highlight=False, markup=False, soft_wrap=not console.is_terminal)
