@@ -112,7 +112,7 @@ def mark_plan(plan: Plan, rerun_from: str | None = None) -> None:
     rerun: set[str] = set()
     for s in plan.stages:
         s.environment = measured_in(s)
-        upstream = sorted(set(s.inputs) & rerun)
+        upstream = [i for i in s.inputs if i in rerun]  # in the stage's own order
         if s.name == rerun_from:
             s.reason = "--rerun-from"
         elif upstream:
