@@ -216,50 +216,15 @@ def _width(result: Any, cols: list[Column]) -> int:
     return Measurement.get(probe, probe.options, _rich_table(result, cols, {})).maximum
 
 
-def _groups(cols: list[Column]) -> list[list[Column]]:
-    """Consecutive columns of one group (size, test acc, cpu b=1, ...), in table order."""
-    groups: list[list[Column]] = []
-    for c in cols:
-        if groups and groups[-1][0].group == c.group:
-            groups[-1].append(c)
-        else:
-            groups.append([c])
-    return groups
-
-
-def _fit_group(result: Any, pinned: list[Column], group: list[Column], width: int) -> list[Column]:
-    """A group too wide beside the pinned columns loses columns by priority (level 2, then 1)."""
-    for level in (2, 1, 0):
-        kept = [c for c in group if c.level <= level]
-        if _width(result, pinned + kept) <= width:
-            return kept
-    return [c for c in group if c.level == 0]
-
-
 def layout(result: Any, width: int | None, every: list[Column] | None = None) -> list[list[Column]]:
-    """The column sets of the tables that show ``result`` in ``width`` terminal columns.
+    """The column sets of the tables that show ``result`` in ``width`` terminal columns
+    (:func:`mhsa_cli.report.layout.split_columns`: whole table, or whole groups packed
+    into several tables, each led by the model column)."""
+    from .layout import split_columns
 
-    The whole table if it fits (or ``width`` is None); else whole column groups
-    packed greedily, in order, into as few tables as fit, each led by the
-    pinned first column (the model name), e.g. one table of sizes and accuracy
-    and one per device and batch size. Generic over columns: a new column joins
-    its group, a new group becomes one more unit to pack.
-    """
     every = every if every is not None else columns(result)
-    if width is None or _width(result, every) <= width:
-        return [every]
-    pinned, rest = every[:1], _groups(every[1:])
-    tables: list[list[Column]] = []
-    current: list[Column] = []
-    for group in rest:
-        if _width(result, pinned + current + group) <= width:
-            current += group
-            continue
-        if current:
-            tables.append(pinned + current)
-        current = _fit_group(result, pinned, group, width)
-    tables.append(pinned + current)
-    return tables
+    return split_columns(every, width, lambda cols: _width(result, cols), group=lambda c: c.group,
+                         level=lambda c: c.level)
 
 
 def bench_tables(result: Any, width: int | None = None) -> tuple[list[Table], list[str]]:
