@@ -21,7 +21,7 @@ from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .config import _base_type, build_config, field_types
@@ -51,8 +51,43 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Help without type noise: flags show no ``<bool>``, arguments are named in capitals."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""  # a flag takes no value: nothing in the type column
+        elif getattr(p, "param_type_name", "") == "argument" and p.metavar is None:
+            p.metavar = p.name.upper()
+    return params
+
+
+def _usage_pieces(command: Any, ctx: Any) -> list[str]:
+    """``[OPTIONS] CHECKPOINT`` / ``[OPTIONS] CHECKPOINTS...`` (not ``{checkpoint}``)."""
+    pieces = [command.options_metavar] if command.options_metavar else []
+    for p in command.get_params(ctx):
+        if getattr(p, "param_type_name", "") != "argument":
+            continue
+        name = p.metavar or p.name.upper()
+        name = name if p.required else f"[{name}]"
+        pieces.append(name + ("..." if p.nargs != 1 else ""))
+    return pieces
+
+
+class MhsaCommand(TyperCommand):
+    """A command whose help shows plain metavars (see :func:`_plain_metavars`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return _usage_pieces(self, ctx)
+
+
 class MhsaGroup(TyperGroup):
     """Turns usage errors and :class:`MhsaError` into one line + exit 2."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -82,7 +117,7 @@ app = typer.Typer(
     cls=MhsaGroup,
     help="Train, prune, quantize, distill and benchmark multi-head self-attention models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -149,6 +184,9 @@ def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
     elif base is bool:  # aliases get their --no- form too
         info = typer.Option(default, *(f"{f}/--no-{f[2:]}" for f in flags), help=help_text)
         annotation = bool
+    elif meta.get("required"):
+        info = typer.Option(..., *flags, help=help_text, show_default=False)
+        annotation = base
     else:
         info = typer.Option(default, *flags, help=help_text)
         annotation = Optional[base] if optional or default is None else base
@@ -187,7 +225,7 @@ def stage_command(name: str, cls: type, help: str, epilog: str) -> None:
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = help
     command.__name__ = name
-    app.command(name, help=help, epilog=epilog)(command)
+    app.command(name, help=help, epilog=epilog, cls=MhsaCommand)(command)
 
 
 def _stages() -> None:
@@ -229,7 +267,7 @@ def _stages() -> None:
 _stages()
 
 
-@app.command("info", epilog="Example:  mhsa info runs/baseline")
+@app.command("info", epilog="Example:  mhsa info runs/baseline", cls=MhsaCommand)
 def info(checkpoint: str = typer.Argument(..., help="checkpoint folder")) -> None:
     """Show a checkpoint: architecture, task, metrics, environment and lineage."""
     from rich.console import Console
@@ -240,7 +278,7 @@ def info(checkpoint: str = typer.Argument(..., help="checkpoint folder")) -> Non
     render_info(load_checkpoint(checkpoint), Console())
 
 
-@app.command("tasks", epilog="Example:  mhsa tasks")
+@app.command("tasks", epilog="Example:  mhsa tasks", cls=MhsaCommand)
 def tasks() -> None:
     """List the built-in tasks with their input kind, classes and options."""
     from rich.console import Console

@@ -35,7 +35,7 @@ MAX_THREADS = 4096
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min: float | None = None, max: float | None = None, min_open: bool = False,
         max_open: bool = False, cli: bool = True, recipe: bool = True,
-        flag: str | tuple[str, ...] | None = None) -> Any:
+        flag: str | tuple[str, ...] | None = None, required: bool = False) -> Any:
     """Declare a config field.
 
     Args:
@@ -46,9 +46,11 @@ def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min, max: numeric range; ``min_open``/``max_open`` make it exclusive.
         cli: expose as a CLI option; recipe: accept as a recipe key.
         flag: CLI flag(s) if not ``--field-name`` (the first is the main name).
+        required: the CLI option must be given (shown as required in ``--help``);
+            a recipe fills it from the stage's ``from``.
     """
     meta = dict(help=help, argument=argument, choices=choices, min=min, max=max,
-                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag)
+                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag, required=required)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -355,7 +357,7 @@ class QuantizeConfig:
 class DistillConfig:
     """``mhsa distill``: train a smaller student from a teacher checkpoint."""
 
-    teacher: str = opt("", "teacher checkpoint folder")
+    teacher: str = opt("", "teacher checkpoint folder", required=True)
     shrink: Optional[str] = opt(None, "student preset: half (half layers and width) or quarter (half layers, "
                                 "quarter width); default half when no shape option is given",
                                 choices=("half", "quarter"))
@@ -438,7 +440,9 @@ class RecipeConfig:
     """``mhsa run``: run a YAML pipeline of stages."""
 
     recipe: str = opt("", "recipe YAML file", argument=True)
-    out: Optional[str] = opt(None, "results folder (default: results/<recipe name>)")
+    out: Optional[str] = opt(None, "results folder (default: runs/recipes/<recipe name>)")
     set: dict[str, Any] = opt({}, "override a recipe value: key.path=value")
     dry_run: bool = opt(False, "validate and print the plan; run nothing")
     force: bool = opt(False, "use an output folder made by a different recipe")
+    rerun_from: Optional[str] = opt(None, "rerun this stage and every stage that depends on it, even if "
+                                          "up to date (others are still skipped when done)")

@@ -36,7 +36,7 @@ class _RichTask(Task):
         self.bar, self.task_id = bar, task_id
 
     def advance(self, n: int = 1, **fields: Any) -> None:
-        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        info = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
         self.bar.update(self.task_id, advance=n, info=info)
 
 
@@ -63,4 +63,5 @@ class RichProgress(Progress):
             yield _RichTask(bar, bar.add_task(description, total=total, info=""))
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        # piped or logged: one line per message, never wrapped at the console's guessed width
+        self.console.print(message, highlight=False, markup=False, soft_wrap=not self.console.is_terminal)

@@ -216,6 +216,7 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), _shuffle_seed(loop.seed), 0)) / local_batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
     result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
+    chance, noted = chance_level(data.val), False
     for epoch in range(1, loop.epochs + 1):
         t0 = time.perf_counter()
         loss_sum, correct, seen = _epoch(train_model, data.train, loop, device, loss_fn, opt, sched,
@@ -228,6 +229,9 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
         result.history.append(row)
         progress.log(f"{desc} epoch {epoch:>3}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}"
                      f"  val acc {val_acc:.4f}  {row['seconds']:.1f}s")
+        if not noted and epoch < loop.epochs and at_chance(val_acc, chance, len(data.val)):
+            progress.log(plateau_note(str(data.spec.get("name")), chance))  # once per run
+            noted = True
         if val_acc > result.best_val_acc:
             result.best_val_acc, result.best_epoch, stale = val_acc, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -240,6 +244,30 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
     return result
+
+
+# task -> why a plateau at chance in the first epochs is expected there
+PLATEAU_NOTES = {
+    "order": "normal for the `order` task: the model first has to find the three marker tokens among the "
+             "filler; validation accuracy typically jumps within a few epochs",
+}
+
+
+def chance_level(split: Split) -> float:
+    """Accuracy of always predicting the split's most common label."""
+    counts = torch.bincount(split.y)
+    return float(counts.max()) / max(len(split), 1)
+
+
+def at_chance(acc: float, chance: float, n: int) -> bool:
+    """True when ``acc`` is within two standard errors of ``chance`` on ``n`` samples (or below it)."""
+    return acc <= chance + 2.0 * math.sqrt(chance * (1.0 - chance) / max(n, 1))
+
+
+def plateau_note(task: str, chance: float) -> str:
+    """The one log line printed when validation accuracy is still at chance level."""
+    why = PLATEAU_NOTES.get(task, "it may leave it in a few epochs; if it does not, try a lower --lr or more epochs")
+    return f"note: validation accuracy is still at chance level ({chance:.1%}); {why}"
 
 
 def _epoch(model, split, loop, device, loss_fn, opt, sched, progress, desc, epoch, steps,

@@ -304,14 +304,6 @@ def test_rich_table_contents(tiny_run):
     assert "\x1b[1;32m" in styled  # best values in bold green
 
 
-def test_narrow_terminal_leaves_out_columns_and_says_so(tiny_run):
-    result, _, _ = tiny_run
-    _, notes = bench_table(result, width=80)
-    assert any(n.startswith("Left out to fit 80 columns") and "p90 ms" in n for n in notes)
-    _, notes = bench_table(result, width=None)
-    assert not any(n.startswith("Left out") for n in notes)
-
-
 def test_nothing_written_without_out(ckpts, tmp_path):
     result = bench(bench_cfg([ckpts / "base"], batch_sizes=[2]))
     assert result.files == [] and not (ckpts / "base" / "bench.json").exists()
@@ -324,7 +316,24 @@ def test_existing_out_folder_refused_unless_force(ckpts, tmp_path):
     with pytest.raises(MhsaError, match="already exists; pass --force"):
         bench(bench_cfg([ckpts / "base"], out=str(out)))
     result = bench(bench_cfg([ckpts / "base"], out=str(out), force=True, batch_sizes=[1]))
-    assert (out / "bench.json").is_file() and (out / "keep.txt").is_file() and result.files
+    # --force replaces the folder as a whole: the new bench files, nothing of before
+    assert (out / "bench.json").is_file() and not (out / "keep.txt").exists() and result.files
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in result.files)
+
+
+def test_rewrite_without_matplotlib_leaves_no_stale_png(tmp_path, monkeypatch):
+    """A folder of bench files is one set: no bench.png of an earlier run beside a new bench.md."""
+    import mhsa_cli.report as report
+    from mhsa_cli.report.bench import write_bench_files
+
+    out = tmp_path / "b"
+    write_bench_files(synthetic_result(["cpu"]), out)
+    assert (out / "bench.png").is_file()
+    monkeypatch.setattr(report, "have_matplotlib", lambda: False)
+    files = write_bench_files(synthetic_result(["cpu"]), out)
+    assert sorted(p.name for p in out.iterdir()) == ["bench.csv", "bench.json", "bench.md"]
+    assert sorted(p.name for p in files) == ["bench.csv", "bench.json", "bench.md"]
+    assert not list(tmp_path.glob(".b.*"))  # no temporary folder left
 
 
 def test_baseline_option_outside_list_is_added_first(ckpts):
@@ -617,3 +626,26 @@ def test_json_text_keeps_number_lists_on_one_line():
     assert json.loads(text) == obj
     assert '"samples": [0.1, 2, -3e-05, 15000000000.0, 7]' in text.splitlines()[1]
     assert '"names": [\n' in text and '"mixed": [\n' in text  # lists with strings keep one item per line
+
+
+def test_busy_machine_warning_is_logged_before_timing(ckpts, monkeypatch):
+    from mhsa_cli import environment
+
+    events = []
+
+    class Log(Progress):
+        def log(self, message):
+            events.append(("log", message))
+
+        def task(self, description, total=None):
+            events.append(("task", description))
+            return super().task(description, total)
+
+    monkeypatch.setattr(environment, "busy_warning", lambda threads=0: "warning: the machine is busy (load 9.0 on 2 cores)")
+    bench(bench_cfg([ckpts / "base"], batch_sizes=[1]), progress=Log())
+    first_timing = next(i for i, e in enumerate(events) if e[0] == "task" and e[1].startswith("timing"))
+    assert ("log", "warning: the machine is busy (load 9.0 on 2 cores)") in events[:first_timing]
+    events.clear()
+    monkeypatch.setattr(environment, "busy_warning", lambda threads=0: None)
+    bench(bench_cfg([ckpts / "base"], batch_sizes=[1]), progress=Log())
+    assert not [e for e in events if e[0] == "log"]

@@ -128,3 +128,32 @@ def test_mhsa_warnings_are_one_line_on_stderr(capsys):
     _show_warning(w.WarningMessage("engine 'x86' not here", MhsaWarning, "f.py", 1).message,
                   MhsaWarning, "f.py", 1)
     assert capsys.readouterr().err == "warning: engine 'x86' not here\n"
+
+
+def test_shell_completion_is_on():
+    root = invoke("--help").output
+    assert "--install-completion" in root and "--show-completion" in root
+    script = runner.invoke(app, ["--show-completion", "bash"], prog_name="mhsa")
+    assert script.exit_code == 0 and "complete -o default -F _mhsa_completion mhsa" in script.output
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in COMMANDS])
+def test_help_shows_plain_flags_and_usage(command):
+    text = invoke(*command, "--help").output
+    assert "<bool>" not in text  # a flag takes no value
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage, usage
+
+
+def test_usage_names_arguments_in_capitals():
+    assert "[OPTIONS] CHECKPOINT " in next(l for l in invoke("info", "--help").output.splitlines() if "Usage:" in l) + " "
+    assert "[OPTIONS] CHECKPOINTS..." in invoke("bench", "--help").output
+    assert "[OPTIONS] RECIPE" in invoke("run", "--help").output
+
+
+def test_distill_teacher_is_required():
+    help_text = invoke("distill", "--help").output
+    teacher_line = next(l for l in help_text.splitlines() if "--teacher" in l)
+    assert "*" in teacher_line.split("--teacher")[0]  # the required mark
+    assert "[required]" in help_text.split("--teacher")[1].split("--shrink")[0]
+    assert_one_line_error(invoke("distill", "--out", "x"), "Missing option '--teacher'")

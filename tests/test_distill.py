@@ -320,7 +320,7 @@ BAD = [
     (["--teacher", "{broken}/json"], "not valid JSON"),
     (["--teacher", "{broken}/weights"], "corrupt"),
     (["--teacher", "{broken}/int8"], "use the float teacher"),
-    ([], "--teacher is required"),
+    ([], "Missing option '--teacher'"),
     (["--teacher", "{teacher}", "--alpha", "1.5"], "'alpha' must be <= 1"),
     (["--teacher", "{teacher}", "--alpha", "-0.1"], "'alpha' must be >= 0"),
     (["--teacher", "{teacher}", "--temperature", "0"], "'temperature' must be > 0"),

@@ -27,3 +27,9 @@ def test_readme_links_exist():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     for link in re.findall(r"\]\(([^)#:]+)\)", text):
         assert (ROOT / link).exists(), link
+
+
+def test_readme_gives_the_cpu_route_before_the_install_command():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cpu = text.find("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    assert 0 <= cpu < text.find("```bash"), "the CPU wheel index must come before the first install command"

@@ -229,3 +229,184 @@ def test_interrupted_stage_is_rerun(tmp_path, monkeypatch):
     (out / "base" / "stage.json").unlink()
     plan = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out), "dry_run": True})).plan
     assert plan.stages[0].status == "run"
+
+
+def test_default_output_is_under_runs_not_the_committed_reference(tmp_path):
+    """`mhsa run recipes/quickstart.yaml` must not write into the committed results/quickstart/."""
+    from mhsa_cli.recipe import RUNS_ROOT
+
+    plan = validate_recipe(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")], {})
+    assert plan.out == Path("runs") / "recipes" / "quickstart" == RUNS_ROOT / "quickstart"
+    assert all(Path(s.settings["out"]).parent == plan.out for s in plan.stages)
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
+    assert "/runs/" in ignored
+
+
+def test_final_bench_publish_removes_a_stale_file(tmp_path):
+    """The results root gets the last bench's files as a set: an old bench.png not in it goes."""
+    from mhsa_cli.recipe.run import _publish_final_bench
+    from mhsa_cli.recipe.validate import Stage
+
+    (tmp_path / "bench").mkdir()
+    for name in ("bench.json", "bench.md"):
+        (tmp_path / "bench" / name).write_text("new " + name)
+        (tmp_path / name).write_text("old")
+    (tmp_path / "bench.png").write_bytes(b"old figure")
+    (tmp_path / "run.log").write_text("log")
+    stage = Stage("bench", "bench", [], {}, None, "bench")
+    files = _publish_final_bench(tmp_path, stage)
+    assert sorted(Path(f).name for f in files) == ["bench.json", "bench.md"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["bench.json", "bench.md", "run.log"]
+    assert (tmp_path / "bench.md").read_text() == "new bench.md"
+
+
+BENCH_ONLY = """\
+name: tiny
+defaults: {seed: 0, device: cpu}
+stages:
+  - name: base
+    type: train
+    epochs: 1
+    d_model: 16
+    heads: 2
+    d_ff: 32
+    task_options: {n_train: 100, n_val: 50, n_test: 50}
+  - name: other
+    type: quantize
+    from: base
+    latency_time: 0
+  - name: pruned
+    type: prune
+    from: base
+    ratio: 0.5
+  - name: bench
+    type: bench
+    compare: [base, pruned]
+    batch_sizes: [1]
+    min_time: 0.0
+    min_repeats: 2
+    warmup: 0
+    threads: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_once(tmp_path_factory):
+    """One finished tiny run (train, quantize, prune, bench), shared read-only."""
+    root = tmp_path_factory.mktemp("finished")
+    path, out = write(root, BENCH_ONLY), root / "out"
+    run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    return out
+
+
+@pytest.fixture
+def finished(tmp_path, finished_once):
+    """A copy of the finished tiny run, its recipe, and a function that plans a rerun
+    (hashes do not depend on the results folder, so the copy is as good as the original)."""
+    import shutil
+
+    path, out = write(tmp_path, BENCH_ONLY), tmp_path / "out"
+    shutil.copytree(finished_once, out)
+
+    def plan(**extra):
+        cfg = build_config(RecipeConfig, {"recipe": str(path), "out": str(out), "dry_run": True, **extra})
+        return {s.name: (s.status, s.reason) for s in run_recipe(cfg).plan.stages}
+    return path, out, plan
+
+
+def test_rerun_skips_an_intact_run_and_records_its_files(finished):
+    _, out, plan = finished
+    assert {k: v[0] for k, v in plan().items()} == dict.fromkeys(["base", "other", "pruned", "bench"], "skip")
+    marker = json.loads((out / "base" / "stage.json").read_text())
+    assert set(marker["files"]) == {"checkpoint.json", "model.safetensors"}
+    import hashlib
+    assert marker["files"]["model.safetensors"] == hashlib.sha256((out / "base" / "model.safetensors").read_bytes()).hexdigest()
+    bench_marker = json.loads((out / "bench" / "stage.json").read_text())
+    assert bench_marker["environment"]["threads"] == 1 and bench_marker["environment"]["torch"]
+    assert marker["environment"] is None  # training is not a measurement of this machine
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8), "model.safetensors changed since it was written"),
+    (lambda p: p.unlink(), "model.safetensors is missing"),
+])
+def test_damaged_weights_are_rebuilt_not_skipped(finished, damage, why):
+    """#15: after a finished stage's weights are damaged, a rerun must not skip it (nor its dependants)."""
+    path, out, plan = finished
+    damage(out / "pruned" / "model.safetensors")
+    status = plan()
+    assert status["pruned"] == ("run", why)
+    assert status["bench"] == ("run", "input pruned reruns")
+    assert status["base"][0] == status["other"][0] == "skip"
+    run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    assert plan()["pruned"][0] == "skip"  # rebuilt and recorded again
+
+
+def test_changed_measurement_environment_remeasures_bench(finished, monkeypatch):
+    """After a recorded environment change (another torch build), bench is re-measured, the rest skipped."""
+    from mhsa_cli import environment
+
+    path, out, plan = finished
+    real = environment.measurement_environment
+    monkeypatch.setattr(environment, "measurement_environment",
+                        lambda *a, **k: {**real(*a, **k), "torch": "9.9.9+cu999"})
+    status = plan()
+    assert status["bench"][0] == "run" and "measurement environment changed (torch " in status["bench"][1]
+    assert "-> 9.9.9+cu999" in status["bench"][1]
+    assert all(status[n][0] == "skip" for n in ("base", "other", "pruned"))
+    result = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    assert [s.status for s in result.plan.stages] == ["skip", "skip", "skip", "run"]
+    assert json.loads((out / "bench" / "stage.json").read_text())["environment"]["torch"] == "9.9.9+cu999"
+    assert plan()["bench"][0] == "skip"
+
+
+def test_rerun_from_reruns_the_stage_and_its_dependants_only(finished):
+    _, _, plan = finished
+    status = plan(rerun_from="pruned")
+    assert status == {"base": ("skip", ""), "other": ("skip", ""), "pruned": ("run", "--rerun-from"),
+                      "bench": ("run", "input pruned reruns")}
+    assert {k: v[0] for k, v in plan(rerun_from="base").items()} == dict.fromkeys(["base", "other", "pruned", "bench"], "run")
+    with pytest.raises(MhsaError, match="no stage 'prunde'.*did you mean 'pruned'"):
+        plan(rerun_from="prunde")
+
+
+def test_rerun_from_on_the_command_line(finished):
+    path, out, _ = finished
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--dry-run", "--rerun-from", "other"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("will run") == 1 and "--rerun-from" in result.output
+    bad = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--rerun-from", "nope"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --rerun-from: no stage 'nope'")
+
+
+def test_hash_covers_data_file_contents_and_version(tmp_path, monkeypatch):
+    import mhsa_cli
+
+    data = write(tmp_path, "text,label\na b,x\nc d,y\n", "d.csv")
+    recipe = write(tmp_path, "name: t\nstages:\n  - name: base\n    type: train\n")
+    first = validate_recipe(recipe, {"base.data": str(data)}, tmp_path / "o").stages[0].hash
+    assert validate_recipe(recipe, {"base.data": str(data)}, tmp_path / "o").stages[0].hash == first
+    data.write_text("text,label\na b,y\nc d,x\n", encoding="utf-8")  # same name and size, new labels
+    changed = validate_recipe(recipe, {"base.data": str(data)}, tmp_path / "o").stages[0].hash
+    assert changed != first
+    monkeypatch.setattr(mhsa_cli, "__version__", "99.0")
+    assert validate_recipe(recipe, {"base.data": str(data)}, tmp_path / "o").stages[0].hash != changed
+
+
+def test_skipped_bench_renders_its_table_from_bench_json(finished):
+    """A rerun with every stage up to date still prints the bench table (read back from bench.json)."""
+    import io
+
+    from rich.console import Console
+
+    from mhsa_cli.report.recipe import render_recipe
+
+    path, out, _ = finished
+    result = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
+    assert [s.status for s in result.plan.stages] == ["skip"] * 4 and isinstance(result.bench, dict)
+    console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
+    render_recipe(result, console)
+    text = console.export_text()
+    expected = json.loads((out / "bench.json").read_text())["rows"][1]["cells"][0]["latency_ms_p50"]
+    from mhsa_cli.report.bench import _ms
+    assert "base*" in text and _ms(expected) in text and "…" not in text

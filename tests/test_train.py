@@ -137,3 +137,40 @@ def test_mixup_refused_on_token_tasks(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "mixes input features" in lines[0] and "token ids" in lines[0]
     assert not out.exists()
+
+
+def test_chance_level_and_band():
+    from mhsa_cli.tasks import Split
+    from mhsa_cli.train import at_chance, chance_level
+
+    split = Split(torch.zeros(10, 3, dtype=torch.long), torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2]))
+    assert chance_level(split) == 0.4  # the most common label's share
+    # 600 samples at chance 1/6: two standard errors = 2 * sqrt(1/6 * 5/6 / 600) = 0.0304
+    assert at_chance(0.19, 1 / 6, 600) and not at_chance(0.20, 1 / 6, 600)
+    assert at_chance(0.05, 1 / 6, 600)  # below chance is on the plateau too
+
+
+def test_plateau_note_is_logged_once_while_at_chance(monkeypatch):
+    """Epochs at chance: one note, naming the task's reason; none once the model has left it."""
+    import mhsa_cli.train as T
+    from mhsa_cli.tasks import load_task
+
+    data = load_task("order", seed=0, **TINY_TASK)
+    accs = iter([0.17, 0.16, 0.95, 0.99])
+    monkeypatch.setattr(T, "evaluate", lambda model, split, device="cpu": next(accs))
+
+    class Log(T.Progress):
+        lines: list = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    log = Log()
+    model = torch.nn.Sequential(torch.nn.Embedding(data.vocab_size, 4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * data.max_len, data.num_classes))
+    T.fit(model, data, T.LoopConfig(epochs=4, batch_size=64, lr=1e-3), progress=log)
+    notes = [line for line in log.lines if line.startswith("note:")]
+    assert len(notes) == 1 and "chance level" in notes[0] and "normal for the `order` task" in notes[0]
+    assert log.lines.index(notes[0]) == 1  # right after epoch 1's line
+    assert T.plateau_note("digits", 0.1).startswith("note: validation accuracy is still at chance level (10.0%)")
+    assert "lower --lr" in T.plateau_note("digits", 0.1)

@@ -115,6 +115,30 @@ class BenchResult:
                 "environment": self.environment, "notes": self.notes, "fastest": self.fastest,
                 "rows": [r.to_dict() for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchResult":
+        """The inverse of :meth:`to_dict` (a bench.json read back, e.g. a skipped recipe stage's)."""
+        return cls([_row_from_dict(r) for r in d["rows"]], d["baseline"], list(d["devices"]),
+                   [int(b) for b in d["batch_sizes"]], d.get("environment", {}), d.get("config", {}),
+                   d.get("task", {}), d.get("timing_input", ""),
+                   notes=list(d.get("notes", [])), fastest=list(d.get("fastest", [])))
+
+
+def _row_from_dict(d: dict[str, Any]) -> BenchRow:
+    stat_names = {f for f in LatencyStats.__dataclass_fields__}
+    row = BenchRow(**{k: v for k, v in d.items() if k in BenchRow.__dataclass_fields__ and k != "ratios"})
+    row.ratios = Ratios(d.get("compression"), d.get("acc_delta_pts"))
+    for cell in d.get("cells", []):
+        key = (cell["device"], int(cell["batch_size"]))
+        if cell.get("skipped"):
+            row.skipped[key] = cell["skipped"]
+        if "latency_ms_p50" in cell:
+            row.latency[key] = LatencyStats(**{k: v for k, v in cell.items() if k in stat_names})
+        row.peak_mem_bytes[key] = cell.get("peak_mem_bytes")
+        row.ratios.speedup[key] = cell.get("speedup")
+    return row
+
+
 
 def _check_inputs(cfg: Any) -> tuple[list[str], list[int]]:
     """Validate devices and batch sizes; return them de-duplicated, in order."""
@@ -350,7 +374,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
 
     from ..checkpoint import check_output_dir
     from ..config import to_dict
-    from ..environment import set_threads
+    from ..environment import busy_warning, set_threads
     from ..tasks import task_from_spec
 
     devices, sizes = _check_inputs(cfg)
@@ -364,6 +388,9 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="mhsa-bench-onnx-") as tmp:
         try:
             set_threads(cfg.threads)
+            busy = busy_warning(cfg.threads)
+            if busy:  # before the timing: a loaded machine makes every number slow and noisy
+                progress.log(busy)
             with progress.task("loading" + (" and exporting to ONNX" if ORT in runtimes else ""), total=1) as bar:
                 entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads())
                 bar.advance(1)

@@ -2,7 +2,7 @@
 
 A recipe::
 
-    name: quickstart                  # results go to results/<name>/
+    name: quickstart                  # results go to runs/recipes/<name>/
     defaults: {seed: 0}               # merged into every stage that has the key
     stages:
       - name: baseline
@@ -23,9 +23,12 @@ command (one schema), with the YAML line in the error. ``out`` and ``force``
 are set by the runner: each stage writes ``<out>/<stage>/``.
 
 Resume: each finished stage leaves ``stage.json`` holding a hash of its
-resolved settings and of its inputs' hashes. A re-run skips stages whose hash
-is unchanged and reruns from the first that changed (and everything that
-depends on it). Stage outputs are written atomically and ``stage.json`` last,
+resolved settings, the contents of the files they name, the mhsa version and
+its inputs' hashes; the SHA-256 of every file it wrote; and, for measuring
+stages (bench), the measurement environment. A re-run skips a stage only when
+all of these still hold (:func:`stage_state` says why not) and reruns from the
+first that changed (and everything that depends on it); ``--rerun-from STAGE``
+forces one stage and its dependants. Stage outputs are written atomically and ``stage.json`` last,
 so an interrupted run leaves no half-written stage.
 
 Two modules:
@@ -42,12 +45,13 @@ Everything public is importable from here (``from mhsa_cli.recipe import X``).
 
 from __future__ import annotations
 
-from .run import BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, run_recipe, stage_done
-from .validate import (RECIPE_FILE, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
-                       StageType, load_recipe_text, validate_recipe)
+from .run import (BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, run_recipe, stage_done, stage_files,
+                  stage_state)
+from .validate import (RECIPE_FILE, RUNS_ROOT, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
+                       StageType, default_out, load_recipe_text, validate_recipe)
 
 __all__ = [
-    "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
-    "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "load_recipe_text",
-    "mark_plan", "run_recipe", "stage_done", "validate_recipe",
+    "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RUNS_ROOT", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
+    "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "default_out", "load_recipe_text",
+    "mark_plan", "run_recipe", "stage_done", "stage_files", "stage_state", "validate_recipe",
 ]

@@ -21,20 +21,61 @@ import yaml
 
 from .. import config as C
 from .. import distributed as dist
-from ..errors import MhsaError
+from .. import environment as E
+from ..errors import MhsaError, closest
 from ..progress import NULL, Progress
 from ..report import write_atomic, write_json
 from ..stages import RUN, resolve
-from .validate import RECIPE_FILE, STAGE_FILE, Plan, Stage, validate_recipe
+from .validate import RECIPE_FILE, STAGE_FILE, STAGE_TYPES, Plan, Stage, file_sha256, validate_recipe
+
+
+def stage_files(folder: Path) -> dict[str, str]:
+    """Every file a finished stage wrote (relative path -> SHA-256), except its stage.json."""
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STAGE_FILE}
+
+
+def measured_in(stage: Stage) -> dict[str, Any] | None:
+    """A measuring stage's environment (torch build, CPU, threads, GPU); None for other stages."""
+    if not STAGE_TYPES[stage.type].measures:
+        return None
+    cfg = stage.config
+    return E.measurement_environment(getattr(cfg, "threads", 0), list(getattr(cfg, "devices", ["cpu"])))
+
+
+def stage_state(stage: Stage, root: Path) -> str | None:
+    """Why ``root/stage`` must be (re)run, or None when it holds a finished, intact run
+    of the same hash (and, for a measuring stage, measured in this environment).
+
+    The checks, in order: stage.json present and readable; same hash (settings,
+    data file contents, mhsa version, inputs); every file recorded at the end of
+    the run still there with the same SHA-256 (damaged weights are rebuilt, not
+    skipped); the same measurement environment.
+    """
+    folder = root / stage.name
+    try:
+        done = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "no finished run"
+    if not isinstance(done, dict) or done.get("hash") != stage.hash:
+        return "settings, data or inputs changed"
+    recorded = done.get("files")
+    if not isinstance(recorded, dict) or not recorded:
+        return "no record of its files"
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_sha256(path) != digest:
+            return f"{name} changed since it was written"
+    if stage.environment is not None and done.get("environment") != stage.environment:
+        return f"measurement environment changed ({E.changed_keys(done.get('environment') or {}, stage.environment)})"
+    return None
 
 
 def stage_done(stage: Stage, root: Path) -> bool:
-    """True when ``root/stage`` holds a finished run with the same hash."""
-    marker = root / stage.name / STAGE_FILE
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("hash") == stage.hash
-    except (OSError, json.JSONDecodeError):
-        return False
+    """True when ``root/stage`` holds a finished, intact run that can be skipped (:func:`stage_state`)."""
+    return stage_state(stage, root) is None
 
 
 def _check_results_folder(plan: Plan, force: bool) -> None:
@@ -53,14 +94,33 @@ def _check_results_folder(plan: Plan, force: bool) -> None:
         raise MhsaError(f"{plan.out} exists and was not made by a recipe; pass --force or choose another --out")
 
 
-def mark_plan(plan: Plan) -> None:
-    """Set each stage's status: skip if done and no input reruns, else run."""
+def mark_plan(plan: Plan, rerun_from: str | None = None) -> None:
+    """Set each stage's status and reason: skip if done and intact and no input reruns, else run.
+
+    Args:
+        plan: a validated plan.
+        rerun_from: a stage name to rerun even if up to date; its dependants rerun
+            with it, stages that do not depend on it are still skipped when done.
+
+    Raises:
+        MhsaError: ``rerun_from`` names no stage of the plan.
+    """
+    names = [s.name for s in plan.stages]
+    if rerun_from is not None and rerun_from not in names:
+        raise MhsaError(f"--rerun-from: no stage '{rerun_from}' in recipe '{plan.name}'"
+                        f"{closest(rerun_from, names)}; stages: {', '.join(names)}")
     rerun: set[str] = set()
     for s in plan.stages:
-        if stage_done(s, plan.out) and not (set(s.inputs) & rerun):
-            s.status = "skip"
+        s.environment = measured_in(s)
+        upstream = [i for i in s.inputs if i in rerun]  # in the stage's own order
+        if s.name == rerun_from:
+            s.reason = "--rerun-from"
+        elif upstream:
+            s.reason = f"input {', '.join(upstream)} reruns"
         else:
-            s.status = "run"
+            s.reason = stage_state(s, plan.out) or ""
+        s.status = "run" if s.reason else "skip"
+        if s.reason:
             rerun.add(s.name)
 
 
@@ -93,7 +153,7 @@ class RecipeResult:
 def _prepare(cfg: C.RecipeConfig) -> Plan:
     plan = validate_recipe(cfg.recipe, cfg.set, cfg.out)
     _check_results_folder(plan, cfg.force)
-    mark_plan(plan)
+    mark_plan(plan, cfg.rerun_from)
     return plan
 
 
@@ -116,6 +176,9 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
         write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
         write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
     tee = _TeeProgress(progress, plan.out / "run.log") if main else NULL
+    busy = E.busy_warning(flag="--set defaults.threads={n}") if any(s.status == "run" for s in plan.stages) else None
+    if busy:
+        tee.log(busy)
     start = time.perf_counter()
     for i, s in enumerate(plan.stages, 1):
         head = f"[{i}/{len(plan.stages)}] {s.name} ({s.type}{' from ' + ', '.join(s.inputs) if s.inputs else ''})"
@@ -123,14 +186,15 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
             tee.log(f"{head}: up to date, skipped")
             s.result = _load_result(s, plan.out)
             continue
-        tee.log(f"{head}: running")
+        tee.log(f"{head}: running ({s.reason})")
         t0 = time.perf_counter()
         s.result = _run_stage(s, tee)
         s.seconds = time.perf_counter() - t0
-        if main:
-            write_json(plan.out / s.name / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash,
-                                                         "inputs": s.inputs, "settings": s.settings,
-                                                         "seconds": s.seconds})
+        if main:  # written last: what the stage wrote (checked before a later skip) and where it measured
+            folder = plan.out / s.name
+            write_json(folder / STAGE_FILE, {"name": s.name, "type": s.type, "hash": s.hash, "inputs": s.inputs,
+                                             "settings": s.settings, "seconds": s.seconds,
+                                             "environment": s.environment, "files": stage_files(folder)})
         tee.log(f"{head}: done in {s.seconds:.1f}s")
     last_bench = next((s for s in reversed(plan.stages) if s.type == "bench"), None)
     files = _publish_final_bench(plan.out, last_bench) if main else []
@@ -157,20 +221,25 @@ def _load_result(stage: Stage, root: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")
+BENCH_FILES = ("bench.json", "bench.csv", "bench.md", "bench.png")  # what a bench writes today
+BENCH_GLOB = "bench.*"  # what the results root may hold of a bench (today's files and any later ones)
 
 
 def _publish_final_bench(out: Path, last: Stage | None) -> list[str]:
-    """Copy the last bench stage's files to the results root ``out`` (the run's report)."""
-    if last is None:
-        return []
-    copied = []
-    for name in BENCH_FILES:
-        src = out / last.name / name
-        if src.is_file():
-            write_atomic(out / name, src.read_bytes())
-            copied.append(str(out / name))
-    return copied
+    """Copy the last bench stage's files to the results root ``out`` (the run's report).
+
+    Root bench files the new set lacks (e.g. a bench.png of an earlier run, now
+    that matplotlib is missing) are removed once the new set is in place, so the
+    root never mixes two runs' reports.
+    """
+    src = out / last.name if last is not None else None
+    new = sorted(p.name for p in src.glob(BENCH_GLOB) if p.is_file()) if src else []
+    for name in new:
+        write_atomic(out / name, (src / name).read_bytes())
+    for stale in out.glob(BENCH_GLOB):
+        if stale.is_file() and stale.name not in new:
+            stale.unlink()
+    return [str(out / n) for n in new]
 
 
 def clean_stage(root: Path, name: str) -> None:

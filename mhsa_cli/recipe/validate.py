@@ -33,6 +33,7 @@ class StageType:
     input_field: str | None  # config field that receives the `from` stage's folder
     accepts: tuple[str, ...]  # output kinds accepted as input
     output: Callable[[dict[str, Any]], str]  # resolved settings -> output kind
+    measures: bool = False  # its outputs are measurements: redone when the machine or torch build changes
 
 
 STAGE_TYPES: dict[str, StageType] = {
@@ -41,13 +42,20 @@ STAGE_TYPES: dict[str, StageType] = {
     "quantize": StageType(C.QuantizeConfig, "checkpoint", ("float",), lambda s: "int8"),
     "distill": StageType(C.DistillConfig, "teacher", ("float",), lambda s: "float"),
     "export": StageType(C.ExportConfig, "checkpoint", ("float",), lambda s: "export"),
-    "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench"),
+    "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench", measures=True),
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
 STAGE_META_KEYS = ("name", "type", "from", "compare")
 TOP_KEYS = ("name", "description", "defaults", "stages")
 STAGE_FILE = "stage.json"
 RECIPE_FILE = "recipe.json"
+# Recipe runs go under runs/ (gitignored), never into the committed reference results/NAME/.
+RUNS_ROOT = Path("runs") / "recipes"
+
+
+def default_out(name: str) -> Path:
+    """Where ``mhsa run`` writes a recipe named ``name`` without ``--out``: runs/recipes/NAME/."""
+    return RUNS_ROOT / name
 
 
 # ------------------------------------------------------------------ YAML with lines
@@ -114,6 +122,8 @@ class Stage:
     output_kind: str
     hash: str = ""
     status: str = "pending"  # pending | run | skip
+    reason: str = ""  # why it runs (set by mark_plan), e.g. "settings or inputs changed"
+    environment: dict[str, Any] | None = None  # measuring stages: the environment measured in
     seconds: float = 0.0
     result: Any = None
 
@@ -184,7 +194,7 @@ def validate_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise MhsaError(f"{src}, {_line(lines, 'defaults')}: 'defaults' must be a mapping")
-    root = Path(out) if out else Path("results") / name
+    root = Path(out) if out else default_out(name)
     stages: list[Stage] = []
     for i, raw in enumerate(stages_raw):
         stages.append(_validate_stage(i, raw, defaults, {s.name: s for s in stages}, root, src, lines))
@@ -292,14 +302,39 @@ def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
     return list(refs)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _data_files(value: Any) -> dict[str, str]:
+    """Every setting that names a regular file (a data file, a test file, ...) -> hash of its contents."""
+    if isinstance(value, dict):
+        return {k: v for item in value.values() for k, v in _data_files(item).items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for item in value for k, v in _data_files(item).items()}
+    if isinstance(value, str) and value and Path(value).is_file():
+        return {value: file_sha256(Path(value))}
+    return {}
+
+
 def _hash_stages(plan: Plan) -> None:
-    """Stage hash = sha256(type, settings without runner keys, input hashes)."""
+    """Stage hash = sha256(type, settings without runner keys, contents of the files they
+    name, mhsa's version, input hashes). A changed data file or a new mhsa version
+    therefore reruns the stage (and its dependants) even when the settings are equal."""
+    from .. import __version__
+
     by_name: dict[str, Stage] = {}
     for s in plan.stages:
         payload = {"type": s.type, "settings": {k: v for k, v in s.settings.items() if k not in RUNNER_KEYS},
-                   "inputs": [by_name[i].hash for i in s.inputs]}
+                   "inputs": [by_name[i].hash for i in s.inputs], "mhsa": __version__}
         # input paths are implied by stage names; don't let the results root change hashes
         for k in ("checkpoint", "teacher", "checkpoints", "baseline"):
             payload["settings"].pop(k, None)
+        payload["files"] = _data_files(payload["settings"])
         s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
         by_name[s.name] = s

@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import csv_text, human_bytes, markdown_table, pct, write_atomic, write_json
+from . import csv_text, human_bytes, markdown_table, pct, small_test_note
 from ..bench.command import CPU_ONLY
 from ..bench.timer import WARMUP_FRACTION
 
@@ -32,9 +32,11 @@ class Column:
     """One table column: a header (group, label), a value getter and a formatter.
 
     ``better`` is "min", "max" or None (no highlighting). ``skip`` returns the
-    reason a cell does not apply (footnoted), or None. ``level`` 0 columns are
-    always shown in the terminal; levels 1 and 2 are dropped, 2 first, when the
-    terminal is too narrow (the Markdown file always has every column).
+    reason a cell does not apply (footnoted), or None. ``level`` is a priority:
+    a terminal too narrow for the whole table gets it split into several tables
+    (whole groups each, the model column repeated; :func:`bench_tables`); only a
+    group too wide on its own drops columns, level 2 first, then 1 (the Markdown
+    file and piped output always have every column).
     """
 
     group: str
@@ -168,6 +170,10 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     if engines:
         notes.append("int8 weights packed for quantized engine: "
                      + ", ".join(f"{n} {e}" for n, e in engines.items()) + ".")
+    base = next((r for r in result.rows if r.is_baseline), result.rows[0])
+    small = small_test_note(int(result.task.get("test") or 0), base.test_acc)
+    if small:
+        notes.append(small.replace("warning: ", "Warning: ", 1))
     for r in result.rows:
         if r.stored_test_acc is not None and abs(r.stored_test_acc - r.test_acc) > 1e-9:
             notes.append(f"{r.name}: test accuracy {pct(r.test_acc)} differs from the "
@@ -219,13 +225,16 @@ def _title(result: Any) -> str:
 # --------------------------------------------------------------------------- outputs
 
 
-def _rich_table(result: Any, cols: list[Column], marks: dict[str, str]) -> Table:
-    t = Table(title=_title(result), title_justify="left", caption=environment_line(result.environment),
-              caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+def _rich_table(result: Any, cols: list[Column], marks: dict[str, str], title: str | None = None,
+                caption: str | None = None, fold: bool = False) -> Table:
+    """One rich table of ``cols``; cells never wrap (``fold``: they may, as a last resort, never cut)."""
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     name_width = max(len(r.name) + 1 for r in result.rows)
     for i, c in enumerate(cols):
         first_of_group = i == 0 or cols[i - 1].group != c.group
-        t.add_column(f"{c.group if first_of_group else ''}\n{c.label}", no_wrap=True,
+        t.add_column(f"{c.group if first_of_group else ''}\n{c.label}", no_wrap=not fold,
+                     overflow="fold" if fold else "ellipsis",
                      justify="left" if not c.better and c.group == "" else "right",
                      min_width=name_width if i == 0 else None)
     for line in _cells(result, cols, marks):
@@ -233,41 +242,82 @@ def _rich_table(result: Any, cols: list[Column], marks: dict[str, str]) -> Table
     return t
 
 
-def bench_table(result: Any, width: int | None = None) -> tuple[Table, list[str]]:
-    """The rich table and its footnotes.
-
-    Args:
-        result: a :class:`mhsa_cli.bench.BenchResult`.
-        width: terminal width; columns of level 2, then 1, are left out until the
-            table fits (a footnote names them). None: every column.
-    """
+def _width(result: Any, cols: list[Column]) -> int:
+    """Columns a table of ``cols`` needs to show every cell whole."""
     from rich.console import Console
     from rich.measure import Measurement
 
-    every = columns(result)
     probe = Console(width=10_000)
-    for level in (2, 1, 0):
-        cols = [c for c in every if c.level <= level]
-        marks: dict[str, str] = {}
-        t = _rich_table(result, cols, marks)
-        if width is None or Measurement.get(probe, probe.options, t).maximum <= width:
-            break
+    return Measurement.get(probe, probe.options, _rich_table(result, cols, {})).maximum
+
+
+def layout(result: Any, width: int | None, every: list[Column] | None = None) -> list[list[Column]]:
+    """The column sets of the tables that show ``result`` in ``width`` terminal columns
+    (:func:`mhsa_cli.report.layout.split_columns`: whole table, or whole groups packed
+    into several tables, each led by the model column)."""
+    from .layout import split_columns
+
+    every = every if every is not None else columns(result)
+    return split_columns(every, width, lambda cols: _width(result, cols), group=lambda c: c.group,
+                         level=lambda c: c.level)
+
+
+def bench_tables(result: Any, width: int | None = None) -> tuple[list[Table], list[str]]:
+    """The rich tables (one, or several at a narrow width) and their footnotes.
+
+    Args:
+        result: a :class:`mhsa_cli.bench.BenchResult`.
+        width: terminal width; None (piped output, files): one table with every column.
+
+    Returns:
+        Tables whose cells are never cut (no number ends in "…"), and the notes;
+        a note names any column left out.
+    """
+    every = columns(result)
+    sets = layout(result, width, every)
+    marks: dict[str, str] = {}
+    tables = []
+    for i, cols in enumerate(sets):
+        fold = width is not None and _width(result, cols) > width  # narrower than one group: wrap, never cut
+        tables.append(_rich_table(result, cols, marks, _title(result) if i == 0 else None,
+                                  environment_line(result.environment) if i == len(sets) - 1 else None, fold))
     notes = footnotes(result, marks)
-    hidden = list(dict.fromkeys(c.label for c in every if c not in cols))
+    shown = {id(c) for cols in sets for c in cols}
+    hidden = [f"{c.group} {c.label}".strip() for c in every if id(c) not in shown]
     if hidden:
         notes.append(f"Left out to fit {width} columns: {', '.join(hidden)} (bench.md and bench.csv "
-                     "in --out have every column).")
-    return t, notes
+                     "in --out, and piped output, have every column).")
+    return tables, notes
+
+
+def bench_table(result: Any, width: int | None = None) -> tuple[Table, list[str]]:
+    """The first of :func:`bench_tables` (the whole table when ``width`` is None or it fits)."""
+    tables, notes = bench_tables(result, width)
+    return tables[0], notes
 
 
 def render_bench(result: Any, console: Console) -> None:
-    """Print the table, its footnotes and the files written."""
-    t, notes = bench_table(result, console.width)
-    console.print(t)
+    """Print the table(s), footnotes and files written.
+
+    In a terminal the table is laid out for its width (split, never cut);
+    piped or redirected output gets the whole table and unwrapped lines.
+    """
+    piped = not console.is_terminal
+    tables, notes = bench_tables(result, None if piped else console.width)
+    if piped:  # the whole table, however wide: a file or a pager has no width to fit
+        width = console.width
+        console.width = max(width, _width(result, columns(result)))
+        try:
+            console.print(tables[0])
+        finally:
+            console.width = width
+    else:
+        for t in tables:
+            console.print(t)
     for note in notes:
-        console.print(note, highlight=False, markup=False)
+        console.print(note, highlight=False, markup=False, soft_wrap=piped)
     if result.files:
-        console.print("wrote: " + ", ".join(result.files), highlight=False, markup=False)
+        console.print("wrote: " + ", ".join(result.files), highlight=False, markup=False, soft_wrap=piped)
 
 
 def bench_markdown(result: Any) -> str:
@@ -337,21 +387,29 @@ def bench_png(result: Any) -> bytes:
     return buf.getvalue()
 
 
-def write_bench_files(result: Any, out: str | Path) -> list[Path]:
-    """Write bench.json, bench.csv, bench.md (and bench.png with matplotlib) atomically.
+def bench_files(result: Any) -> dict[str, bytes]:
+    """File name -> content of one bench's files: bench.json, .csv, .md (and .png with matplotlib)."""
+    from . import have_matplotlib, json_text
 
-    The caller checks ``out`` first (:func:`mhsa_cli.checkpoint.check_output_dir`),
-    so nothing is overwritten without ``--force``.
+    files = {"bench.json": (json_text(result.to_dict()) + "\n").encode(),
+             "bench.csv": bench_csv(result).encode(), "bench.md": bench_markdown(result).encode()}
+    if have_matplotlib():
+        files["bench.png"] = bench_png(result)
+    return files
+
+
+def write_bench_files(result: Any, out: str | Path) -> list[Path]:
+    """Write the bench files as one set: a new folder ``out`` replaces the old one in one rename.
+
+    So ``out`` never mixes files of two runs (e.g. an old bench.png beside a new
+    bench.md when matplotlib is missing now). The caller checks ``out`` first
+    (:func:`mhsa_cli.checkpoint.check_output_dir`), so nothing is replaced without ``--force``.
 
     Returns:
         The paths written.
     """
-    from . import have_matplotlib
+    from ..checkpoint import atomic_dir
 
-    out = Path(out)
-    files = [write_json(out / "bench.json", result.to_dict()),
-             write_atomic(out / "bench.csv", bench_csv(result)),
-             write_atomic(out / "bench.md", bench_markdown(result))]
-    if have_matplotlib():
-        files.append(write_atomic(out / "bench.png", bench_png(result)))
-    return files
+    files = bench_files(result)
+    out = atomic_dir(Path(out), True, lambda tmp: [(tmp / n).write_bytes(b) for n, b in files.items()])
+    return [out / n for n in files]

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import kv_table, pct, table
+from . import kv_table, pct, plural, small_test_note, table
 
 
 def comparison_rows(result: Any) -> list[list[Any]]:
@@ -57,7 +57,7 @@ def render_distill(result: Any, console: Console) -> None:
     rows = [
         ("task", f"{task['name']} ({task['train']}/{task['val']}/{task['test']} train/val/test)"),
         ("teacher", result.teacher["path"]),
-        ("student", f"{s['layers']} layers, d_model {s['d_model']}, heads {s['heads']}, "
+        ("student", f"{plural(s['layers'], 'layer')}, d_model {s['d_model']}, heads {s['heads']}, "
                     f"head_dim {s['head_dim']}, d_ff {s['d_ff']}"),
         ("loss", _loss_text(result.losses)),
         ("hidden pairs (s:t)", _pairs(p["hidden_pairs"])),
@@ -70,3 +70,6 @@ def render_distill(result: Any, console: Console) -> None:
     ]
     rows += [("note", n) for n in result.notes]
     console.print(kv_table("Result", rows))
+    small = small_test_note(int(task["test"]), m.get("test_acc"))
+    if small:
+        console.print(small, highlight=False, markup=False, soft_wrap=not console.is_terminal)

@@ -60,10 +60,23 @@ def render_info(ckpt: Any, console: Console) -> None:
     console.print(kv_table("Metrics", metrics.items()))
     env = meta.get("environment", {})
     console.print(kv_table("Environment", [(k, fmt(v)) for k, v in env.items()]))
-    rows = [(str(i), s["operation"], s.get("parent") or "–", s.get("time", "–"),
-             ", ".join(f"{k}={v}" for k, v in s.get("settings", {}).items() if k not in ("force",))[:120])
-            for i, s in enumerate(meta.get("lineage", []))]
-    console.print(table("Lineage (oldest first)", ["#", "operation", "parent", "time", "settings"], rows))
+    for row in lineage_tables(meta.get("lineage", [])):
+        console.print(row)
+
+
+def lineage_tables(lineage: list[dict[str, Any]]) -> list[Any]:
+    """One key/value table per lineage step (oldest first): every setting whole, one per row.
+
+    Values wrap at spaces and fold only a word longer than the terminal; nothing
+    is cut (a single settings line would need slicing or an ellipsis).
+    """
+    tables = []
+    for i, step in enumerate(lineage):
+        settings = {k: v for k, v in (step.get("settings") or {}).items() if k != "force"}
+        rows = [("parent", step.get("parent") or "–"), ("time", step.get("time", "–")),
+                *((k, "–" if v is None else v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items())]
+        tables.append(kv_table(f"Lineage {i} (oldest first): {step.get('operation', '?')}", rows))
+    return tables
 
 
 def render_tasks(console: Console) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
+from rich.markup import escape
 
 from . import table
 
@@ -19,6 +19,8 @@ def render_recipe(result: Any, console: Console) -> None:
     rows = []
     for s in plan.stages:
         status = STATUS[s.status] if result.dry_run else ("ran" if s.status == "run" else "skipped (up to date)")
+        if s.status == "run" and s.reason:
+            status += f": {escape(s.reason)}"
         rows.append((s.name, s.type, ", ".join(s.inputs) or "–", status,
                      f"{s.seconds:.1f}s" if s.seconds else "–", f"{s.name}/"))
     title = (f"Recipe '{plan.name}' ({plan.source}) → {plan.out}/"
@@ -31,12 +33,11 @@ def render_recipe(result: Any, console: Console) -> None:
         from ..stages import RENDER, resolve
 
         resolve(RENDER[last.type])(last.result, console)
-    bench_md = plan.out / "bench.md"
-    if result.bench is not None and not isinstance(result.bench, dict):
+    if result.bench is not None:  # a skipped bench stage's result is its bench.json, read back
+        from ..bench.command import BenchResult
         from .bench import render_bench
 
-        render_bench(result.bench, console)
-    elif bench_md.is_file():
-        console.print(Markdown(bench_md.read_text(encoding="utf-8")))
+        bench = BenchResult.from_dict(result.bench) if isinstance(result.bench, dict) else result.bench
+        render_bench(bench, console)
     console.print(f"results in {plan.out}/ ({result.seconds:.1f}s): "
                   + ", ".join(Path(f).name for f in result.files) if result.files else f"results in {plan.out}/")

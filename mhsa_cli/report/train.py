@@ -6,12 +6,12 @@ from typing import Any
 
 from rich.console import Console
 
-from . import kv_table, pct, table
+from . import kv_table, pct, small_test_note, table
 
 
 def render_train(result: Any, console: Console) -> None:
     """Per-epoch table + final metrics of a :class:`mhsa_cli.train.TrainResult`."""
-    rows = [(int(h["epoch"]), h["train_loss"], pct(h["train_acc"]), pct(h["val_acc"]), f"{h['seconds']:.1f}s")
+    rows = [(int(h["epoch"]), f"{h['train_loss']:.4f}", pct(h["train_acc"]), pct(h["val_acc"]), f"{h['seconds']:.1f}s")
             for h in result.history]
     console.print(table("Training", ["epoch", "train loss", "train acc", "val acc", "time"], rows))
     m = result.metrics
@@ -24,3 +24,6 @@ def render_train(result: Any, console: Console) -> None:
         ("training time", f"{m['train_seconds']:.1f}s"),
         ("checkpoint", str(result.out)),
     ]))
+    small = small_test_note(int(result.task["test"]), m["test_acc"])
+    if small:
+        console.print(small, highlight=False, markup=False, soft_wrap=not console.is_terminal)
