@@ -171,7 +171,9 @@ def _names(ckpts: list[Any]) -> list[str]:
 
 
 def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: int = 0) -> torch.Tensor:
-    """A real-shaped timing batch: seeded validation rows (repeated if too few), full length.
+    """A real-shaped timing batch: seeded validation rows (repeated if too few), full length
+    (a ragged split, e.g. text: cut to the longest of the picked rows, as length-aware
+    batching does).
 
     Args:
         data: the task (its validation split is used; the test split is for accuracy only).
@@ -187,6 +189,8 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
         raise MhsaError(f"--seq-len {seq_len} exceeds the task's input length {x.shape[1]}")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     rows = order[torch.arange(batch_size) % len(order)]
+    if seq_len is None and data.val.ragged:
+        return data.val.rows(rows)[0].contiguous()
     return x[rows][:, : seq_len or x.shape[1]].contiguous()
 
 
@@ -302,8 +306,10 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     base.is_baseline = True
     _fill_ratios(rows, base)
     seq = cfg.seq_len or data.max_len
+    what = f"{seq}-token" if cfg.seq_len or not data.val.ragged else \
+        f"cut to the longest picked row (max {seq} tokens)"
     result = BenchResult(rows, base.name, devices, sizes, env, to_dict(cfg), data.summary(),
-                         f"{seq}-token rows of the validation split (seed {cfg.seed}), same tensor for all models")
+                         f"{what} rows of the validation split (seed {cfg.seed}), same tensor for all models")
     if cfg.out:
         from ..report.bench import write_bench_files
 
