@@ -29,6 +29,7 @@ from .checkpoint import check_output_dir, make_meta, save_model
 from .config import TrainConfig, to_dict
 from .environment import resolve_device, set_threads
 from .errors import MhsaError
+from .metrics import ClassReport, classification_report
 from .model import build_model, count_parameters, make_config
 from .progress import NULL, Progress
 from .tasks import Split, TaskData, load_task
@@ -209,6 +210,12 @@ def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
     return correct / max(total, 1)
 
 
+def split_report(model: nn.Module, split: Split, labels: list[str], device: torch.device | str = "cpu",
+                 batch_size: int = 256) -> ClassReport:
+    """Per-class metrics and confusion matrix of ``model`` on ``split`` (one process)."""
+    return classification_report(split.y, predict_logits(model, split, device, batch_size).argmax(-1), labels)
+
+
 def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
     """Linear warm-up over ``warmup`` x steps, then cosine decay to zero."""
     warm = max(1, int(total_steps * warmup)) if warmup > 0 else 0
@@ -336,9 +343,12 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     """
     data, mcfg, model, device = dist.agree(_prepare, cfg)
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
+    report = split_report(model, data.test, data.labels, device)
     metrics = {
         "val_acc": fitted.best_val_acc,
         "test_acc": evaluate(model, data.test, device),
+        "test_macro_f1": report.macro_f1,
+        "test_classes": report.to_dict(),
         "best_epoch": fitted.best_epoch,
         "epochs_run": len(fitted.history),
         "train_seconds": fitted.seconds,

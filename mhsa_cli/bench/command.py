@@ -58,6 +58,8 @@ class BenchRow:
     peak_mem_bytes: dict[Key, int | None] = field(default_factory=dict)  # CUDA only, else None
     skipped: dict[Key, str] = field(default_factory=dict)  # cells that do not apply, and why
     ratios: Ratios = field(default_factory=Ratios)
+    test_macro_f1: float | None = None
+    test_classes: dict[str, Any] | None = None  # per-class metrics on the test split (ClassReport JSON)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""
@@ -197,19 +199,21 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
 def _measure_rows(entries: list[_Entry], data: Any, progress: Progress) -> list[BenchRow]:
     """Accuracy (CPU, test split), sizes and parameter counts of every model."""
     from ..checkpoint import size_on_disk
-    from ..train import evaluate
+    from ..train import split_report
 
     rows = []
     with progress.task("accuracy (test split)", total=len(entries)) as bar:
         for e in entries:
             stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
+            report = split_report(e.model, data.test, data.labels, "cpu")  # its accuracy = evaluate's
             rows.append(BenchRow(
                 name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
                 heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
                 size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
-                test_acc=evaluate(e.model, data.test, "cpu"),
+                test_acc=report.accuracy,
                 stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
-                quantized_engine=(getattr(e.model, "quantization", None) or {}).get("engine")))
+                quantized_engine=(getattr(e.model, "quantization", None) or {}).get("engine"),
+                test_macro_f1=report.macro_f1, test_classes=report.to_dict()))
             bar.advance(1)
     return rows
 

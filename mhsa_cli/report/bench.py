@@ -91,9 +91,16 @@ def columns(result: Any) -> list[Column]:
         Column("test acc", "", lambda r: r.test_acc, pct, "max"),
         Column("test acc", "Δ pts", lambda r: r.ratios.acc_delta_pts, lambda v: f"{v:+.2f}", "max"),
     ]
+    if imbalanced(result):  # accuracy alone hides a neglected small class
+        cols.append(Column("test acc", "macro-F1", lambda r: r.test_macro_f1, lambda v: "–" if v is None else f"{v:.4f}", "max"))
     for device, batch in result.keys:
         cols.extend(_cell_columns(device, batch))
     return cols
+
+
+def imbalanced(result: Any) -> bool:
+    """True when the test split's classes are imbalanced (see :mod:`mhsa_cli.metrics`)."""
+    return any((r.test_classes or {}).get("imbalanced") for r in result.rows)
 
 
 def _best(col: Column, rows: list[Any]) -> Any:
@@ -266,7 +273,7 @@ def bench_csv(result: Any) -> str:
                           r.size_bytes, r.weight_bytes, _blank(r.quantized_engine), r.test_acc, _blank(r.stored_test_acc),
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
-                          _blank(r.peak_mem_bytes.get(key))])
+                          _blank(r.peak_mem_bytes.get(key)), _blank(r.test_macro_f1)])
     return csv_text(CSV_COLUMNS, lines)
 
 

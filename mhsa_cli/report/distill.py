@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from . import kv_table, pct, table
+from .metrics import render_class_metrics
 
 
 def comparison_rows(result: Any) -> list[list[Any]]:
@@ -70,3 +71,5 @@ def render_distill(result: Any, console: Console) -> None:
     ]
     rows += [("note", n) for n in result.notes]
     console.print(kv_table("Result", rows))
+    if "test_classes" in m:
+        render_class_metrics(m["test_classes"], console, "test, distilled student")

@@ -88,6 +88,7 @@ class TaskData:
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            **({"max_len_auto": True} if self.spec.get("max_len_auto") else {}),
         }
 
 
