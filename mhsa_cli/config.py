@@ -23,7 +23,7 @@ from .errors import MhsaError, closest
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min: float | None = None, max: float | None = None, min_open: bool = False,
         max_open: bool = False, cli: bool = True, recipe: bool = True,
-        flag: str | tuple[str, ...] | None = None) -> Any:
+        flag: str | tuple[str, ...] | None = None, repeat: bool = False) -> Any:
     """Declare a config field.
 
     Args:
@@ -34,9 +34,11 @@ def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min, max: numeric range; ``min_open``/``max_open`` make it exclusive.
         cli: expose as a CLI option; recipe: accept as a recipe key.
         flag: CLI flag(s) if not ``--field-name`` (the first is the main name).
+        repeat: a list option given by repeating the flag (values may hold commas)
+            instead of one comma-separated value.
     """
     meta = dict(help=help, argument=argument, choices=choices, min=min, max=max,
-                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag)
+                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag, repeat=repeat)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -378,6 +380,32 @@ class BenchConfig:
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1)
     seed: int = opt(0, "seed for the timing inputs", min=0)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
+    force: bool = _force()
+
+
+def _runtime_names() -> list[str]:
+    from .predict.loaders import runtime_names
+
+    return runtime_names()
+
+
+@dataclass
+class PredictConfig:
+    """``mhsa predict``: labels and probabilities for new text."""
+
+    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8)", argument=True)
+    text: list[str] = opt([], "a text to classify (repeatable)", repeat=True)
+    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
+    format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
+    text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
+    label_column: Optional[str] = opt(None, "column / field with true labels: when present, used to report "
+                                      "accuracy, never as input (default: the checkpoint's)")
+    ignore_labels: bool = opt(False, "do not measure accuracy even if the file has a label column")
+    out: Optional[str] = opt(None, "write every prediction to this .csv or .jsonl file (atomic)")
+    show: int = opt(20, "rows shown in the table for --data", min=0)
+    batch_size: int = opt(256, "rows per forward call", min=1)
+    runtime: str = opt("auto", "loader: auto picks by folder content", choices=_runtime_names)
+    threads: int = _threads()
     force: bool = _force()
 
 

@@ -17,6 +17,7 @@ RUN = {
     "quantize": "quantize:quantize",
     "distill": "distill:distill",
     "bench": "bench:bench",
+    "predict": "predict:predict",
     "run": "recipe:run_recipe",
 }
 # command -> its renderer, render(result, console); report modules are named after the command
