@@ -177,6 +177,9 @@ def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
     if origin is dict or base is dict:
         info = typer.Option(None, *flags, help=help_text + " (repeatable key=value)", show_default=False)
         annotation: Any = Optional[List[str]]
+    elif origin is list and meta.get("repeat"):
+        info = typer.Option(None, *flags, help=help_text + " (repeatable)", show_default=False)
+        annotation = Optional[List[str]]
     elif origin is list:
         shown = ",".join(map(str, default)) if default else None
         info = typer.Option(shown, *flags, help=help_text + " (comma-separated)")
@@ -255,6 +258,11 @@ def _stages() -> None:
          "Compare checkpoints: accuracy, size and latency on CPU (and CUDA).",
          "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"
          "  ·  mhsa bench runs/baseline runs/student --runtime torch,onnxruntime --threads 1"),
+        ("predict", c.PredictConfig,
+         "Predict labels and probabilities for new text with a trained text model.",
+         "Examples:  mhsa predict runs/reviews --text \"great food\" --text \"cold and late\""
+         "  ·  mhsa predict runs/reviews-int8 --data new.csv --out predictions.csv"
+         "  ·  mhsa predict runs/reviews --data labelled.jsonl   (a label column is used for accuracy)"),
         ("run", c.RecipeConfig,
          "Run a YAML recipe: a whole compression pipeline, resumable.",
          "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"

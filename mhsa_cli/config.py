@@ -35,7 +35,7 @@ MAX_THREADS = 4096
 def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         min: float | None = None, max: float | None = None, min_open: bool = False,
         max_open: bool = False, cli: bool = True, recipe: bool = True,
-        flag: str | tuple[str, ...] | None = None, required: bool = False) -> Any:
+        flag: str | tuple[str, ...] | None = None, required: bool = False, repeat: bool = False) -> Any:
     """Declare a config field.
 
     Args:
@@ -48,9 +48,12 @@ def opt(default: Any, help: str, *, argument: bool = False, choices: Any = None,
         flag: CLI flag(s) if not ``--field-name`` (the first is the main name).
         required: the CLI option must be given (shown as required in ``--help``);
             a recipe fills it from the stage's ``from``.
+        repeat: a list option given by repeating the flag (values may hold commas)
+            instead of one comma-separated value.
     """
     meta = dict(help=help, argument=argument, choices=choices, min=min, max=max,
-                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag, required=required)
+                min_open=min_open, max_open=max_open, cli=cli, recipe=recipe, flag=flag, required=required,
+                repeat=repeat)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -415,6 +418,32 @@ class BenchConfig:
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
+    force: bool = _force()
+
+
+def _predict_loader_names() -> list[str]:
+    from .predict.loaders import runtime_names
+
+    return runtime_names()
+
+
+@dataclass
+class PredictConfig:
+    """``mhsa predict``: labels and probabilities for new text."""
+
+    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8)", argument=True)
+    text: list[str] = opt([], "a text to classify (repeatable)", repeat=True)
+    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
+    format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
+    text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
+    label_column: Optional[str] = opt(None, "column / field with true labels: when present, used to report "
+                                      "accuracy, never as input (default: the checkpoint's)")
+    ignore_labels: bool = opt(False, "do not measure accuracy even if the file has a label column")
+    out: Optional[str] = opt(None, "write every prediction to this .csv or .jsonl file (atomic)")
+    show: int = opt(20, "rows shown in the table for --data", min=0)
+    batch_size: int = opt(256, "rows per forward call", min=1)
+    runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
+    threads: int = _threads()
     force: bool = _force()
 
 

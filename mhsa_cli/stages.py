@@ -18,6 +18,7 @@ RUN = {
     "distill": "distill:distill",
     "export": "export:export",
     "bench": "bench:bench",
+    "predict": "predict:predict",
     "run": "recipe:run_recipe",
 }
 # command -> its renderer, render(result, console); report modules are named after the command

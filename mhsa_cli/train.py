@@ -29,6 +29,7 @@ from .checkpoint import check_output_dir, make_meta, save_model
 from .config import TrainConfig, to_dict
 from .environment import resolve_device, set_threads
 from .errors import MhsaError
+from .metrics import ClassReport, classification_report
 from .model import build_model, count_parameters, make_config
 from .progress import NULL, Progress
 from .tasks import Split, TaskData, load_task
@@ -51,6 +52,7 @@ class LoopConfig:
     patience: int = 0
     amp: bool = False
     mixup: float = 0.0
+    bucket: bool = True
     seed: int = 0
 
     @classmethod
@@ -126,25 +128,68 @@ def _shuffle_seed(seed: int) -> int:
     return seed * 100003
 
 
-def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-            epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield this process's (x, y) mini-batches of ``batch_size`` (a per-process size).
+BUCKET_CHUNK = 32  # bucketing sorts rows by length within windows of this many batches
+
+
+def batch_index(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
+                epoch: int = 0, bucket: bool = True) -> list[torch.Tensor]:
+    """This process's mini-batches as index tensors into ``split`` (``batch_size`` per process).
 
     With ``shuffle`` (training) the order comes from a ``DistributedSampler``
     seeded by (seed, epoch): one process gets the whole permutation
     ``randperm(n, seed * 100003 + epoch)``; under torchrun each process gets every
-    ``world_size``-th index of it (padded to equal shares). Without ``shuffle``
-    (evaluation) each process gets every ``world_size``-th sample, unpadded, so
-    every sample is counted once.
+    ``world_size``-th index of it (padded to equal shares). With ``bucket`` and a
+    ragged split, rows are then sorted by length inside windows of
+    ``BUCKET_CHUNK`` batches and the batches shuffled (same seed and epoch), so a
+    batch holds rows of similar length and is cut short (same number of batches).
+    Without ``shuffle`` (evaluation) each process gets every ``world_size``-th
+    sample, unpadded, so every sample is counted once; a ragged split's rows are
+    taken in order of length (callers that need file order use the indices).
     """
     n = len(split)
-    if shuffle:
-        order = dist.train_order(n, _shuffle_seed(seed), epoch)
-    else:
+    if not shuffle:
         order = dist.shard(torch.arange(n))
-    for i in range(0, len(order), batch_size):
-        idx = order[i: i + batch_size]
-        yield split.x[idx], split.y[idx]
+        if split.ragged:
+            order = order[torch.sort(split.lengths[order], stable=True).indices]
+        return list(order.split(batch_size))
+    order = dist.train_order(n, _shuffle_seed(seed), epoch)
+    if not (bucket and split.ragged):
+        return list(order.split(batch_size))
+    out: list[torch.Tensor] = []
+    for start in range(0, len(order), batch_size * BUCKET_CHUNK):
+        window = order[start: start + batch_size * BUCKET_CHUNK]
+        window = window[torch.sort(split.lengths[window], stable=True).indices]
+        out.extend(window.split(batch_size))
+    gen = torch.Generator().manual_seed(_shuffle_seed(seed) + epoch + 1)
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
+            epoch: int = 0, bucket: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield this process's (x, y) mini-batches (see :func:`batch_index`); a ragged
+    split's x is cut to the longest row of the batch (:meth:`Split.rows`)."""
+    for idx in batch_index(split, batch_size, shuffle, seed, epoch, bucket):
+        yield split.rows(idx)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, split: Split, device: torch.device | str = "cpu",
+                   batch_size: int = 256) -> torch.Tensor:
+    """(N, C) float32 CPU logits of every row of ``split``, in row order (one process).
+
+    Rows are batched by length (short batches for short rows) and put back in order.
+    """
+    was_training = model.training
+    model.eval()
+    out = None
+    for idx in batch_index(split, batch_size):
+        x, _ = split.rows(idx)
+        logits = model(x.to(device)).float().cpu()  # (B, C)
+        if out is None:
+            out = torch.empty(len(split), logits.shape[1])
+        out[idx] = logits
+    model.train(was_training)
+    return out if out is not None else torch.empty(0, 0)
 
 
 @torch.inference_mode()
@@ -163,6 +208,12 @@ def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
     correct, total = dist.all_reduce_sum(correct), len(split)
     model.train(was_training)
     return correct / max(total, 1)
+
+
+def split_report(model: nn.Module, split: Split, labels: list[str], device: torch.device | str = "cpu",
+                 batch_size: int = 256) -> ClassReport:
+    """Per-class metrics and confusion matrix of ``model`` on ``split`` (one process)."""
+    return classification_report(split.y, predict_logits(model, split, device, batch_size).argmax(-1), labels)
 
 
 def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -278,7 +329,7 @@ def _epoch(model, split, loop, device, loss_fn, opt, sched, progress, desc, epoc
     loss_sum, correct, seen = 0.0, 0, 0
     use_amp = loop.amp and device.type == "cuda"
     with progress.task(desc, total=steps) as bar:
-        for x, y in batches(split, batch_size, shuffle=True, seed=loop.seed, epoch=epoch):
+        for x, y in batches(split, batch_size, shuffle=True, seed=loop.seed, epoch=epoch, bucket=loop.bucket):
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logits = loss_fn(model, x, y)
@@ -320,9 +371,12 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     """
     data, mcfg, model, device = dist.agree(_prepare, cfg)
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
+    report = split_report(model, data.test, data.labels, device)
     metrics = {
         "val_acc": fitted.best_val_acc,
         "test_acc": evaluate(model, data.test, device),
+        "test_macro_f1": report.macro_f1,
+        "test_classes": report.to_dict(),
         "best_epoch": fitted.best_epoch,
         "epochs_run": len(fitted.history),
         "train_seconds": fitted.seconds,

@@ -12,7 +12,8 @@ import torch
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.tasks import TASKS, TaskData, load_task, task_from_spec
 from mhsa_cli.tasks.split import stratified_split
-from mhsa_cli.tasks.text import encode_texts, tokenize
+from mhsa_cli.tasks.text import auto_max_len, encode_texts, spec_tokenizer, tokenize
+from mhsa_cli.tasks.tokenizer import from_vocab, to_json, token_counts, vocab_list
 
 SPLITS = ("train", "val", "test")
 SMALL_ORDER = dict(n_train=200, n_val=50, n_test=60)
@@ -160,6 +161,10 @@ def csv_path(tmp_path) -> str:
     return write_rows(tmp_path / "data.csv", corpus())
 
 
+def vocab_of(data):
+    return vocab_list(spec_tokenizer(data.spec))
+
+
 def test_text_messy_csv(tmp_path):
     body = MESSY_CSV + "".join(f'"row {i}, more",{"pos" if i % 3 else "neg"},{i}\n' for i in range(30))
     p = tmp_path / "messy.csv"
@@ -169,8 +174,9 @@ def test_text_messy_csv(tmp_path):
     assert len(texts) == 33  # 3 good rows + 30; empty / blank texts skipped
     assert 'multi\nline, with "quotes"' in texts and "café 😀 tasty" in texts
     assert data.labels == ["neg", "pos"]
-    assert data.train.x.dtype == torch.long and data.train.x.shape[1] == 64
-    assert data.spec["vocab"][:2] == ["<pad>", "<unk>"] and data.vocab_size == len(data.spec["vocab"])
+    assert data.train.x.dtype == torch.long and data.train.x.shape[1] == data.max_len == data.spec["max_len"]
+    assert data.spec["max_len_auto"] is True
+    assert vocab_of(data)[:2] == ["<pad>", "<unk>"] and data.vocab_size == len(vocab_of(data))
     assert tokenize("Café 😀, ok!", "word", True) == ["café", "😀", ",", "ok", "!"]
 
 
@@ -223,7 +229,7 @@ def test_text_explicit_test_path(tmp_path, csv_path):
     assert len(data.test) == 2 and all(k == "test_path" for k, _ in data.test._rows)
     assert all(k == "path" for s in ("train", "val") for k, _ in data.split(s)._rows)
     assert sum(len(data.split(s)) for s in ("train", "val")) == 76  # test_fraction ignored
-    vocab = data.spec["vocab"]
+    vocab = vocab_of(data)
     assert "unseenword" not in vocab and "zzz" not in vocab
     assert data.test.x[0, :3].tolist() == [vocab.index("good"), 1, vocab.index("ok")]
     assert set(data.spec["sha256"]) == {"path", "test_path"}
@@ -232,7 +238,7 @@ def test_text_explicit_test_path(tmp_path, csv_path):
 
 def test_text_vocab_from_train_only(csv_path):
     data = load_task("text", path=csv_path, seed=0)
-    vocab = data.spec["vocab"]
+    vocab = vocab_of(data)
     train_tokens = {tok for t in data.train._texts for tok in tokenize(t, "word", True)}
     assert set(vocab[2:]) == train_tokens
     held_out = [t for t in data.test._texts if t.startswith("good")][0]
@@ -248,17 +254,17 @@ def test_text_char_tokenizer_and_options(csv_path):
     data = load_task("text", path=csv_path, tokenizer="char", max_len=5, lowercase="false",
                      min_freq=2, max_vocab=10)
     assert data.train.x.shape[1] == 5 and data.max_len == 5
-    assert len(data.spec["vocab"]) <= 10 and data.spec["lowercase"] is False
-    assert all(len(tok) == 1 for tok in data.spec["vocab"][2:])
+    assert len(vocab_of(data)) <= 10 and data.spec["lowercase"] is False
+    assert all(len(tok) == 1 for tok in vocab_of(data)[2:])
     enc = encode_texts(["good!"], data.spec)
-    vocab = data.spec["vocab"]
+    vocab = vocab_of(data)
     assert enc.tolist() == [[vocab.index(c) if c in vocab else 1 for c in "good!"]]
 
 
 def test_encode_texts_truncates_and_pads(csv_path):
     data = load_task("text", path=csv_path, max_len=6)
     enc = encode_texts(["Good fine", "good " * 20, ""], data.spec)
-    vocab = data.spec["vocab"]
+    vocab = vocab_of(data)
     assert enc.dtype == torch.long and enc.shape == (3, 6)
     assert enc[0].tolist() == [vocab.index("good"), vocab.index("fine"), 0, 0, 0, 0]
     assert enc[1].tolist() == [vocab.index("good")] * 6
@@ -272,10 +278,28 @@ def test_text_from_spec_uses_stored_vocab(csv_path):
     data = load_task("text", path=csv_path, seed=2, min_freq=1)
     spec = json.loads(json.dumps(data.spec))
     assert same_tensors(data, task_from_spec(spec))
-    spec["vocab"] = ["<pad>", "<unk>", "good"]  # a rebuilt vocab would ignore this
+    spec["tokenizer"] = to_json(from_vocab(["<pad>", "<unk>", "good"], "word", True))  # a rebuilt one would ignore this
     again = task_from_spec(spec)
     assert again.vocab_size == 3 and int(again.train.x.max()) <= 2
-    assert again.spec["vocab"] == spec["vocab"]
+    assert vocab_of(again) == ["<pad>", "<unk>", "good"]
+
+
+def test_text_older_spec_with_vocab_list_still_loads(csv_path):
+    """Checkpoints from before the tokenizer JSON: spec["tokenizer"] is the kind, spec["vocab"] a list."""
+    data = load_task("text", path=csv_path, seed=2, max_len=64)
+    old = {k: v for k, v in json.loads(json.dumps(data.spec)).items() if k not in ("tokenizer_kind", "max_len_auto")}
+    old["tokenizer"], old["vocab"] = "word", vocab_of(data)
+    assert same_tensors(data, task_from_spec(old))
+    assert encode_texts(["good fine"], old).tolist() == encode_texts(["good fine"], data.spec).tolist()
+
+
+def test_text_auto_max_len_is_99th_percentile_of_train(csv_path):
+    assert auto_max_len([1] * 99 + [50]) == 1 and auto_max_len([1] * 98 + [50, 50]) == 50
+    assert auto_max_len([3, 1000]) == 256 and auto_max_len([]) == 1
+    data = load_task("text", path=csv_path, seed=0)
+    counts = sorted(token_counts(spec_tokenizer(data.spec), data.train._texts))
+    assert data.max_len == counts[-(-len(counts) * 99 // 100) - 1]
+    assert int(data.train.lengths.max()) <= data.max_len and data.train.ragged
 
 
 def test_text_from_spec_detects_changed_or_missing_file(tmp_path):
@@ -312,7 +336,7 @@ def _bad(tmp_path, name: str, content: str | bytes) -> str:
     ("latin.csv", "text,label\ncaf\xe9,a\n".encode("latin-1"), {}, r"latin\.csv is not valid utf-8"),
     ("data.xml", "<x/>", {}, r"format of .*data\.xml"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"format": "xml"}, "unknown format 'xml'"),
-    ("ok.csv", "text,label\na,x\nb,y\n", {"tokenizer": "bpe"}, "unknown tokenizer 'bpe'"),
+    ("ok.csv", "text,label\na,x\nb,y\n", {"tokenizer": "wordpiece"}, "unknown tokenizer 'wordpiece'"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"val_fraction": 0.7}, r"val_fraction must be in \(0, 0.5\]"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"test_fraction": 0}, r"test_fraction must be in \(0, 0.5\]"),
     ("ok.csv", "text,label\na,x\nb,y\n", {"max_len": 0}, "option 'max_len' must be >= 1, got 0"),

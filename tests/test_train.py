@@ -174,3 +174,74 @@ def test_plateau_note_is_logged_once_while_at_chance(monkeypatch):
     assert log.lines.index(notes[0]) == 1  # right after epoch 1's line
     assert T.plateau_note("digits", 0.1).startswith("note: validation accuracy is still at chance level (10.0%)")
     assert "lower --lr" in T.plateau_note("digits", 0.1)
+
+
+# ---------------------------------------------------------------- length-aware batching
+def _ragged_split(n=40, T=20, seed=0):
+    from mhsa_cli.tasks import Split
+
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (n,), generator=gen)
+    x = torch.randint(2, 30, (n, T), generator=gen)
+    x[torch.arange(T)[None, :] >= lengths[:, None]] = 0
+    return Split(x, torch.randint(0, 3, (n,), generator=gen), ragged=True), lengths
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("explicit", [False, True])
+def test_logits_same_padded_to_own_length_or_max_len(pooling, explicit):
+    """Both attention paths (SDPA and the explicit one with probabilities)."""
+    from mhsa_cli.model import build_model, make_config
+
+    split, lengths = _ragged_split()
+    model = build_model(make_config("tokens", 20, 3, 30, 0, 2, 32, 4, 64, 0.0, pooling), seed=0).eval()
+    run = (lambda x: model(x, features=True, output_attentions=True).logits) if explicit else model
+    with torch.no_grad():
+        full = run(split.x)  # every row padded to max_len 20
+        for i in range(len(split)):
+            own = run(split.x[i: i + 1, : int(lengths[i])])  # no padding at all
+            assert torch.allclose(own, full[i: i + 1], atol=1e-5), (i, (own - full[i]).abs().max())
+        cut, _ = split.rows(torch.arange(len(split)))  # the batch cut to its longest row
+        assert cut.shape[1] == int(lengths.max())
+        assert torch.allclose(run(cut), full, atol=1e-5)
+
+
+def test_split_lengths_and_rows_cut_to_the_longest_row():
+    split, lengths = _ragged_split()
+    assert torch.equal(split.lengths, lengths)
+    idx = torch.tensor([3, 5, 7])
+    x, y = split.rows(idx)
+    assert x.shape == (3, int(lengths[idx].max())) and torch.equal(y, split.y[idx])
+    assert torch.equal(x, split.x[idx, : x.shape[1]]) and int(split.x[idx, x.shape[1]:].abs().sum()) == 0
+    split.ragged = False
+    assert split.rows(idx)[0].shape == (3, 20)  # fixed-shape tasks keep full rows
+
+
+def test_bucketed_batches_cover_every_row_once_are_seeded_and_shorter():
+    from mhsa_cli.train import BUCKET_CHUNK, batch_index
+
+    split, lengths = _ragged_split(n=500, T=20)
+    plain = batch_index(split, 8, shuffle=True, seed=1, epoch=1, bucket=False)
+    bucketed = batch_index(split, 8, shuffle=True, seed=1, epoch=1)
+    assert len(bucketed) == len(plain) == 63
+    assert sorted(torch.cat(bucketed).tolist()) == list(range(500))
+    assert all(torch.equal(a, b) for a, b in zip(bucketed, batch_index(split, 8, shuffle=True, seed=1, epoch=1)))
+    assert not all(torch.equal(a, b) for a, b in zip(bucketed, batch_index(split, 8, shuffle=True, seed=1, epoch=2)))
+    padded = lambda bs: sum(len(b) * int(lengths[b].max()) for b in bs)  # token slots computed
+    assert padded(bucketed) < 0.75 * padded(plain)
+    # each window of BUCKET_CHUNK batches was sorted by length: a batch spans few lengths
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in bucketed) / len(bucketed)
+    assert spread <= 2 and BUCKET_CHUNK > 1
+
+
+def test_predict_logits_keeps_row_order_and_evaluate_agrees():
+    from mhsa_cli.model import build_model, make_config
+    from mhsa_cli.train import evaluate, predict_logits
+
+    split, _ = _ragged_split(n=50)
+    model = build_model(make_config("tokens", 20, 3, 30, 0, 1, 32, 4, 64, 0.0, "cls"), seed=0)
+    logits = predict_logits(model, split, batch_size=7)
+    with torch.no_grad():
+        ref = model.eval()(split.x)
+    assert torch.allclose(logits, ref, atol=1e-5)
+    assert evaluate(model, split, batch_size=7) == pytest.approx(float((ref.argmax(-1) == split.y).float().mean()))

@@ -73,6 +73,8 @@ class BenchRow:
         from .entries import RUNTIME_LABELS
 
         return f"{RUNTIME_LABELS.get(self.runtime, self.runtime)} {self.precision}"
+    test_macro_f1: float | None = None
+    test_classes: dict[str, Any] | None = None  # per-class metrics on the test split (ClassReport JSON)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""
@@ -205,7 +207,9 @@ def _names(ckpts: list[Any]) -> list[str]:
 
 
 def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: int = 0) -> torch.Tensor:
-    """A real-shaped timing batch: seeded validation rows (repeated if too few), full length.
+    """A real-shaped timing batch: seeded validation rows (repeated if too few), full length
+    (a ragged split, e.g. text: cut to the longest of the picked rows, as length-aware
+    batching does).
 
     Args:
         data: the task (its validation split is used; the test split is for accuracy only).
@@ -221,23 +225,27 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
         raise MhsaError(f"--seq-len {seq_len} exceeds the task's input length {x.shape[1]}")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     rows = order[torch.arange(batch_size) % len(order)]
+    if seq_len is None and data.val.ragged:
+        return data.val.rows(rows)[0].contiguous()
     return x[rows][:, : seq_len or x.shape[1]].contiguous()
 
 
 def _torch_row(e: Entry, data: Any) -> BenchRow:
     """Accuracy (CPU, test split), sizes and parameter counts of a torch entry."""
     from ..checkpoint import size_on_disk
-    from ..train import evaluate
+    from ..train import split_report
 
     stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
+    report = split_report(e.model, data.test, data.labels, "cpu")  # its accuracy = evaluate's
     return BenchRow(
         name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
         heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
         size_bytes=size_on_disk(e.ckpt.path), weight_bytes=weight_bytes(e.model),
-        test_acc=evaluate(e.model, data.test, "cpu"),
+        test_acc=report.accuracy,
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         quantized_engine=engine_label(getattr(e.model, "quantization", None)),
-        runtime=e.runtime, precision=e.precision, model=e.model_name)
+        runtime=e.runtime, precision=e.precision, model=e.model_name,
+        test_macro_f1=report.macro_f1, test_classes=report.to_dict())
 
 
 def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
@@ -407,8 +415,10 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     base.is_baseline = True
     _fill_ratios(rows, base)
     seq = cfg.seq_len or data.max_len
+    what = f"{seq}-token" if cfg.seq_len or not data.val.ragged else \
+        f"cut to the longest picked row (max {seq} tokens)"
     result = BenchResult(rows, base.name, devices, sizes, env, to_dict(cfg), data.summary(),
-                         f"{seq}-token rows of the validation split (seed {cfg.seed}), same tensor for all models",
+                         f"{what} rows of the validation split (seed {cfg.seed}), same tensor for all models",
                          notes=notes, fastest=fastest_rows(rows, [(d, b) for d in devices for b in sizes]))
     if cfg.out:
         from ..report.bench import write_bench_files

@@ -29,7 +29,7 @@ from ..errors import MhsaError
 from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData, task_from_spec
-from ..train import FitResult, LoopConfig, check_mixup, evaluate, fit, make_mixup
+from ..train import FitResult, LoopConfig, check_mixup, evaluate, fit, make_mixup, split_report
 from .losses import LossWeights, make_loss_fn, make_projections
 from .student import attention_pairs, init_from_teacher, match_teacher_blocks, parse_pairs, student_config
 
@@ -126,8 +126,10 @@ def _scores(model: nn.Module, fitted: FitResult, data: TaskData, device: torch.d
             teacher_test: float) -> dict[str, Any]:
     """Metrics of a fitted student; its validation accuracy is the one fit kept (its final weights)."""
     test = evaluate(model, data.test, device)
+    report = split_report(model, data.test, data.labels, device)
     return {"params": count_parameters(model), "val_acc": fitted.best_val_acc,
-            "test_acc": test, "relative_test_acc": test / teacher_test if teacher_test else None}
+            "test_acc": test, "relative_test_acc": test / teacher_test if teacher_test else None,
+            "test_macro_f1": report.macro_f1, "test_classes": report.to_dict()}
 
 
 def _scratch(plan: DistillPlan, data: TaskData, loop: LoopConfig, device: torch.device,
@@ -144,7 +146,7 @@ def _metrics(student: dict[str, Any], teacher: dict[str, Any], fitted: FitResult
          "teacher_test_acc": teacher["test_acc"], "best_epoch": fitted.best_epoch,
          "epochs_run": len(fitted.history), "train_seconds": fitted.seconds, "world_size": dist.world_size()}
     if scratch:
-        m.update({f"scratch_{k}": v for k, v in scratch.items() if k != "params"})
+        m.update({f"scratch_{k}": v for k, v in scratch.items() if k not in ("params", "test_classes")})
     return m
 
 

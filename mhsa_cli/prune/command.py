@@ -26,7 +26,7 @@ from ..errors import MhsaError, choice
 from ..model import MHSAClassifier, attention_flops, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData, task_from_spec
-from ..train import LoopConfig, evaluate, fit
+from ..train import LoopConfig, evaluate, fit, split_report
 from .importance import IMPORTANCE, NORMALIZED, SEEDED, head_importance
 from .select import heads_to_remove_count, select_heads
 from .surgery import remove_heads
@@ -61,6 +61,7 @@ class PruneResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
+    test_classes: dict[str, Any] | None = None  # per-class metrics of the final model (ClassReport JSON)
 
 
 @dataclass
@@ -193,7 +194,8 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         attention_flops(original.config), attention_flops(model.config), _accuracy(original, data, device),
         Accuracy(last["val_acc_pruned"], last["test_acc_pruned"]),
         Accuracy(last["val_acc_finetuned"], last["test_acc_finetuned"]) if cfg.finetune_epochs else None,
-        steps, task=data.summary())
+        steps, task=data.summary(),
+        test_classes=split_report(model, data.test, data.labels, device).to_dict())
     result.files = _save_pruned(cfg, ckpt, model, result)
     return result
 
@@ -214,7 +216,8 @@ def _metrics(r: PruneResult) -> dict[str, Any]:
             "flops": r.flops_after, "heads": r.heads_after, "heads_removed": sum(map(len, r.removed)),
             "params_before": r.params_before, "flops_before": r.flops_before,
             "accuracy_before": dataclasses.asdict(r.before), "accuracy_pruned": dataclasses.asdict(r.pruned),
-            "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None}
+            "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None,
+            **({"test_macro_f1": r.test_classes["macro_f1"], "test_classes": r.test_classes} if r.test_classes else {})}
 
 
 def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult) -> list[str]:

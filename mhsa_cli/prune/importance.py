@@ -149,8 +149,11 @@ def validation_batches(split: Split, batch_size: int, max_batches: int = 0,
                        device: torch.device | str = "cpu") -> Batches:
     """The first ``max_batches`` (0 = all) fixed-order batches of ``split``, on ``device``."""
     n = len(split) if not max_batches else min(len(split), max_batches * batch_size)
-    return [(split.x[i: i + batch_size].to(device), split.y[i: i + batch_size].to(device))
-            for i in range(0, n, batch_size)]
+    out = []
+    for i in range(0, n, batch_size):  # a ragged split's batches cut to their longest row
+        x, y = split.rows(torch.arange(i, min(i + batch_size, n)))
+        out.append((x.to(device), y.to(device)))
+    return out
 
 
 def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, *,

@@ -94,6 +94,8 @@ def columns(result: Any) -> list[Column]:
         Column("test acc", "", lambda r: r.test_acc, pct, "max"),
         Column("test acc", "Δ pts", lambda r: r.ratios.acc_delta_pts, lambda v: f"{v:+.2f}", "max"),
     ]
+    if imbalanced(result):  # accuracy alone hides a neglected small class
+        cols.append(Column("test acc", "macro-F1", lambda r: r.test_macro_f1, lambda v: "–" if v is None else f"{v:.4f}", "max"))
     for device, batch in result.keys:
         cols.extend(_cell_columns(device, batch))
     return cols
@@ -101,6 +103,11 @@ def columns(result: Any) -> list[Column]:
 
 def _several_runtimes(result: Any) -> bool:
     return any(r.runtime != "torch" for r in result.rows)
+
+
+def imbalanced(result: Any) -> bool:
+    """True when the test split's classes are imbalanced (see :mod:`mhsa_cli.metrics`)."""
+    return any((r.test_classes or {}).get("imbalanced") for r in result.rows)
 
 
 def _best(col: Column, rows: list[Any]) -> Any:
@@ -337,7 +344,8 @@ STAT_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_
                 "repeats", "throughput_per_s")
 CSV_COLUMNS = ["model", "path", "runtime", "precision", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
                "quantized_engine", "test_acc", "stored_test_acc", "compression", "acc_delta_pts", "device",
-               "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap"]
+               "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap",
+               "test_macro_f1"]
 
 
 def bench_csv(result: Any) -> str:
@@ -351,7 +359,8 @@ def bench_csv(result: Any) -> str:
                           r.size_bytes, r.weight_bytes, _blank(r.quantized_engine), r.test_acc, _blank(r.stored_test_acc),
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
-                          _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap)])
+                          _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap),
+                          _blank(r.test_macro_f1)])
     return csv_text(CSV_COLUMNS, lines)
 
 

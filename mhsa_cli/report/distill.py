@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from . import kv_table, pct, plural, small_test_note, table
+from .metrics import render_class_metrics
 
 
 def comparison_rows(result: Any) -> list[list[Any]]:
@@ -73,3 +74,5 @@ def render_distill(result: Any, console: Console) -> None:
     small = small_test_note(int(task["test"]), m.get("test_acc"))
     if small:
         console.print(small, highlight=False, markup=False, soft_wrap=not console.is_terminal)
+    if "test_classes" in m:
+        render_class_metrics(m["test_classes"], console, "test, distilled student")

@@ -52,6 +52,9 @@ def render_info(ckpt: Any, console: Console) -> None:
     for key in ("vocab", "labels"):
         if isinstance(task.get(key), list) and len(task[key]) > 12:
             task[key] = f"{len(task[key])} entries"
+    if isinstance(task.get("tokenizer"), dict):  # the tokenizers library's JSON
+        model = task["tokenizer"].get("model") or {}
+        task["tokenizer"] = f"{model.get('type', '?')}, {len(model.get('vocab') or [])} entries (tokenizers JSON)"
     console.print(kv_table("Task", [(k, json.dumps(v) if isinstance(v, (list, dict)) else fmt(v)) for k, v in task.items()]))
     groups = parameter_groups(ckpt.tensors)
     console.print(table("Parameters (tensor elements)", ["component", "elements"],

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import have_matplotlib, kv_table, pct, points, table
+from .metrics import render_class_metrics
 
 # background colours from low (removable) to high importance
 PALETTE = ("grey23", "dark_blue", "blue3", "dodger_blue2", "deep_sky_blue1", "cyan1")
@@ -90,6 +91,8 @@ def render_single(r: Any, console: Console) -> None:
     console.print(_accuracy_table(r))
     if len(r.steps) > 1:
         console.print(_steps_table(r))
+    if getattr(r, "test_classes", None):
+        render_class_metrics(r.test_classes, console, "test, pruned model")
     console.print(kv_table("Output", [("checkpoint", r.out)] + [("file", f) for f in r.files]))
 
 

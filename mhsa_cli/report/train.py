@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from . import kv_table, pct, small_test_note, table
+from .metrics import render_class_metrics
 
 
 def render_train(result: Any, console: Console) -> None:
@@ -20,6 +21,9 @@ def render_train(result: Any, console: Console) -> None:
         ("best epoch", m["best_epoch"]),
         ("validation accuracy", pct(m["val_acc"])),
         ("test accuracy", pct(m["test_acc"])),
+        *([("test macro-F1", f"{m['test_macro_f1']:.4f}")] if "test_macro_f1" in m else []),
+        ("input length", f"{result.task['max_len']} tokens" + (" (auto: 99th percentile of the training "
+                                                               "split's token counts)" if result.task.get("max_len_auto") else "")),
         ("parameters", m["params"]),
         ("training time", f"{m['train_seconds']:.1f}s"),
         ("checkpoint", str(result.out)),
@@ -27,3 +31,5 @@ def render_train(result: Any, console: Console) -> None:
     small = small_test_note(int(result.task["test"]), m["test_acc"])
     if small:
         console.print(small, highlight=False, markup=False, soft_wrap=not console.is_terminal)
+    if "test_classes" in m:
+        render_class_metrics(m["test_classes"], console)

@@ -26,9 +26,35 @@ class Split:
 
     x: torch.Tensor
     y: torch.Tensor  # (N,) int64 class ids
+    # Rows of variable length, padded at the end with 0: batches are cut to their
+    # longest row (length-aware batching). Off for the synthetic tasks, whose
+    # published results come from fixed-shape batches.
+    ragged: bool = False
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) int64: position of each row's last non-padding token + 1 (tokens only)."""
+        cached = getattr(self, "_lengths", None)
+        if cached is None or cached.shape[0] != self.x.shape[0]:
+            pos = torch.arange(1, self.x.shape[1] + 1)  # (T,)
+            cached = ((self.x != 0).long() * pos).amax(dim=1) if self.x.dim() == 2 else \
+                torch.full((self.x.shape[0],), self.x.shape[1], dtype=torch.long)
+            self._lengths = cached
+        return cached
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of rows ``idx``; a ragged split's x cut to the longest of them.
+
+        Exact: the cut columns are padding, which the attention mask and the
+        mean pooling ignore, and positions are absolute from the start.
+        """
+        x = self.x[idx]  # (B, T) or (B, T, F)
+        if self.ragged and len(idx):
+            x = x[:, : max(1, int(self.lengths[idx].max()))]
+        return x, self.y[idx]
 
 
 @dataclass
@@ -63,6 +89,7 @@ class TaskData:
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            **({"max_len_auto": True} if self.spec.get("max_len_auto") else {}),
         }
 
 

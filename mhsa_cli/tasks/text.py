@@ -3,12 +3,20 @@
 Rows are read with the ``csv`` / ``json`` modules (quoted fields, embedded
 commas and newlines, utf-8 with optional BOM). Class ids follow the sorted
 unique label strings. The split is stratified and deterministic from ``seed``;
-the vocabulary is built from the training split only (0 = ``<pad>``,
-1 = ``<unk>``, then by frequency, ties alphabetical).
+the tokenizer (:mod:`.tokenizer`: word, char or bpe) is trained on the
+training split only (0 = ``<pad>``, 1 = ``<unk>``).
 
-The spec stores the vocabulary, labels and the sha256 of every data file, so
-:func:`from_spec` rebuilds exactly the same tensors, or refuses if a file
-changed. :func:`encode_texts` encodes new text the same way for inference.
+``max_len`` defaults to the 99th percentile of the training split's token
+counts (at most :data:`MAX_LEN_CAP`): longer texts are truncated, and batches
+are cut to their longest row anyway (``Split.ragged``), so a generous length
+costs little.
+
+The spec stores the tokenizer (the ``tokenizers`` library's JSON, a dict, at
+``spec["tokenizer"]``; its kind at ``spec["tokenizer_kind"]``), the labels and
+the sha256 of every data file, so :func:`from_spec` rebuilds exactly the same
+tensors, or refuses if a file changed. :func:`encode_texts` encodes new text
+the same way for inference. Checkpoints made before the tokenizer was stored
+as JSON (``spec["vocab"]``, ``spec["tokenizer"]`` a string) still load.
 """
 
 from __future__ import annotations
@@ -27,16 +35,18 @@ import torch
 
 from ..errors import MhsaError, cap, choice
 from . import OptionType, Split, TaskData, TaskInfo, register
+from . import tokenizer as tk
 from .split import check_fraction, stratified_split
 
 PAD, UNK = "<pad>", "<unk>"
 FORMATS = ("auto", "csv", "tsv", "jsonl")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
-TOKENIZERS = ("word", "char")
-WORD_RE = re.compile(r"\w+|[^\w\s]")
+TOKENIZERS = tuple(tk.TOKENIZERS)
+WORD_RE = re.compile(tk.WORD_PATTERN)
+MAX_LEN_PERCENTILE, MAX_LEN_CAP = 99, 256
 DEFAULTS: dict[str, Any] = dict(
     path=None, test_path=None, format="auto", text_column="text", label_column="label",
-    tokenizer="word", max_len=64, lowercase=True, min_freq=1, max_vocab=20000,
+    tokenizer="word", max_len=None, lowercase=True, min_freq=1, max_vocab=20000,
     val_fraction=0.1, test_fraction=0.1,
 )
 Row = tuple[int, str, str]  # (line number, text, label string)
@@ -80,7 +90,7 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
     opts["tokenizer"] = choice("tokenizer", str(opts["tokenizer"]), TOKENIZERS)
     opts["text_column"], opts["label_column"] = str(opts["text_column"]), str(opts["label_column"])
     opts["lowercase"] = _to_bool("lowercase", opts["lowercase"])
-    opts["max_len"] = _to_int("max_len", opts["max_len"], 1)
+    opts["max_len"] = None if opts["max_len"] in (None, "auto") else _to_int("max_len", opts["max_len"], 1)
     opts["min_freq"] = _to_int("min_freq", opts["min_freq"], 1)
     opts["max_vocab"] = _to_int("max_vocab", opts["max_vocab"], 3)
     opts["val_fraction"] = check_fraction("val_fraction", opts["val_fraction"], "text task")
@@ -245,36 +255,45 @@ def build_vocab(token_lists: list[list[str]], min_freq: int, max_vocab: int) -> 
     return [PAD, UNK] + kept[: max_vocab - 2]
 
 
-def _encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> torch.Tensor:
-    """Token lists -> (N, max_len) int64 ids, truncated, padded with 0.
+def spec_tokenizer(spec: dict[str, Any]):
+    """The ``tokenizers.Tokenizer`` of a ``text`` spec (older specs: rebuilt from ``vocab``).
 
-    A text with no tokens becomes a single ``<unk>``, so no row is all padding.
+    Raises:
+        MhsaError: the spec holds no usable tokenizer.
     """
-    index = {tok: i for i, tok in enumerate(vocab)}
-    x = torch.zeros(len(token_lists), max_len, dtype=torch.long)  # (N, T)
-    for row, toks in enumerate(token_lists):
-        ids = [index.get(tok, 1) for tok in toks[:max_len]] or [1]
-        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return x
+    stored = spec.get("tokenizer")
+    if isinstance(stored, dict):
+        return tk.from_json(stored)
+    if isinstance(stored, str) and isinstance(spec.get("vocab"), list):  # before tokenizer JSON
+        return tk.from_vocab(list(spec["vocab"]), stored, bool(spec.get("lowercase", True)))
+    raise MhsaError("stored 'text' task spec has no tokenizer; cannot encode text")
 
 
-def encode_texts(texts: list[str], spec: dict[str, Any]) -> torch.Tensor:
-    """Encode new texts with the tokenizer and vocabulary stored in a ``text`` spec.
+def encode_texts(texts: list[str], spec: dict[str, Any], tokenizer: Any = None) -> torch.Tensor:
+    """Encode new texts with the tokenizer stored in a ``text`` spec.
 
     Args:
         texts: raw strings.
         spec: ``TaskData.spec`` of a ``text`` task (from a checkpoint).
+        tokenizer: the spec's tokenizer if already built (:func:`spec_tokenizer`).
 
     Returns:
-        (N, max_len) int64 token ids, unknown tokens = 1, padding = 0.
+        (N, max_len) int64 token ids, unknown tokens = 1, padding = 0 at the end.
 
     Raises:
         MhsaError: the spec is not a ``text`` task spec.
     """
-    if spec.get("name") != "text" or "vocab" not in spec:
+    if spec.get("name") != "text" or "tokenizer" not in spec:
         raise MhsaError(f"encode_texts needs a 'text' task spec, got task '{spec.get('name')}'")
-    toks = [tokenize(str(t), spec["tokenizer"], bool(spec["lowercase"])) for t in texts]
-    return _encode(toks, list(spec["vocab"]), int(spec["max_len"]))
+    return tk.encode(tokenizer or spec_tokenizer(spec), [str(t) for t in texts], int(spec["max_len"]))
+
+
+def auto_max_len(counts: list[int]) -> int:
+    """The :data:`MAX_LEN_PERCENTILE`-th percentile of token ``counts`` (nearest rank),
+    between 1 and :data:`MAX_LEN_CAP`."""
+    ranked = sorted(counts) or [1]
+    k = max(0, -(-len(ranked) * MAX_LEN_PERCENTILE // 100) - 1)  # nearest-rank index
+    return int(min(MAX_LEN_CAP, max(1, ranked[k])))
 
 
 # ---------------------------------------------------------------- assembly
@@ -320,24 +339,29 @@ def _assemble(seed: int, opts: dict[str, Any], stored: dict[str, Any] | None = N
     rows, test_rows = read["path"][0], read["test_path"][0] if "test_path" in read else None
     labels = _labels_of(rows, test_rows or [], opts)
     parts = _split_rows(rows, test_rows, labels, opts, seed)
-    tokens = {name: [tokenize(r[1], opts["tokenizer"], opts["lowercase"]) for _, r in part]
-              for name, part in parts.items()}
-    if stored is not None:  # encode with the checkpoint's vocabulary, never a rebuilt one
-        vocab, labels = list(stored["vocab"]), list(stored["labels"])
+    texts = {name: [r[1] for _, r in part] for name, part in parts.items()}
+    if stored is not None:  # encode with the checkpoint's tokenizer, never a rebuilt one
+        tok, labels = spec_tokenizer(stored), list(stored["labels"])
     else:
-        vocab = build_vocab(tokens["train"], opts["min_freq"], opts["max_vocab"])
+        tok = tk.train_tokenizer(opts["tokenizer"], texts["train"], opts["max_vocab"],
+                                 opts["lowercase"], opts["min_freq"])
+    auto = opts["max_len"] is None
+    if auto:  # from the training split only
+        opts = {**opts, "max_len": auto_max_len(tk.token_counts(tok, texts["train"]))}
     class_id = {label: i for i, label in enumerate(labels)}
     splits = []
     for name in ("train", "val", "test"):
-        x = _encode(tokens[name], vocab, opts["max_len"])  # (N, max_len)
+        x = tk.encode(tok, texts[name], opts["max_len"])  # (N, max_len)
         y = torch.tensor([class_id[r[2]] for _, r in parts[name]], dtype=torch.long)  # (N,)
-        split = Split(x, y)
+        split = Split(x, y, ragged=True)
         split._rows = [(key, r[0]) for key, r in parts[name]]  # (file option, line number)
-        split._texts = [r[1] for _, r in parts[name]]
+        split._texts = texts[name]
         splits.append(split)
-    spec = dict(name="text", seed=seed, **opts, vocab=vocab, labels=labels,
+    spec = dict(name="text", seed=seed, **opts, tokenizer_kind=opts["tokenizer"], labels=labels,
                 sha256={key: sha for key, (_, sha) in read.items()})
-    return TaskData(spec, "tokens", len(vocab), 0, opts["max_len"], list(labels), *splits)
+    spec["tokenizer"] = tk.to_json(tok)
+    spec["max_len_auto"] = bool(stored.get("max_len_auto", False)) if stored is not None else auto
+    return TaskData(spec, "tokens", tok.get_vocab_size(), 0, opts["max_len"], list(labels), *splits)
 
 
 def build(seed: int = 0, **options: Any) -> TaskData:
@@ -369,10 +393,12 @@ def from_spec(spec: dict[str, Any]) -> TaskData:
     Raises:
         MhsaError: a data file is missing or changed, or the spec is incomplete.
     """
-    missing = [k for k in ("path", "vocab", "labels", "sha256") if k not in spec]
+    missing = [k for k in ("path", "tokenizer", "labels", "sha256", "max_len") if k not in spec]
     if missing:
         raise MhsaError(f"stored 'text' task spec lacks '{missing[0]}'; cannot rebuild the data")
-    opts = _options({k: spec[k] for k in DEFAULTS if k in spec})
+    raw = {k: spec[k] for k in DEFAULTS if k in spec}
+    raw["tokenizer"] = spec.get("tokenizer_kind", spec["tokenizer"])  # older specs: the kind itself
+    opts = _options(raw)
     return _assemble(int(spec.get("seed", 0)), opts, stored=spec)
 
 
@@ -390,11 +416,14 @@ register(TaskInfo(
         "format": "auto (by extension), csv, tsv or jsonl (default auto)",
         "text_column": "column / field holding the text (default text)",
         "label_column": "column / field holding the label (default label)",
-        "tokenizer": "word (words and punctuation) or char (default word)",
-        "max_len": "tokens per text; longer texts are truncated (default 64)",
+        "tokenizer": "word (words and punctuation), char, or bpe (subwords learned on the training "
+                     "split, size max_vocab) (default word)",
+        "max_len": "tokens per text; longer texts are truncated (default auto: the 99th percentile "
+                   f"of the training split's token counts, at most {MAX_LEN_CAP})",
         "lowercase": "lowercase text before tokenizing (default true)",
         "min_freq": "keep tokens seen at least this often in train (default 1)",
-        "max_vocab": "vocabulary size incl. <pad> and <unk> (default 20000)",
+        "max_vocab": "vocabulary size incl. <pad> and <unk>; for bpe the subword vocabulary size "
+                     "(default 20000)",
         "val_fraction": "validation share of path, stratified (default 0.1)",
         "test_fraction": "test share of path, stratified; ignored with test_path (default 0.1)",
     },

@@ -1,0 +1,135 @@
+"""Streaming reader of the rows to predict: CSV / TSV / JSONL, the same formats and
+column options as the ``text`` task, one row at a time (memory bounded).
+
+:func:`scan` reads the file once before any prediction (counts rows; checks
+utf-8, the text column and that no text is empty) so bad input fails before
+anything is written; :func:`rows` then streams ``(line, text, label or None)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..errors import MhsaError
+from ..tasks.text import _format_of, _missing_column
+
+Row = tuple[int, str, "str | None"]  # (line number, text, label or None)
+
+
+@dataclass
+class Source:
+    """A file to predict and how to read it."""
+
+    path: str
+    format: str  # csv | tsv | jsonl (resolved)
+    text_column: str
+    label_column: str
+    has_labels: bool = False  # set by scan(): the label column is present
+    rows: int = 0  # set by scan()
+
+
+def _open(path: str):
+    try:
+        return open(path, encoding="utf-8-sig", newline="", errors="strict")
+    except FileNotFoundError:
+        raise MhsaError(f"data file {path} not found") from None
+    except IsADirectoryError:
+        raise MhsaError(f"data file {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise MhsaError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+
+
+def _csv_rows(src: Source, fh) -> Iterator[Row]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(fh, delimiter="\t" if src.format == "tsv" else ",")
+    columns = list(reader.fieldnames or [])
+    if not columns:
+        raise MhsaError(f"data file {src.path} is empty (no header, no rows)")
+    if src.text_column not in columns:
+        raise _missing_column(src.path, src.text_column, "text", columns)
+    src.has_labels = src.label_column in columns
+    try:
+        for record in reader:
+            label = record.get(src.label_column) if src.has_labels else None
+            yield reader.line_num, record.get(src.text_column) or "", label
+    except csv.Error as exc:
+        raise MhsaError(f"{src.path} line {reader.line_num}: bad row: {exc}") from None
+
+
+def _jsonl_rows(src: Source, fh) -> Iterator[Row]:
+    first = True
+    for num, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MhsaError(f"{src.path} line {num}: invalid JSON ({exc.msg}); expected one object per line") from None
+        if not isinstance(obj, dict):
+            raise MhsaError(f"{src.path} line {num}: expected a JSON object, got {type(obj).__name__}")
+        if src.text_column not in obj:
+            if first:
+                raise _missing_column(src.path, src.text_column, "text", list(obj))
+            raise MhsaError(f"{src.path} line {num}: no '{src.text_column}' field")
+        if first:
+            src.has_labels, first = src.label_column in obj, False
+        label = obj.get(src.label_column) if src.has_labels else None
+        text = obj[src.text_column]
+        yield num, "" if text is None else str(text), None if label is None else str(label)
+
+
+def rows(src: Source) -> Iterator[Row]:
+    """Stream ``(line, text, label or None)``; labels only when the label column exists.
+
+    Raises:
+        MhsaError: unreadable file, not utf-8, no text column, malformed row, empty text.
+    """
+    fh = _open(src.path)
+    with fh:
+        parse = _jsonl_rows if src.format == "jsonl" else _csv_rows
+        line = 0
+        try:
+            for line, text, label in parse(src, fh):
+                if not text.strip():
+                    raise MhsaError(f"{src.path} line {line}: empty text in column '{src.text_column}' "
+                                    "(every row needs text to predict)")
+                yield line, text, None if label is None else label.strip()
+        except UnicodeDecodeError:
+            raise MhsaError(f"data file {src.path} is not valid utf-8 (after line {line})") from None
+
+
+def scan(path: str, fmt: str, text_column: str, label_column: str) -> Source:
+    """Check the whole file and count its rows before any work.
+
+    Raises:
+        MhsaError: see :func:`rows`; also an empty file.
+    """
+    src = Source(path, _format_of(path, fmt), text_column, label_column)
+    src.rows = sum(1 for _ in rows(src))
+    if not src.rows:
+        raise MhsaError(f"data file {path} has no rows to predict")
+    return src
+
+
+def text_rows(texts: list[str]) -> Iterator[Row]:
+    """Rows of ``--text`` values (numbered from 1).
+
+    Raises:
+        MhsaError: an empty text.
+    """
+    for i, text in enumerate(texts, start=1):
+        if not str(text).strip():
+            raise MhsaError(f"--text number {i} is empty")
+        yield i, str(text), None
+
+
+def options(values: dict[str, Any], spec: dict[str, Any]) -> tuple[str, str, str]:
+    """(format, text column, label column): given values, else the checkpoint's columns
+    and the format from the file's extension."""
+    return (values.get("format") or "auto",
+            values.get("text_column") or spec.get("text_column") or "text",
+            values.get("label_column") or spec.get("label_column") or "label")

@@ -1,0 +1,165 @@
+"""Tests for mhsa_cli/predict: predictions equal evaluate's argmax, float and int8,
+files streamed in chunks, label column use, atomic --out, one-line bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mhsa_cli.checkpoint import load_checkpoint, load_model
+from mhsa_cli.cli import app
+from mhsa_cli.config import PredictConfig, build_config
+from mhsa_cli.predict import command as pc
+from mhsa_cli.predict import load_for_predict, predict, predict_texts
+from mhsa_cli.tasks import task_from_spec
+from mhsa_cli.train import predict_logits
+from tests.conftest import assert_one_line_error, tiny_train_config
+
+WORDS = {"pos": ["good", "great", "fine", "lovely"], "neg": ["bad", "awful", "poor", "sad"]}
+
+
+def _text(i: int) -> str:
+    label = "pos" if i % 2 else "neg"
+    return f"{WORDS[label][i % 4]} thing, number{i % 5} " + "filler " * (i % 11), label
+
+
+def write_csv(path, n, with_label=True, column="text"):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([column, "label"] if with_label else [column])
+        for i in range(n):
+            text, label = _text(i)
+            w.writerow([text, label] if with_label else [text])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def text_ckpts(tmp_path_factory):
+    """A float text checkpoint and its int8 version (tiny model, 3 epochs)."""
+    from mhsa_cli.config import QuantizeConfig
+    from mhsa_cli.quantize import quantize
+    from mhsa_cli.train import train
+
+    root = tmp_path_factory.mktemp("predict")
+    data = write_csv(root / "train.csv", 120)
+    train(tiny_train_config(root / "float", task="text", task_options={"path": data}, epochs=3, lr=3e-3))
+    quantize(build_config(QuantizeConfig, {"checkpoint": str(root / "float"), "out": str(root / "int8"),
+                                           "latency_time": 0}))
+    return root
+
+
+def cfg(**values):
+    return build_config(PredictConfig, values)
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_predictions_equal_argmax_of_evaluate_logits(text_ckpts, kind):
+    ckpt = load_checkpoint(text_ckpts / kind)
+    data = task_from_spec(ckpt.task_spec)
+    model = load_model(ckpt)
+    for split in (data.train, data.test):
+        logits = predict_logits(model, split)  # what evaluate scores
+        # int8 quantizes activations with one dynamic scale per batch, so its outputs depend on
+        # which rows share a batch: same batches as evaluate's (256, by length) there
+        probs = predict_texts(load_for_predict(text_ckpts / kind), split._texts,
+                              batch_size=5 if kind == "float" else 256)
+        assert torch.equal(probs.argmax(-1), logits.argmax(-1))
+        assert torch.allclose(probs, logits.softmax(-1), atol=1e-5)
+
+
+def test_file_streamed_in_chunks_same_as_whole_and_label_column_gives_accuracy(text_ckpts, tmp_path, monkeypatch):
+    data = write_csv(tmp_path / "new.csv", 50)
+    whole = predict(cfg(checkpoint=str(text_ckpts / "float"), data=data, out=str(tmp_path / "a.jsonl")))
+    monkeypatch.setattr(pc, "CHUNK", 7)
+    chunked = predict(cfg(checkpoint=str(text_ckpts / "float"), data=data, out=str(tmp_path / "b.jsonl")))
+    rows, other = ([json.loads(line) for line in (tmp_path / n).read_text().splitlines()]
+                   for n in ("a.jsonl", "b.jsonl"))
+    assert len(rows) == len(other) == 50 and whole.rows == chunked.rows == 50
+    for r, o in zip(rows, other):  # other batches: float sums differ in the last bits only
+        assert (r["line"], r["label"]) == (o["line"], o["label"])
+        assert all(abs(r["probs"][c] - o["probs"][c]) < 1e-5 for c in r["probs"])
+    assert [r["line"] for r in rows] == list(range(2, 52))  # file order, header on line 1
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 and r["label"] == max(r["probs"], key=r["probs"].get)
+               for r in rows)
+    truth = [_text(i)[1] for i in range(50)]
+    assert whole.label_column == "label" and "used to measure accuracy" in whole.label_note
+    assert whole.accuracy == pytest.approx(sum(r["label"] == t for r, t in zip(rows, truth)) / 50)
+    assert [r["true_label"] for r in rows] == truth
+    ignored = predict(cfg(checkpoint=str(text_ckpts / "float"), data=data, ignore_labels=True))
+    assert ignored.accuracy is None and "ignored" in ignored.label_note and ignored.rows == 50
+
+
+def test_csv_out_and_file_without_labels(text_ckpts, tmp_path):
+    data = write_csv(tmp_path / "new.csv", 9, with_label=False)
+    r = predict(cfg(checkpoint=str(text_ckpts / "int8"), data=data, out=str(tmp_path / "p.csv"), show=3))
+    assert r.accuracy is None and "no label column" in r.label_note and len(r.shown) == 3 and r.kind == "int8"
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as fh:
+        out = list(csv.DictReader(fh))
+    assert len(out) == 9 and out[0]["text"] == _text(0)[0]
+    assert set(out[0]) == {"line", "text", "label", "probability", "prob_neg", "prob_pos"}
+
+
+def test_cli_text_repeatable_with_commas(text_ckpts):
+    result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--text", "good thing, number1",
+                                      "--text", "bad, awful"])
+    assert result.exit_code == 0, result.output
+    assert "good thing, number1" in result.output and "bad, awful" in result.output
+    probs = predict_texts(load_for_predict(text_ckpts / "float"), ["good thing, number1", "bad, awful"])
+    labels = load_checkpoint(text_ckpts / "float").task_spec["labels"]
+    assert [labels[k] for k in probs.argmax(-1).tolist()] == \
+        [line.split("│")[3].strip() for line in result.output.splitlines() if "number1" in line or "bad, awful" in line]
+
+
+BAD_FILES = [
+    ("nocol.csv", b"body,label\nhello,pos\n", "has no text column 'text'"),
+    ("empty.csv", b"text,label\nhello,pos\n  ,neg\n", "line 3: empty text"),
+    ("latin.csv", b"text,label\ncaf\xe9 ok,pos\n", "not valid utf-8"),
+    ("nocol.jsonl", b'{"body": "x"}\n', "has no text column 'text'"),
+]
+
+
+@pytest.mark.parametrize("name,content,msg", BAD_FILES)
+def test_bad_files_are_one_line_and_write_nothing(text_ckpts, tmp_path, name, content, msg):
+    path = tmp_path / name
+    path.write_bytes(content)
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--data", str(path), "--out", str(out)])
+    assert_one_line_error(result, msg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_other_bad_input(text_ckpts, tiny_ckpt, tmp_path):
+    run = lambda *args: CliRunner().invoke(app, ["predict", *map(str, args)])
+    assert_one_line_error(run(text_ckpts / "float"), "nothing to predict")
+    assert_one_line_error(run(text_ckpts / "float", "--text", "  "), "--text number 1 is empty")
+    assert_one_line_error(run(tiny_ckpt, "--text", "hi"), "predict takes text", "'order'")
+    (tmp_path / "taken.csv").write_text("x")
+    assert_one_line_error(run(text_ckpts / "float", "--text", "hi", "--out", tmp_path / "taken.csv"), "exists")
+    assert (tmp_path / "taken.csv").read_text() == "x"
+    assert_one_line_error(run(text_ckpts / "float", "--text", "hi", "--out", tmp_path / "p.txt"), ".csv or .jsonl")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"")
+    assert_one_line_error(run(export, "--text", "hi"), "no ONNX runtime is registered")
+
+
+def test_a_failure_mid_stream_leaves_no_file(text_ckpts, tmp_path, monkeypatch):
+    data = write_csv(tmp_path / "new.csv", 30)
+    monkeypatch.setattr(pc, "CHUNK", 8)
+    calls = {"n": 0}
+    real = pc.predict_texts
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pc, "predict_texts", flaky)
+    with pytest.raises(RuntimeError):
+        predict(cfg(checkpoint=str(text_ckpts / "float"), data=data, out=str(tmp_path / "p.csv")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv"]
