@@ -83,7 +83,7 @@ def test_text_model_with_padded_rows(tmp_path):
     assert r.parity["max_abs_gap"] <= 1e-4
     assert independent_gap(ckpt, tmp_path / "text-onnx", data.test.x) <= 1e-4
     meta = json.loads((tmp_path / "text-onnx" / "export.json").read_text())
-    assert meta["task"]["vocab"] == data.spec["vocab"] and meta["input"]["padding_id"] == 0
+    assert meta["task"]["tokenizer"] == data.spec["tokenizer"] and meta["input"]["padding_id"] == 0
     assert meta["labels"] == data.labels and meta["input"]["max_len"] == 12
 
 

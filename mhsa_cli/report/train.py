@@ -22,8 +22,9 @@ def render_train(result: Any, console: Console) -> None:
         ("validation accuracy", pct(m["val_acc"])),
         ("test accuracy", pct(m["test_acc"])),
         *([("test macro-F1", f"{m['test_macro_f1']:.4f}")] if "test_macro_f1" in m else []),
-        ("input length", f"{result.task['max_len']} tokens" + (" (auto: 99th percentile of the training "
-                                                               "split's token counts)" if result.task.get("max_len_auto") else "")),
+        *([("input length", f"{result.task['max_len']} tokens" + (
+            " (auto: 99th percentile of the training split's token counts)"
+            if result.task.get("max_len_auto") else ""))] if "max_len" in result.task else []),
         ("parameters", m["params"]),
         ("training time", f"{m['train_seconds']:.1f}s"),
         ("checkpoint", str(result.out)),
