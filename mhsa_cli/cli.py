@@ -200,6 +200,11 @@ def _stages() -> None:
         ("bench", c.BenchConfig,
          "Compare checkpoints: accuracy, size and latency on CPU (and CUDA).",
          "Examples:  mhsa bench runs/baseline runs/int8 runs/pruned --baseline runs/baseline --out runs/bench"),
+        ("import", c.ImportConfig,
+         "Import a local Hugging Face BERT / RoBERTa / DistilBERT folder (safetensors) as a checkpoint.",
+         "Examples:  mhsa import ./my-bert --out runs/imported"
+         "  ·  mhsa import ./bert-base --data reviews.csv --task-opt text_column=review --out runs/imported"
+         "  ·  mhsa import ./roberta-base --labels neg,pos --out runs/roberta"),
         ("run", c.RecipeConfig,
          "Run a YAML recipe: a whole compression pipeline, resumable.",
          "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"

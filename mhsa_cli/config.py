@@ -382,6 +382,30 @@ class BenchConfig:
 
 
 @dataclass
+class ImportConfig:
+    """``mhsa import``: a local Hugging Face BERT / RoBERTa / DistilBERT folder -> an mhsa checkpoint."""
+
+    path: str = opt("", "Hugging Face model folder: config.json, model.safetensors (or shards), tokenizer.json",
+                    argument=True)
+    labels: Optional[list[str]] = opt(None, "class names; a different number than the model's classifier "
+                                      "gives a fresh classifier (base models always get one)")
+    num_labels: Optional[int] = opt(None, "number of classes (names 0..N-1) when --labels is not given", min=2)
+    data: Optional[str] = opt(None, "CSV/TSV/JSONL file to attach as the model's task (validation split for "
+                              "pruning, test split for bench), tokenized with the model's tokenizer")
+    task_options: dict[str, Any] = opt({}, "options of that file, e.g. text_column=review, max_len=128",
+                                       flag="--task-opt")
+    seed: int = opt(0, "seed of a fresh classifier and of the data split", min=0)
+    out: str = _out("runs/imported")
+    force: bool = _force()
+
+    def validate(self) -> None:
+        if self.labels is not None and len(self.labels) < 2:
+            raise MhsaError("--labels needs at least 2 class names")
+        if self.labels is not None and self.num_labels is not None and len(self.labels) != self.num_labels:
+            raise MhsaError(f"--labels names {len(self.labels)} classes but --num-labels is {self.num_labels}")
+
+
+@dataclass
 class RecipeConfig:
     """``mhsa run``: run a YAML pipeline of stages."""
 

@@ -18,10 +18,13 @@ RUN = {
     "distill": "distill:distill",
     "bench": "bench:bench",
     "run": "recipe:run_recipe",
+    "import": "imports:import_hf",
 }
 # command -> its renderer, render(result, console); report modules are named after the command
+# (run -> recipe, and import, a Python keyword, -> imports)
+_REPORT = {"run": "recipe", "import": "imports"}
 RENDER = {name: f"report.{module}:render_{module}" for name, module in
-          ((name, "recipe" if name == "run" else name) for name in RUN)}
+          ((name, _REPORT.get(name, name)) for name in RUN)}
 
 
 def resolve(target: str) -> Callable[..., Any]:

@@ -40,6 +40,7 @@ STAGE_TYPES: dict[str, StageType] = {
     "quantize": StageType(C.QuantizeConfig, "checkpoint", ("float",), lambda s: "int8"),
     "distill": StageType(C.DistillConfig, "teacher", ("float",), lambda s: "float"),
     "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench"),
+    "import": StageType(C.ImportConfig, None, (), lambda s: "float"),
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
 STAGE_META_KEYS = ("name", "type", "from", "compare")

@@ -21,9 +21,9 @@ def parameter_groups(tensors: dict[str, Any]) -> dict[str, int]:
             key = "feed-forward"
         elif "ln" in name:
             key = "layer norms"
-        elif name.startswith(("embed", "pos", "cls")):
+        elif name.startswith(("embed", "pos", "cls", "type_embed")):
             key = "embeddings"
-        elif name.startswith("head"):
+        elif name.startswith(("head", "pooler")):
             key = "classifier"
         else:
             key = "other"
@@ -52,6 +52,9 @@ def render_info(ckpt: Any, console: Console) -> None:
     for key in ("vocab", "labels"):
         if isinstance(task.get(key), list) and len(task[key]) > 12:
             task[key] = f"{len(task[key])} entries"
+    if isinstance(task.get("tokenizer"), dict):  # a tokenizers JSON: its model type and size
+        model = task["tokenizer"].get("model") or {}
+        task["tokenizer"] = f"{model.get('type', '?')}, {len(model.get('vocab') or [])} tokens (tokenizers JSON)"
     console.print(kv_table("Task", [(k, json.dumps(v) if isinstance(v, (list, dict)) else fmt(v)) for k, v in task.items()]))
     groups = parameter_groups(ckpt.tensors)
     console.print(table("Parameters (tensor elements)", ["component", "elements"],
