@@ -211,6 +211,9 @@ class TrainConfig:
     task: str = opt("order", "task name (see `mhsa tasks`)", choices=task_names)
     task_options: dict[str, Any] = opt({}, "task option key=value, e.g. n_train=2000", flag="--task-opt")
     data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file (same as --task text --task-opt path=FILE)")
+    init: Optional[str] = opt(None, "fine-tune this float checkpoint (e.g. from `mhsa import`) instead of a fresh "
+                              "model: its architecture and weights (the shape options are ignored); with --data "
+                              "its stored tokenizer reads the file; other labels get a fresh classifier")
     seed: int = opt(0, "random seed (data split, initialisation, batch order)", min=0)
     layers: int = opt(2, "number of encoder blocks", min=1)
     d_model: int = opt(256, "model width", min=1)
@@ -244,6 +247,10 @@ class TrainConfig:
         return opts
 
     def validate(self) -> None:
+        if self.init:  # the data and architecture come from the checkpoint (mhsa_cli.finetune)
+            if self.epochs is None:
+                self.epochs = 3
+            return
         if self.data and self.task != "text":
             self.task = "text" if self.task == "order" else self.task
             if self.task != "text":

@@ -24,8 +24,8 @@ from mhsa_cli.tasks.hf_text import encode  # noqa: E402
 from .conftest import assert_one_line_error  # noqa: E402
 
 runner = CliRunner()
-WORDS = ("good great fine nice bad awful poor sad the a movie film plot actor was is very not "
-         "really quite story end").split()
+WORDS = ("good fine nice bad poor sad the a movie film plot actor was is very not "
+         "really quite story end").split()  # filler; the label word (great / awful) is inserted
 TOL = 1e-4
 
 
