@@ -19,10 +19,11 @@ RUN = {
     "bench": "bench:bench",
     "run": "recipe:run_recipe",
     "import": "imports:import_hf",
+    "finetune": "train:train",  # recipes only: a train stage fed by `from` (train --init)
 }
 # command -> its renderer, render(result, console); report modules are named after the command
-# (run -> recipe, and import, a Python keyword, -> imports)
-_REPORT = {"run": "recipe", "import": "imports"}
+# (run -> recipe, import, a Python keyword, -> imports, finetune -> train)
+_REPORT = {"run": "recipe", "import": "imports", "finetune": "train"}
 RENDER = {name: f"report.{module}:render_{module}" for name, module in
           ((name, _REPORT.get(name, name)) for name in RUN)}
 

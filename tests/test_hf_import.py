@@ -276,3 +276,35 @@ def test_wrong_tensor_shape_is_refused(tmp_path):
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 40}))
     _bad(tmp_path, "intermediate.dense.weight", "(37, 32)", "(40, 32)")
+
+
+def test_bring_your_own_recipe_needs_the_folder(tmp_path):
+    r = invoke("run", "recipes/bring-your-own.yaml", "--dry-run", "--out", tmp_path / "out")
+    assert_one_line_error(r, "--set import.path=FOLDER")
+    (tmp_path / "hf").mkdir()
+    r = invoke("run", "recipes/bring-your-own.yaml", "--set", f"import.path={tmp_path / 'hf'}", "--dry-run",
+               "--out", tmp_path / "out")
+    assert_one_line_error(r, "data file data.csv not found", "--set import.data=FILE")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
+    """import -> finetune -> prune -> distill -> quantize -> bench on a tiny RoBERTa base model."""
+    make_hf("roberta", tmp_path / "hf", base=True)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
+    sets = {"import.path": tmp_path / "hf", "import.data": csv, "import.task_options.max_len": 16,
+            "finetuned.epochs": 1, "pruned.finetune_epochs": 0, "student.epochs": 1,
+            "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1, "bench.batch_sizes": 2}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    r = invoke("run", "recipes/bring-your-own.yaml", *args, "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    heads = {s: load_checkpoint(out / s).meta["model"]["heads"] for s in ("import", "finetuned", "pruned", "student")}
+    assert heads == {"import": [4, 4], "finetuned": [4, 4], "pruned": heads["pruned"], "student": [4]}
+    assert sum(heads["pruned"]) == 4
+    assert load_checkpoint(out / "pruned-int8").kind == "int8"
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert len(rows) == 6
+    assert load_checkpoint(out / "student").meta["model"]["pad_id"] == 1  # RoBERTa's switches survive

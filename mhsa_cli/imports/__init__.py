@@ -99,7 +99,7 @@ def read_folder(path: str | Path) -> HFFolder:
         MhsaError: not a folder, no config.json, pickle-only or no weights.
     """
     folder = Path(path)
-    if not folder.is_dir():
+    if not str(path) or not folder.is_dir():
         raise MhsaError(f"{folder} is not a folder (expected a Hugging Face model folder)")
     if not (folder / "config.json").is_file():
         raise MhsaError(f"{folder} has no config.json (expected a Hugging Face model folder)")
