@@ -394,8 +394,9 @@ class ImportConfig:
 
     path: str = opt("", "Hugging Face model folder: config.json, model.safetensors (or shards), tokenizer.json",
                     argument=True)
-    labels: Optional[list[str]] = opt(None, "class names; a different number than the model's classifier "
-                                      "gives a fresh classifier (base models always get one)")
+    labels: Optional[list[str]] = opt(None, "class names: as many as the model's classifier renames its classes "
+                                      "(in id order; with --data, names matching the file's labels keep the "
+                                      "classifier); another number, or a base model, gets a fresh classifier")
     num_labels: Optional[int] = opt(None, "number of classes (names 0..N-1) when --labels is not given", min=2)
     data: Optional[str] = opt(None, "CSV/TSV/JSONL file to attach as the model's task (validation split for "
                               "pruning, test split for bench), tokenized with the model's tokenizer")

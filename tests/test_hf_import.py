@@ -308,3 +308,21 @@ def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert len(rows) == 6
     assert load_checkpoint(out / "student").meta["model"]["pad_id"] == 1  # RoBERTa's switches survive
+
+
+def test_labels_rename_the_classifier_to_match_a_data_file(tmp_path):
+    """id2label c0, c1 -> --labels neg,pos keeps the trained classifier for a neg/pos file; without
+    --labels the file's labels differ and the classifier is fresh."""
+    hf, _ = make_hf("distilbert", tmp_path / "hf", num_labels=2)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(40)))
+    r = invoke("import", tmp_path / "hf", "--data", csv, "--labels", "neg,pos", "--out", tmp_path / "kept")
+    assert r.exit_code == 0, r.output
+    r = invoke("import", tmp_path / "hf", "--data", csv, "--out", tmp_path / "fresh")
+    assert r.exit_code == 0, r.output
+    kept, fresh = load_model(tmp_path / "kept"), load_model(tmp_path / "fresh")
+    assert torch.equal(kept.head.weight, hf.classifier.weight)
+    assert load_checkpoint(tmp_path / "kept").meta["task"]["labels"] == ["neg", "pos"]
+    assert not torch.equal(fresh.head.weight, hf.classifier.weight)
+    assert load_checkpoint(tmp_path / "fresh").meta["extra"]["source"]["fresh"] == ["head"]
+    assert "test_acc" in load_checkpoint(tmp_path / "kept").meta["metrics"]

@@ -228,6 +228,14 @@ def _task(cfg: ImportConfig, folder: HFFolder, own_labels: list[str], max_len: i
     return None, hf_text.data_spec(folder.tokenizer, pad_id, labels, min(128, max_len)), labels
 
 
+def _own_labels(cfg: ImportConfig, hf: dict[str, Any], is_classifier: bool) -> list[str]:
+    """The classifier's class names: config.json's id2label, renamed by --labels of the same length."""
+    own = _labels(cfg, hf)
+    if is_classifier and cfg.labels and len(cfg.labels) == len(own):
+        return list(cfg.labels)  # e.g. LABEL_0, LABEL_1 -> neg, pos (to match a data file)
+    return own
+
+
 def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
     """Import a Hugging Face BERT / RoBERTa / DistilBERT folder as an mhsa checkpoint.
 
@@ -247,11 +255,11 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
     folder = read_folder(cfg.path)
     fam, is_classifier = family_of(folder.config)
     arch = fam.classifier if is_classifier else fam.base
-    own = _labels(cfg, folder.config)
+    own = _own_labels(cfg, folder.config, is_classifier)
     fields = fam.config(folder.config)
     _check_tokenizer(folder.tokenizer, ModelConfig("tokens", **{**fields, "num_classes": 2}).validate())
     data, spec, labels = _task(cfg, folder, own, fields["max_len"], fields["pad_id"])
-    keep_head = is_classifier and (labels == own or (not cfg.data and len(labels) == len(own)))
+    keep_head = is_classifier and labels == own
     mcfg = ModelConfig("tokens", num_classes=len(labels), **fields).validate()
     with progress.task("import: reading weights", total=len(folder.weight_files)) as bar:
         tensors = load_weights(folder.weight_files)
