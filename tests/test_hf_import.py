@@ -326,3 +326,11 @@ def test_labels_rename_the_classifier_to_match_a_data_file(tmp_path):
     assert not torch.equal(fresh.head.weight, hf.classifier.weight)
     assert load_checkpoint(tmp_path / "fresh").meta["extra"]["source"]["fresh"] == ["head"]
     assert "test_acc" in load_checkpoint(tmp_path / "kept").meta["metrics"]
+
+
+def test_info_summarises_the_stored_tokenizer(imported):
+    family, _, _, ckpt = imported
+    r = invoke("info", ckpt)
+    assert r.exit_code == 0, r.output
+    kind = "BPE" if family == "roberta" else "WordPiece"
+    assert f"{kind}, 60 tokens" in r.output and '"vocab"' not in r.output
