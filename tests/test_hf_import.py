@@ -334,3 +334,17 @@ def test_info_summarises_the_stored_tokenizer(imported):
     assert r.exit_code == 0, r.output
     kind = "BPE" if family == "roberta" else "WordPiece"
     assert f"{kind}, 60 tokens" in r.output and '"vocab"' not in r.output
+
+
+def test_sharded_safetensors_are_read_through_their_index(tmp_path):
+    hf, _ = make_hf("bert", tmp_path / "one")
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
+    (tmp_path / "hf" / "tokenizer.json").write_bytes((tmp_path / "one" / "tokenizer.json").read_bytes())
+    shards = sorted(p.name for p in (tmp_path / "hf").glob("*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "ckpt").meta["extra"]["source"]["weights"] == shards
+    x = batch(tmp_path / "hf", 0)
+    with torch.no_grad():
+        assert float((load_model(tmp_path / "ckpt")(x) - hf_logits(hf, x, 0)).abs().max()) <= TOL
