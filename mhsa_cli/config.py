@@ -204,6 +204,9 @@ def _force() -> Any:
     return opt(False, "replace the output folder if it exists")
 
 
+INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling")  # taken from --init's checkpoint
+
+
 @dataclass
 class TrainConfig:
     """``mhsa train``: train a baseline classifier on a task."""
@@ -248,6 +251,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.init:  # the data and architecture come from the checkpoint (mhsa_cli.finetune)
+            shape = [f.name for f in dataclasses.fields(self) if f.name in INIT_FIXED and getattr(self, f.name) != f.default]
+            if shape:
+                raise MhsaError(f"--{shape[0].replace('_', '-')} has no effect with --init: the architecture and "
+                                "task come from the checkpoint (its data, or --data FILE)")
             if self.epochs is None:
                 self.epochs = 3
             return

@@ -86,4 +86,6 @@ def test_init_refusals(tiny_ckpt, tmp_path, bert):
     assert_one_line_error(r, "stores no tokenizer")
     marked = copy_marked_int8(tiny_ckpt, tmp_path / "int8")
     assert_one_line_error(invoke("train", "--init", marked, "--out", tmp_path / "y"), "int8")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    r = invoke("train", "--init", tiny_ckpt, "--d-model", 64, "--out", tmp_path / "z")
+    assert_one_line_error(r, "--d-model has no effect with --init")
+    assert not any((tmp_path / n).exists() for n in "xyz")
