@@ -13,7 +13,7 @@ Design points that the compression stages rely on:
 * A few switches (``norm``, ``embed_norm``, ``final_norm``, ``type_vocab_size``,
   ``pos_offset``, ``pad_id``, ``pooling="first"``, ``pooler``, ``activation``,
   ``ln_eps``) make the same modules and the same forward reproduce BERT-family
-  encoders (BERT, RoBERTa, DistilBERT; see :mod:`mhsa_cli.hf_import`). Their
+  encoders (BERT, RoBERTa, DistilBERT; see :mod:`mhsa_cli.imports`). Their
   defaults are the original mhsa model: same parameters, same names, same logits.
 
 Shapes: B batch, T tokens (incl. CLS when used), D d_model, H heads, S head_dim.
@@ -65,7 +65,7 @@ class ModelConfig:
     # BERT-family switches; the defaults are the original mhsa model
     norm: str = "pre"  # "pre" | "post" LayerNorm blocks
     embed_norm: bool = False  # LayerNorm (+ dropout) after summing the embeddings
-    final_norm: bool = True  # LayerNorm ln_f before pooling's classifier (pre-LN needs it)
+    final_norm: bool = True  # LayerNorm ln_f on the pooled vector (pre-LN blocks need it)
     type_vocab_size: int = 0  # >0: token-type embeddings; inputs are one segment (type 0)
     pos_offset: int = 0  # first position id (RoBERTa: padding_idx + 1 = 2)
     pad_id: int = 0  # padding token id (masked out of attention); RoBERTa: 1
