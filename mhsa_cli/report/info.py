@@ -47,6 +47,8 @@ def render_info(ckpt: Any, console: Console) -> None:
         ("input", f"{m['input_kind']} (max_len {m['max_len']})"),
         ("classes", m["num_classes"]),
         ("pooling", m["pooling"]),
+        ("blocks", f"{m.get('norm', 'pre')}-LN, {m.get('activation', 'gelu')}, LayerNorm eps {m.get('ln_eps', 1e-5):g}, "
+                   f"pooler {m.get('pooler', 'none')}, pad id {m.get('pad_id', 0)}"),
     ]))
     task = dict(meta["task"])
     for key in ("vocab", "labels"):
