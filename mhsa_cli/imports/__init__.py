@@ -144,7 +144,7 @@ def _sources(fam: Family, n_layers: int, tensors: dict[str, torch.Tensor]) -> di
     return table
 
 
-def _labels(cfg: ImportConfig, hf: dict[str, Any]) -> list[str]:
+def _labels(hf: dict[str, Any]) -> list[str]:
     """The model's own class names (config.json id2label, by id)."""
     id2label = hf.get("id2label") or {}
     if id2label:
@@ -191,7 +191,8 @@ def map_weights(model: MHSAClassifier, fam: Family, tensors: dict[str, torch.Ten
 
 
 def _check_tokenizer(tok: dict[str, Any] | None, mcfg: ModelConfig) -> None:
-    """The tokenizer's ids must fit the embedding, and its padding id must be the model's."""
+    """The tokenizer's ids must fit the embedding (fewer tokens than rows is common: vocabularies
+    padded to a multiple of 8), and its padding id, if it sets one, must be the model's."""
     if tok is None:
         return
     from ..tasks.hf_text import make_tokenizer
@@ -230,7 +231,7 @@ def _task(cfg: ImportConfig, folder: HFFolder, own_labels: list[str], max_len: i
 
 def _own_labels(cfg: ImportConfig, hf: dict[str, Any], is_classifier: bool) -> list[str]:
     """The classifier's class names: config.json's id2label, renamed by --labels of the same length."""
-    own = _labels(cfg, hf)
+    own = _labels(hf)
     if is_classifier and cfg.labels and len(cfg.labels) == len(own):
         return list(cfg.labels)  # e.g. LABEL_0, LABEL_1 -> neg, pos (to match a data file)
     return own
