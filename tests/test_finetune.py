@@ -27,8 +27,10 @@ def bert(tmp_path_factory):
     csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(120)))
     return tmp / "imported", csv
 
+
 def _cfg(tmp_path, init, **kw):
     return build_config(TrainConfig, {"init": str(init), "out": str(tmp_path / "out"), "device": "cpu", **kw})
+
 
 def test_init_keeps_the_encoder_and_replaces_a_head_with_other_labels(bert, tmp_path):
     from mhsa_cli.finetune import prepare_init
@@ -45,6 +47,7 @@ def test_init_keeps_the_encoder_and_replaces_a_head_with_other_labels(bert, tmp_
     # first token is [CLS] (id 2), the rest right-padded with the model's pad id
     assert (data.train.x[:, 0] == 2).all() and (data.train.x[:, -1] == mcfg.pad_id).any()
 
+
 @pytest.mark.slow
 def test_train_init_fine_tunes_on_the_file(bert, tmp_path):
     imported, csv = bert
@@ -56,6 +59,7 @@ def test_train_init_fine_tunes_on_the_file(bert, tmp_path):
     assert meta["task"]["labels"] == ["neg", "pos"] and meta["model"]["norm"] == "post"
     assert meta["metrics"]["val_acc"] >= 0.75  # the label is one word: an attention model finds it
 
+
 def test_same_labels_keep_the_head(tmp_path, bert):
     from mhsa_cli.finetune import prepare_init
 
@@ -66,11 +70,13 @@ def test_same_labels_keep_the_head(tmp_path, bert):
     _, mcfg, model, _ = prepare_init(_cfg(tmp_path, tmp_path / "ft", data=str(csv)))
     assert torch.equal(model.head.weight, load_model(tmp_path / "ft").head.weight)
 
+
 def test_init_without_data_continues_on_the_checkpoints_task(tiny_ckpt, tmp_path):
     r = invoke("train", "--init", tiny_ckpt, "--epochs", 1, "--device", "cpu", "--out", tmp_path / "again")
     assert r.exit_code == 0, r.output
     meta = load_checkpoint(tmp_path / "again").meta
     assert meta["task"] == load_checkpoint(tiny_ckpt).task_spec and meta["model"] == load_checkpoint(tiny_ckpt).meta["model"]
+
 
 def test_init_refusals(tiny_ckpt, tmp_path, bert):
     _, csv = bert
