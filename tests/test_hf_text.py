@@ -46,6 +46,13 @@ def test_build_and_rebuild_from_spec(tok, tmp_path):
         task_from_spec(data.spec)
 
 
+def test_encode_texts_follows_the_spec_even_without_data(tok):
+    spec = hf_text.data_spec(tok, 1, ["x", "y"], 5)
+    assert hf_text.encode_texts(["a", "b c d e f"], spec).tolist() == [[2, 4, 3, 1, 1], [2, 5, 6, 7, 3]]
+    with pytest.raises(MhsaError, match="needs an 'hf-text' task spec"):
+        hf_text.encode_texts(["a"], {"name": "text"})
+
+
 def test_spec_without_data_says_how_to_attach_it(tok):
     with pytest.raises(MhsaError, match="train --init CKPT --data FILE"):
         task_from_spec(hf_text.data_spec(tok, 0, ["a", "b"], 16))
