@@ -348,3 +348,13 @@ def test_sharded_safetensors_are_read_through_their_index(tmp_path):
     x = batch(tmp_path / "hf", 0)
     with torch.no_grad():
         assert float((load_model(tmp_path / "ckpt")(x) - hf_logits(hf, x, 0)).abs().max()) <= TOL
+
+
+@pytest.mark.gpu
+def test_imported_model_runs_the_same_on_cuda(imported):
+    _, hf, folder, ckpt = imported
+    model = load_model(ckpt)
+    x = batch(folder, model.config.pad_id)
+    with torch.no_grad():
+        on_gpu = model.cuda()(x.cuda()).cpu()
+        assert float((on_gpu - hf_logits(hf, x, model.config.pad_id)).abs().max()) <= TOL
