@@ -263,6 +263,11 @@ def _stages() -> None:
          "Examples:  mhsa predict runs/reviews --text \"great food\" --text \"cold and late\""
          "  ·  mhsa predict runs/reviews-int8 --data new.csv --out predictions.csv"
          "  ·  mhsa predict runs/reviews --data labelled.jsonl   (a label column is used for accuracy)"),
+        ("import", c.ImportConfig,
+         "Import a local Hugging Face BERT / RoBERTa / DistilBERT folder (safetensors) as a checkpoint.",
+         "Examples:  mhsa import ./my-bert --out runs/imported"
+         "  ·  mhsa import ./bert-base --data reviews.csv --task-opt text_column=review --out runs/imported"
+         "  ·  mhsa import ./roberta-base --labels neg,pos --out runs/roberta"),
         ("run", c.RecipeConfig,
          "Run a YAML recipe: a whole compression pipeline, resumable.",
          "Examples:  mhsa run recipes/quickstart.yaml  ·  mhsa run recipes/digits.yaml --dry-run"

@@ -233,6 +233,9 @@ def _force() -> Any:
     return opt(False, "replace the output folder if it exists")
 
 
+INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling")  # taken from --init's checkpoint
+
+
 @dataclass
 class TrainConfig:
     """``mhsa train``: train a baseline classifier on a task."""
@@ -240,6 +243,9 @@ class TrainConfig:
     task: str = opt("order", "task name (see `mhsa tasks`)", choices=task_names)
     task_options: dict[str, Any] = opt({}, "task option key=value, e.g. n_train=2000", flag="--task-opt")
     data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file (same as --task text --task-opt path=FILE)")
+    init: Optional[str] = opt(None, "fine-tune this float checkpoint (e.g. from `mhsa import`) instead of a fresh "
+                              "model: its architecture and weights (the shape options are ignored); with --data "
+                              "its stored tokenizer reads the file; other labels get a fresh classifier")
     seed: int = opt(0, "random seed (data split, initialisation, batch order)", min=0, max=MAX_SEED)
     layers: int = opt(2, "number of encoder blocks", min=1, max=MAX_LAYERS)
     d_model: int = opt(256, "model width", min=1, max=MAX_WIDTH)
@@ -273,6 +279,14 @@ class TrainConfig:
         return opts
 
     def validate(self) -> None:
+        if self.init:  # the data and architecture come from the checkpoint (mhsa_cli.finetune)
+            shape = [f.name for f in dataclasses.fields(self) if f.name in INIT_FIXED and getattr(self, f.name) != f.default]
+            if shape:
+                raise MhsaError(f"--{shape[0].replace('_', '-')} has no effect with --init: the architecture and "
+                                "task come from the checkpoint (its data, or --data FILE)")
+            if self.epochs is None:
+                self.epochs = 3
+            return
         if self.data and self.task != "text":
             self.task = "text" if self.task == "order" else self.task
             if self.task != "text":
@@ -462,6 +476,31 @@ class ExportConfig:
     threads: int = _threads()
     out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()
+
+
+@dataclass
+class ImportConfig:
+    """``mhsa import``: a local Hugging Face BERT / RoBERTa / DistilBERT folder -> an mhsa checkpoint."""
+
+    path: str = opt("", "Hugging Face model folder: config.json, model.safetensors (or shards), tokenizer.json",
+                    argument=True)
+    labels: Optional[list[str]] = opt(None, "class names: as many as the model's classifier renames its classes "
+                                      "(in id order; with --data, names matching the file's labels keep the "
+                                      "classifier); another number, or a base model, gets a fresh classifier")
+    num_labels: Optional[int] = opt(None, "number of classes (names 0..N-1) when --labels is not given", min=2)
+    data: Optional[str] = opt(None, "CSV/TSV/JSONL file to attach as the model's task (validation split for "
+                              "pruning, test split for bench), tokenized with the model's tokenizer")
+    task_options: dict[str, Any] = opt({}, "options of that file, e.g. text_column=review, max_len=128",
+                                       flag="--task-opt")
+    seed: int = opt(0, "seed of a fresh classifier and of the data split", min=0, max=MAX_SEED)
+    out: str = _out("runs/imported")
+    force: bool = _force()
+
+    def validate(self) -> None:
+        if self.labels is not None and len(self.labels) < 2:
+            raise MhsaError("--labels needs at least 2 class names")
+        if self.labels is not None and self.num_labels is not None and len(self.labels) != self.num_labels:
+            raise MhsaError(f"--labels names {len(self.labels)} classes but --num-labels is {self.num_labels}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The attention model: a pre-LN Transformer encoder classifier.
+"""The attention model: a Transformer encoder classifier (pre-LN by default).
 
 Design points that the compression stages rely on:
 
@@ -10,6 +10,11 @@ Design points that the compression stages rely on:
 * The default forward uses ``F.scaled_dot_product_attention``. Per-head gates
   (for importance scores) and attention probabilities (for distillation) are
   opt-in through :meth:`MHSAClassifier.forward_features`.
+* A few switches (``norm``, ``embed_norm``, ``final_norm``, ``type_vocab_size``,
+  ``pos_offset``, ``pad_id``, ``pooling="first"``, ``pooler``, ``activation``,
+  ``ln_eps``) make the same modules and the same forward reproduce BERT-family
+  encoders (BERT, RoBERTa, DistilBERT; see :mod:`mhsa_cli.imports`). Their
+  defaults are the original mhsa model: same parameters, same names, same logits.
 
 Shapes: B batch, T tokens (incl. CLS when used), D d_model, H heads, S head_dim.
 """
@@ -26,7 +31,20 @@ from torch import nn
 
 from .errors import MhsaError
 
-POOLINGS = ("cls", "mean")
+# cls: a learned token prepended to the input; first: the input's own first token
+# (BERT's [CLS] added by its tokenizer); mean: average over real tokens
+POOLINGS = ("cls", "first", "mean")
+NORMS = ("pre", "post")  # pre-LN: x + f(ln(x)); post-LN (BERT): ln(x + f(x))
+ACTIVATIONS = {  # feed-forward non-linearity; HF names gelu / gelu_new map to these
+    "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+    "relu": F.relu,
+}
+POOLERS = {  # dense + activation on the pooled vector before the classifier (BERT, RoBERTa: tanh)
+    "none": None,
+    "tanh": torch.tanh,
+    "relu": F.relu,  # DistilBERT's pre_classifier
+}
 
 
 @dataclass
@@ -44,6 +62,23 @@ class ModelConfig:
     d_ff: int = 128
     dropout: float = 0.0
     pooling: str = "cls"
+    # BERT-family switches; the defaults are the original mhsa model
+    norm: str = "pre"  # "pre" | "post" LayerNorm blocks
+    embed_norm: bool = False  # LayerNorm (+ dropout) after summing the embeddings
+    final_norm: bool = True  # LayerNorm ln_f on the pooled vector (pre-LN blocks need it)
+    type_vocab_size: int = 0  # >0: token-type embeddings; inputs are one segment (type 0)
+    pos_offset: int = 0  # first position id (RoBERTa: padding_idx + 1 = 2)
+    pad_id: int = 0  # padding token id (masked out of attention); RoBERTa: 1
+    pooler: str = "none"  # dense + activation after pooling: none | tanh | relu
+    activation: str = "gelu"  # feed-forward activation: gelu | gelu_tanh | relu
+    ln_eps: float = 1e-5  # LayerNorm epsilon (BERT: 1e-12)
+
+    STYLE = ("norm", "embed_norm", "final_norm", "type_vocab_size", "pos_offset", "pad_id",
+             "pooler", "activation", "ln_eps", "pooling")  # kept by students and pruning
+
+    def style(self) -> dict[str, Any]:
+        """The architecture switches a student copies from its teacher."""
+        return {k: getattr(self, k) for k in self.STYLE}
 
     @property
     def n_layers(self) -> int:
@@ -59,8 +94,14 @@ class ModelConfig:
             raise MhsaError("d_model, head_dim, d_ff, max_len and num_classes must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise MhsaError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.pooling not in POOLINGS:
-            raise MhsaError(f"unknown pooling '{self.pooling}'; choose from: {', '.join(POOLINGS)}")
+        for name, allowed in (("pooling", POOLINGS), ("norm", NORMS), ("activation", ACTIVATIONS),
+                              ("pooler", POOLERS)):
+            if getattr(self, name) not in allowed:
+                raise MhsaError(f"unknown {name} '{getattr(self, name)}'; choose from: {', '.join(allowed)}")
+        if min(self.type_vocab_size, self.pos_offset) < 0 or not self.ln_eps > 0:
+            raise MhsaError("type_vocab_size and pos_offset must be >= 0 and ln_eps > 0")
+        if self.input_kind == "tokens" and not 0 <= self.pad_id < max(self.vocab_size, 1):
+            raise MhsaError(f"pad_id {self.pad_id} is outside the vocabulary (size {self.vocab_size})")
         if self.input_kind == "tokens" and self.vocab_size < 2:
             raise MhsaError("a token model needs vocab_size >= 2")
         if self.input_kind == "features" and self.feature_dim < 1:
@@ -74,7 +115,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise MhsaError(f"model config has unknown keys: {', '.join(sorted(unknown))}")
@@ -151,22 +192,32 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN block: x + attn(ln(x)), then x + ff(ln(x))."""
+    """Pre-LN block: x + attn(ln1(x)), then x + ff(ln2(x)); post-LN (BERT): ln1(x + attn(x)),
+    then ln2(x + ff(x))."""
 
-    def __init__(self, d_model: int, n_heads: int, head_dim: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, d_ff: int, dropout: float,
+                 norm: str = "pre", activation: str = "gelu", ln_eps: float = 1e-5):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
+        self.post = norm == "post"
+        self.act = ACTIVATIONS[activation]
+        self.ln1 = nn.LayerNorm(d_model, eps=ln_eps)
         self.attn = Attention(d_model, n_heads, head_dim, dropout)
-        self.ln2 = nn.LayerNorm(d_model)
+        self.ln2 = nn.LayerNorm(d_model, eps=ln_eps)
         self.ff1 = nn.Linear(d_model, d_ff)
         self.ff2 = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
 
+    def _ff(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.ff2(self.act(self.ff1(x))))  # (B, T, D)
+
     def forward(self, x, attn_mask=None, gate=None, need_weights=False):
+        if self.post:
+            a, probs = self.attn(x, attn_mask, gate, need_weights)
+            x = self.ln1(x + self.drop(a))
+            return self.ln2(x + self._ff(x)), probs
         a, probs = self.attn(self.ln1(x), attn_mask, gate, need_weights)
         x = x + self.drop(a)
-        x = x + self.drop(self.ff2(F.gelu(self.ff1(self.ln2(x)))))
-        return x, probs
+        return x + self._ff(self.ln2(x)), probs
 
 
 class MHSAClassifier(nn.Module):
@@ -177,17 +228,27 @@ class MHSAClassifier(nn.Module):
         self.config = config.validate()
         c = config
         if c.input_kind == "tokens":
-            self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=0)
+            self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
         else:
             self.embed = nn.Linear(c.feature_dim, c.d_model)
         extra = 1 if c.pooling == "cls" else 0
         self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model)) if extra else None
-        self.pos = nn.Parameter(torch.zeros(1, c.max_len + extra, c.d_model))
+        # rows [pos_offset, pos_offset + T) are used; RoBERTa keeps its unused first rows
+        self.pos = nn.Parameter(torch.zeros(1, c.pos_offset + c.max_len + extra, c.d_model))
         nn.init.normal_(self.pos, std=0.02)
+        if c.type_vocab_size:  # one segment: row 0 is added to every token
+            self.type_embed = nn.Embedding(c.type_vocab_size, c.d_model)
+        if c.embed_norm:
+            self.embed_ln = nn.LayerNorm(c.d_model, eps=c.ln_eps)
+            self.embed_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, h, c.head_dim, c.d_ff, c.dropout) for h in c.heads
+            Block(c.d_model, h, c.head_dim, c.d_ff, c.dropout, c.norm, c.activation, c.ln_eps)
+            for h in c.heads
         )
-        self.ln_f = nn.LayerNorm(c.d_model)
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.ln_eps) if c.final_norm else nn.Identity()
+        if POOLERS[c.pooler] is not None:
+            self.pooler = nn.Linear(c.d_model, c.d_model)
+            self.pooler_drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.d_model, c.num_classes)
 
     @property
@@ -197,23 +258,38 @@ class MHSAClassifier(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T) ids or (B, T, F) -> (B, T', D) and pad mask (B, T') or None."""
-        pad = (x != 0) if self.config.input_kind == "tokens" else None  # (B, T)
+        c = self.config
+        pad = (x != c.pad_id) if c.input_kind == "tokens" else None  # (B, T)
         h = self.embed(x)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
             if pad is not None:
                 pad = torch.cat([pad.new_ones(pad.shape[0], 1), pad], dim=1)
-        if h.shape[1] > self.pos.shape[1]:
-            raise MhsaError(f"input length {x.shape[1]} exceeds the model's max_len {self.config.max_len}")
-        return h + self.pos[:, : h.shape[1]], pad
+        T = h.shape[1]
+        if c.pos_offset + T > self.pos.shape[1]:
+            raise MhsaError(f"input length {x.shape[1]} exceeds the model's max_len {c.max_len}")
+        h = h + self.pos[:, c.pos_offset: c.pos_offset + T]  # right padding: RoBERTa's positions
+        if c.type_vocab_size:
+            h = h + self.type_embed.weight[0]
+        if c.embed_norm:
+            h = self.embed_drop(self.embed_ln(h))
+        return h, pad
 
     def _pool(self, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-        if self.config.pooling == "cls":
+        if self.config.pooling in ("cls", "first"):
             return h[:, 0]
         if pad is None:
             return h.mean(dim=1)
         w = pad.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+    def _classify(self, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """Last hidden states (B, T, D) -> logits (B, C): pool, final norm, pooler, classifier."""
+        z = self.ln_f(self._pool(h, pad))  # (B, D)
+        act = POOLERS[self.config.pooler]
+        if act is not None:
+            z = self.pooler_drop(act(self.pooler(z)))
+        return self.head(z)
 
     def forward_features(self, x: torch.Tensor, head_gates: list[torch.Tensor] | None = None,
                          output_attentions: bool = False) -> EncoderOutput:
@@ -227,8 +303,7 @@ class MHSAClassifier(nn.Module):
             h, probs = block(h, attn_mask, gate, output_attentions)
             hidden.append(h)
             attns.append(probs)
-        logits = self.head(self.ln_f(self._pool(h, pad)))
-        return EncoderOutput(logits, hidden, attns, pad)
+        return EncoderOutput(self._classify(h, pad), hidden, attns, pad)
 
     def forward(self, x: torch.Tensor, features: bool = False,
                 head_gates: list[torch.Tensor] | None = None,
@@ -245,7 +320,7 @@ class MHSAClassifier(nn.Module):
         attn_mask = pad[:, None, None, :] if pad is not None else None
         for block in self.blocks:
             h, _ = block(h, attn_mask)
-        return self.head(self.ln_f(self._pool(h, pad)))
+        return self._classify(h, pad)
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> MHSAClassifier:
@@ -275,5 +350,5 @@ def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
         total += 4 * T * c.d_model * inner  # q, k, v, o
         total += 2 * T * T * inner  # scores + probs @ v
         total += 2 * T * c.d_model * c.d_ff  # ff1 + ff2
-    total += c.d_model * c.num_classes
+    total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
     return 2 * total

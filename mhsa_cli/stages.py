@@ -20,10 +20,14 @@ RUN = {
     "bench": "bench:bench",
     "predict": "predict:predict",
     "run": "recipe:run_recipe",
+    "import": "imports:import_hf",
+    "finetune": "train:train",  # recipes only: a train stage fed by `from` (train --init)
 }
 # command -> its renderer, render(result, console); report modules are named after the command
+# (run -> recipe, import, a Python keyword, -> imports, finetune -> train)
+_REPORT = {"run": "recipe", "import": "imports", "finetune": "train"}
 RENDER = {name: f"report.{module}:render_{module}" for name, module in
-          ((name, "recipe" if name == "run" else name) for name in RUN)}
+          ((name, _REPORT.get(name, name)) for name in RUN)}
 
 
 def resolve(target: str) -> Callable[..., Any]:

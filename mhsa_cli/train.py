@@ -369,7 +369,7 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
         MhsaError: bad task/data/shape, missing CUDA, an output folder that exists,
             or (under torchrun) a batch size not divisible by the process count.
     """
-    data, mcfg, model, device = dist.agree(_prepare, cfg)
+    data, mcfg, model, device, parent = dist.agree(_prepare, cfg)
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
     report = split_report(model, data.test, data.labels, device)
     metrics = {
@@ -384,7 +384,7 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
         "world_size": dist.world_size(),
     }
     settings = to_dict(cfg)
-    meta = make_meta("float", mcfg, data.spec, "train", settings, metrics,
+    meta = make_meta("float", mcfg, data.spec, "train", settings, metrics, parent=parent,
                      extra={"history": fitted.history})
     # rank 0 writes the plain model (fit never returns the DDP wrapper); agreeing on the
     # outcome doubles as the barrier, and a failed write fails every rank alike
@@ -398,16 +398,22 @@ def _input_files(cfg: TrainConfig) -> list[str]:
     return [str(opts[k]) for k in ("path", "test_path") if opts.get(k)]
 
 
-def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device]:
-    """Everything :func:`train` checks and builds before training (run on every rank)."""
+def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device, Any]:
+    """Everything :func:`train` checks and builds before training (run on every rank);
+    the last item is the ``--init`` checkpoint (lineage parent) or None."""
     set_threads(cfg.threads)
     device = dist.local_device(resolve_device(cfg.device))
     dist.local_batch_size(cfg.batch_size)
     if dist.is_main():
-        check_output_dir(cfg.out, cfg.force, inputs=list(_input_files(cfg)))
+        check_output_dir(cfg.out, cfg.force, inputs=_input_files(cfg) + ([cfg.init] if cfg.init else []))
+    if cfg.init:
+        from .finetune import prepare_init
+
+        data, mcfg, model, parent = prepare_init(cfg)
+        return data, mcfg, model, device, parent
     data = load_task(cfg.task, seed=cfg.seed, **cfg.task_kwargs())
     check_mixup(cfg.mixup, data.input_kind, cfg.task)
     mcfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size,
                        data.feature_dim, cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff,
                        cfg.dropout, cfg.pooling)
-    return data, mcfg, build_model(mcfg, seed=cfg.seed), device
+    return data, mcfg, build_model(mcfg, seed=cfg.seed), device, None

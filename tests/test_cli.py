@@ -12,7 +12,7 @@ from mhsa_cli.cli import app
 from .conftest import TINY_TASK, assert_one_line_error
 
 runner = CliRunner()
-COMMANDS = ["train", "prune", "quantize", "distill", "export", "bench", "predict", "run", "info", "tasks"]
+COMMANDS = ["train", "prune", "quantize", "distill", "export", "bench", "predict", "run", "import", "info", "tasks"]
 
 
 def invoke(*args):

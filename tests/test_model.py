@@ -135,3 +135,84 @@ def test_order_task_needs_attention():
     bag_acc, attn_acc = evaluate(bag, data.test), evaluate(attn, data.test)
     assert bag_acc < 0.35, bag_acc  # chance is 1/6
     assert attn_acc > bag_acc + 0.4, (attn_acc, bag_acc)
+
+
+# --------------------------------------------------------------------------- BERT-family switches
+
+def _old_forward(sd, x, heads, S, eps=1e-5):
+    """The original mhsa model written out by hand from a state dict (pre-LN, learned CLS,
+    positions from 0, pad id 0, exact GELU, final LayerNorm, no pooler): the oracle that the
+    defaults still compute it."""
+    F = torch.nn.functional
+    ln = lambda t, p: F.layer_norm(t, t.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], eps)
+    lin = lambda t, p: t @ sd[p + ".weight"].T + sd[p + ".bias"]
+    B, T = x.shape
+    h = torch.cat([sd["cls"].expand(B, 1, -1), sd["embed.weight"][x]], 1) + sd["pos"][:, : T + 1]
+    keep = torch.cat([torch.ones(B, 1, dtype=torch.bool), x != 0], 1)  # (B, T+1)
+    for i, H in enumerate(heads):
+        p = f"blocks.{i}."
+        a = ln(h, p + "ln1")
+        q, k, v = (lin(a, p + "attn." + n).view(B, T + 1, H, S).transpose(1, 2) for n in "qkv")
+        w = (q @ k.transpose(-1, -2) / S ** 0.5).masked_fill(~keep[:, None, None], float("-inf"))
+        y = (w.softmax(-1) @ v).transpose(1, 2).reshape(B, T + 1, H * S)
+        h = h + lin(y, p + "attn.o")
+        h = h + lin(F.gelu(lin(ln(h, p + "ln2"), p + "ff1")), p + "ff2")
+    return lin(ln(h[:, 0], "ln_f"), "head")
+
+
+def test_defaults_are_the_original_model():
+    """Old checkpoints load: same parameter names and shapes, and the same logits."""
+    m = build_model(token_config(), seed=3).eval()
+    names = {"cls", "pos", "embed.weight", "ln_f.weight", "ln_f.bias", "head.weight", "head.bias"}
+    for i in range(2):
+        names |= {f"blocks.{i}.{n}.{w}" for n in ("ln1", "ln2", "ff1", "ff2", "attn.q", "attn.k",
+                                                   "attn.v", "attn.o") for w in ("weight", "bias")}
+    assert set(m.state_dict()) == names
+    assert m.pos.shape == (1, 13, 32)
+    x = torch.randint(1, 20, (3, 12))
+    x[0, 7:] = 0
+    torch.testing.assert_close(m(x), _old_forward(m.state_dict(), x, [4, 2], 8), atol=1e-5, rtol=1e-5)
+
+
+def test_post_ln_block_is_ln_of_residual():
+    from mhsa_cli.model import Block
+
+    torch.manual_seed(0)
+    b = Block(16, 2, 8, 24, 0.0, norm="post", activation="gelu_tanh", ln_eps=1e-12).eval()
+    x = torch.randn(2, 5, 16)
+    a, _ = b.attn(x)
+    mid = torch.nn.functional.layer_norm(x + a, (16,), b.ln1.weight, b.ln1.bias, 1e-12)
+    ff = b.ff2(torch.nn.functional.gelu(b.ff1(mid), approximate="tanh"))
+    want = torch.nn.functional.layer_norm(mid + ff, (16,), b.ln2.weight, b.ln2.bias, 1e-12)
+    torch.testing.assert_close(b(x)[0], want)
+    assert b.ln1.eps == 1e-12
+
+
+def test_bert_style_switches_shapes_padding_and_pooler():
+    c = token_config(pooling="first", norm="post", embed_norm=True, final_norm=False, type_vocab_size=2,
+                     pos_offset=2, pad_id=1, pooler="tanh", ln_eps=1e-12)
+    m = build_model(c, seed=0).eval()
+    assert m.pos.shape == (1, 2 + 12, 32) and m.type_embed.weight.shape == (2, 32)
+    assert isinstance(m.ln_f, nn.Identity) and m.pooler.weight.shape == (32, 32)
+    x = torch.randint(2, 20, (2, 6))
+    padded = torch.cat([x, torch.ones(2, 6, dtype=torch.long)], 1)  # pad id 1
+    torch.testing.assert_close(m(x), m(padded), atol=1e-5, rtol=1e-5)
+    # pooler: logits = head(tanh(pooler(first token's last hidden state)))
+    h = m(x, features=True).hidden_states[-1][:, 0]
+    torch.testing.assert_close(m(x), m.head(torch.tanh(m.pooler(h))))
+    # positions start at row 2: changing rows 0-1 changes nothing, row 2 does
+    with torch.no_grad():
+        before = m(x)
+        m.pos[:, :2] += torch.randn(1, 2, 32)  # (a constant shift would vanish in embed_ln)
+        torch.testing.assert_close(m(x), before)
+        m.pos[:, 2] += torch.randn(32)
+        assert not torch.allclose(m(x), before)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(norm="middle"), "unknown norm"), (dict(activation="swish"), "unknown activation"),
+    (dict(pooler="max"), "unknown pooler"), (dict(pad_id=20), "pad_id 20"), (dict(ln_eps=0.0), "ln_eps"),
+])
+def test_bad_switches_are_clear_errors(kw, msg):
+    with pytest.raises(MhsaError, match=msg):
+        token_config(**kw)

@@ -32,7 +32,7 @@ from .timer import LatencyStats, measure_interleaved
 Key = tuple[str, int]  # (device, batch size)
 CPU_ONLY = "CPU-only"
 # lineage operation -> the kind shown in tables
-KIND_BY_OPERATION = {"train": "float", "prune": "pruned", "quantize": "int8", "distill": "student"}
+KIND_BY_OPERATION = {"train": "float", "prune": "pruned", "quantize": "int8", "distill": "student", "import": "imported"}
 
 
 @dataclass

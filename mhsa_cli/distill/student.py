@@ -46,8 +46,9 @@ def student_config(teacher: ModelConfig, cfg: DistillConfig) -> ModelConfig:
     d_model = cfg.d_model or max(1, int(teacher.d_model * wf))
     heads = cfg.heads or max(1, d_model // teacher.head_dim)  # keep head_dim where possible
     d_ff = cfg.d_ff or max(1, int(teacher.d_ff * wf))
-    return make_config(teacher.input_kind, teacher.max_len, teacher.num_classes, teacher.vocab_size,
-                       teacher.feature_dim, layers, d_model, heads, d_ff, teacher.dropout, teacher.pooling)
+    shape = make_config(teacher.input_kind, teacher.max_len, teacher.num_classes, teacher.vocab_size,
+                        teacher.feature_dim, layers, d_model, heads, d_ff, teacher.dropout, teacher.pooling)
+    return dataclasses.replace(shape, **teacher.style()).validate()  # post-LN, pooler, ... as the teacher
 
 
 def layer_map(n_student: int, n_teacher: int) -> list[int]:

@@ -29,9 +29,11 @@ def probe_input(model: MHSAClassifier, batch: int = 8, seed: int = 0) -> torch.T
     device = next(model.parameters()).device
     if c.input_kind == "features":
         return torch.randn(batch, c.max_len, c.feature_dim, generator=gen).to(device)  # (B, T, F)
-    x = torch.randint(1, c.vocab_size, (batch, c.max_len), generator=gen)  # (B, T)
-    lengths = torch.randint(1, c.max_len + 1, (batch, 1), generator=gen)
-    x[torch.arange(c.max_len)[None, :] >= lengths] = 0  # padding exercises the attention mask
+    T = min(c.max_len, 64)  # imported encoders allow 512 positions; 64 probes them as well
+    x = torch.randint(1, c.vocab_size, (batch, T), generator=gen)  # (B, T)
+    x[x == c.pad_id] = 0  # pad_id 1 (RoBERTa): 0 is a real token there
+    lengths = torch.randint(1, T + 1, (batch, 1), generator=gen)
+    x[torch.arange(T)[None, :] >= lengths] = c.pad_id  # padding exercises the attention mask
     return x.to(device)
 
 

@@ -43,6 +43,8 @@ STAGE_TYPES: dict[str, StageType] = {
     "distill": StageType(C.DistillConfig, "teacher", ("float",), lambda s: "float"),
     "export": StageType(C.ExportConfig, "checkpoint", ("float",), lambda s: "export"),
     "bench": StageType(C.BenchConfig, None, ("float", "int8"), lambda s: "bench", measures=True),
+    "import": StageType(C.ImportConfig, None, (), lambda s: "float"),
+    "finetune": StageType(C.TrainConfig, "init", ("float",), lambda s: "float"),  # train --init <from>
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
 STAGE_META_KEYS = ("name", "type", "from", "compare")
@@ -262,11 +264,20 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
         cfg = C.build_config(st.config, values)
     except MhsaError as exc:
         raise MhsaError(f"{at(exc.key) if exc.key in own else at()}: stage '{name}' ({kind}): {exc}") from None
-    if kind == "train" and cfg.task_kwargs().get("path") and not Path(cfg.task_kwargs()["path"]).is_file():
-        raise MhsaError(f"{at('data')}: stage '{name}': data file {cfg.task_kwargs()['path']} not found "
+    if kind == "import" and not (cfg.path and Path(cfg.path).is_dir()):
+        raise MhsaError(f"{at('path')}: stage '{name}': model folder '{cfg.path}' not found "
+                        f"(give it with --set {name}.path=FOLDER)")
+    if kind in ("train", "finetune", "import") and _data_path(cfg):
+        raise MhsaError(f"{at('data')}: stage '{name}': data file {_data_path(cfg)} not found "
                         f"(give it with --set {name}.data=FILE)")
     settings = C.to_dict(cfg)
     return Stage(name, kind, inputs, settings, cfg, st.output(settings))
+
+
+def _data_path(cfg: Any) -> str | None:
+    """The data file a train or import stage reads, if it names one that does not exist."""
+    path = cfg.task_kwargs().get("path") if hasattr(cfg, "task_kwargs") else cfg.data
+    return path if path and not Path(path).is_file() else None
 
 
 def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
@@ -333,7 +344,7 @@ def _hash_stages(plan: Plan) -> None:
         payload = {"type": s.type, "settings": {k: v for k, v in s.settings.items() if k not in RUNNER_KEYS},
                    "inputs": [by_name[i].hash for i in s.inputs], "mhsa": __version__}
         # input paths are implied by stage names; don't let the results root change hashes
-        for k in ("checkpoint", "teacher", "checkpoints", "baseline"):
+        for k in ("checkpoint", "teacher", "checkpoints", "baseline", *(("init",) if s.type == "finetune" else ())):
             payload["settings"].pop(k, None)
         payload["files"] = _data_files(payload["settings"])
         s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -21,9 +21,9 @@ def parameter_groups(tensors: dict[str, Any]) -> dict[str, int]:
             key = "feed-forward"
         elif "ln" in name:
             key = "layer norms"
-        elif name.startswith(("embed", "pos", "cls")):
+        elif name.startswith(("embed", "pos", "cls", "type_embed")):
             key = "embeddings"
-        elif name.startswith("head"):
+        elif name.startswith(("head", "pooler")):
             key = "classifier"
         else:
             key = "other"
@@ -47,14 +47,16 @@ def render_info(ckpt: Any, console: Console) -> None:
         ("input", f"{m['input_kind']} (max_len {m['max_len']})"),
         ("classes", m["num_classes"]),
         ("pooling", m["pooling"]),
+        ("blocks", f"{m.get('norm', 'pre')}-LN, {m.get('activation', 'gelu')}, LayerNorm eps {m.get('ln_eps', 1e-5):g}, "
+                   f"pooler {m.get('pooler', 'none')}, pad id {m.get('pad_id', 0)}"),
     ]))
     task = dict(meta["task"])
     for key in ("vocab", "labels"):
         if isinstance(task.get(key), list) and len(task[key]) > 12:
             task[key] = f"{len(task[key])} entries"
-    if isinstance(task.get("tokenizer"), dict):  # the tokenizers library's JSON
+    if isinstance(task.get("tokenizer"), dict):  # a tokenizers JSON: its model type and size
         model = task["tokenizer"].get("model") or {}
-        task["tokenizer"] = f"{model.get('type', '?')}, {len(model.get('vocab') or [])} entries (tokenizers JSON)"
+        task["tokenizer"] = f"{model.get('type', '?')}, {len(model.get('vocab') or [])} tokens (tokenizers JSON)"
     console.print(kv_table("Task", [(k, json.dumps(v) if isinstance(v, (list, dict)) else fmt(v)) for k, v in task.items()]))
     groups = parameter_groups(ckpt.tensors)
     console.print(table("Parameters (tensor elements)", ["component", "elements"],

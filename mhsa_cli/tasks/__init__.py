@@ -215,7 +215,7 @@ def task_from_spec(spec: dict[str, Any]) -> TaskData:
 # Registration happens on import of each task module.
 from . import synthetic  # noqa: E402,F401
 
-for _mod in ("digits", "text"):
+for _mod in ("digits", "text", "hf_text"):
     try:
         __import__(f"{__name__}.{_mod}")
     except ModuleNotFoundError as exc:  # module not written yet, or its extra missing

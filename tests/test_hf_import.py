@@ -1,0 +1,360 @@
+"""imports/: Hugging Face BERT / RoBERTa / DistilBERT folders -> mhsa checkpoints.
+
+Offline: tiny random models are built from configs with ``transformers`` and saved
+with safetensors, tokenizers are trained here with ``tokenizers``. The oracle is
+transformers' own forward on the same padded batch.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="transformers (dev extra) is not installed")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from mhsa_cli.checkpoint import load_checkpoint, load_model  # noqa: E402
+from mhsa_cli.cli import app  # noqa: E402
+from mhsa_cli.tasks.hf_text import encode  # noqa: E402
+
+from .conftest import assert_one_line_error  # noqa: E402
+
+runner = CliRunner()
+WORDS = ("good fine nice bad poor sad the a movie film plot actor was is very not "
+         "really quite story end").split()  # filler; the label word (great / awful) is inserted
+TOL = 1e-4
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def corpus(n: int = 80, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) rows: label pos/neg from the first sentiment word; lengths 2-14 words."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        k = int(torch.randint(2, 15, (1,), generator=g))
+        words = [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (k,), generator=g)]
+        label = "pos" if i % 2 else "neg"
+        words.insert(int(torch.randint(0, k, (1,), generator=g)), "great" if label == "pos" else "awful")
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def train_tokenizer(kind: str):
+    """A tiny WordPiece ([CLS] x [SEP], pad 0) or BPE (<s> x </s>, pad 1) tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    texts = [t for t, _ in corpus(200, seed=1)]
+    if kind == "wordpiece":
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        trainer = trainers.WordPieceTrainer(vocab_size=60, special_tokens=specials)
+        bos, eos = "[CLS]", "[SEP]"
+    else:
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        trainer = trainers.BpeTrainer(vocab_size=60, special_tokens=specials)
+        bos, eos = "<s>", "</s>"
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))])
+    return tok
+
+
+FAMILIES = {  # name -> (config class, model class, base class, tokenizer, config kwargs)
+    "bert": ("BertConfig", "BertForSequenceClassification", "BertModel", "wordpiece",
+             dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                  max_position_embeddings=40)),
+    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", "RobertaModel", "bpe",
+                dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=42, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                     hidden_act="gelu_new", layer_norm_eps=1e-5)),
+    "distilbert": ("DistilBertConfig", "DistilBertForSequenceClassification", "DistilBertModel", "wordpiece",
+                   dict(dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=40)),
+}
+
+
+def make_hf(family: str, folder, base: bool = False, vocab: int = 64, num_labels: int = 3):
+    """Save a tiny random HF model (every tensor perturbed, so each one matters) + tokenizer.json."""
+    cfg_cls, cls, base_cls, tok_kind, kw = FAMILIES[family]
+    config = getattr(transformers, cfg_cls)(vocab_size=vocab, num_labels=num_labels,
+                                            id2label={i: f"c{i}" for i in range(num_labels)}, **kw)
+    torch.manual_seed(0)
+    model = getattr(transformers, base_cls if base else cls)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    tok = train_tokenizer(tok_kind)
+    tok.save(str(folder / "tokenizer.json"))
+    return model, tok
+
+
+def batch(folder, pad_id: int, max_len: int = 16) -> torch.Tensor:
+    """A right-padded batch of varied lengths, some truncated, tokenized with the folder's tokenizer."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    texts = [t for t, _ in corpus(12, seed=3)] + ["good", " ".join(WORDS)]
+    return encode(texts, tok, max_len, pad_id)  # (14, max_len)
+
+
+def hf_logits(model, x: torch.Tensor, pad_id: int) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=x, attention_mask=(x != pad_id).long()).logits
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def imported(request, tmp_path_factory):
+    """(family, HF model, HF folder, imported checkpoint folder)."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    model, _ = make_hf(request.param, tmp / "hf")
+    result = invoke("import", tmp / "hf", "--out", tmp / "ckpt")
+    assert result.exit_code == 0, result.output
+    return request.param, model, tmp / "hf", tmp / "ckpt"
+
+
+def test_imported_logits_match_transformers(imported):
+    family, hf, folder, ckpt = imported
+    model = load_model(ckpt)
+    pad = model.config.pad_id
+    x = batch(folder, pad)
+    assert (x == pad).any() and (x != pad).all(dim=1).any()  # padded and full rows
+    with torch.no_grad():
+        gap = float((model(x) - hf_logits(hf, x, pad)).abs().max())
+    assert gap <= TOL, f"{family}: max |logit gap| {gap}"
+    meta = load_checkpoint(ckpt).meta
+    assert meta["task"]["labels"] == ["c0", "c1", "c2"]
+    assert meta["task"]["tokenizer"] == json.loads((folder / "tokenizer.json").read_text())
+    assert meta["extra"]["source"]["fresh"] == []
+    assert meta["lineage"][0]["operation"] == "import"
+
+
+def test_switches_follow_the_family(imported):
+    family, _, _, ckpt = imported
+    c = load_model(ckpt).config
+    assert (c.norm, c.pooling, c.embed_norm, c.final_norm) == ("post", "first", True, False)
+    want = {"bert": (2, 0, 0, "tanh", "gelu", 1e-12), "roberta": (2, 2, 1, "tanh", "gelu_tanh", 1e-5),
+            "distilbert": (0, 0, 0, "relu", "gelu", 1e-12)}[family]
+    assert (c.type_vocab_size, c.pos_offset, c.pad_id, c.pooler, c.activation, c.ln_eps) == want
+    assert c.heads == [4, 4] and c.head_dim == 8 and c.d_ff == 37 and c.max_len == 40
+
+
+def test_pruned_half_heads_shapes_reload_and_parity(imported, tmp_path):
+    """Prune 50 % of heads by gradient on the user's data; the pruned model equals the gated original."""
+    from mhsa_cli.prune.surgery import gates_for
+
+    family, _, folder, _ = imported
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
+    withdata = tmp_path / "withdata"
+    r = invoke("import", folder, "--data", csv, "--task-opt", "max_len=16", "--out", withdata)
+    assert r.exit_code == 0, r.output
+    r = invoke("prune", withdata, "--ratio", 0.5, "--device", "cpu", "--batch-size", 16, "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    pruned, original = load_model(tmp_path / "p"), load_model(withdata)
+    assert sum(pruned.config.heads) == 4 and load_checkpoint(tmp_path / "p").meta["model"]["heads"] == pruned.heads
+    for block, h in zip(pruned.blocks, pruned.heads):
+        if h:
+            assert block.attn.q.weight.shape == (8 * h, 32) and block.attn.o.weight.shape == (32, 8 * h)
+    removed = json.loads((tmp_path / "p" / "head_importance.json").read_text())["removed"]
+    x = batch(folder, original.config.pad_id)
+    with torch.no_grad():
+        ref = original(x, features=True, head_gates=gates_for(original.heads, dict(enumerate(removed)))).logits
+        assert float((pruned(x) - ref).abs().max()) <= TOL
+    # quantize the pruned model: real int8 Linear kernels, logits close to the float ones
+    r = invoke("quantize", tmp_path / "p", "--latency-time", 0, "--out", tmp_path / "q")
+    assert r.exit_code == 0, r.output
+    q = load_model(tmp_path / "q")
+    assert q.blocks[0].ff1.weight().dtype == torch.qint8 and q.pooler.weight().dtype == torch.qint8
+    with torch.no_grad():
+        assert (q(x).argmax(-1) == pruned(x).argmax(-1)).float().mean() >= 0.8
+        assert float((q(x) - pruned(x)).abs().max()) < 0.2 * float(pruned(x).abs().max()) + 0.05
+
+
+def test_distilled_student_keeps_the_family_and_starts_from_teacher_layers(imported, tmp_path):
+    family, _, folder, _ = imported
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
+    r = invoke("import", folder, "--data", csv, "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    teacher = load_model(tmp_path / "t")
+    from mhsa_cli.config import DistillConfig, build_config
+    from mhsa_cli.distill.student import init_from_teacher, layer_map, student_config
+
+    cfg = build_config(DistillConfig, {"teacher": str(tmp_path / "t"), "layers": 1, "init_from_teacher": True})
+    s_cfg = student_config(teacher.config, cfg)
+    assert s_cfg.style() == teacher.config.style() and s_cfg.d_model == 32
+    from mhsa_cli.model import build_model
+
+    student = build_model(s_cfg, seed=0)
+    init_from_teacher(student, teacher, layer_map(1, 2))
+    assert torch.equal(student.blocks[0].ff1.weight, teacher.blocks[1].ff1.weight)
+    r = invoke("distill", "--teacher", tmp_path / "t", "--layers", 1, "--init-from-teacher", "--epochs", 1,
+               "--batch-size", 16, "--device", "cpu", "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    s = load_model(tmp_path / "s")
+    assert s.config.heads == [4] and s.config.style() == teacher.config.style()
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_base_model_gets_a_fresh_seeded_classifier(family, tmp_path):
+    hf, _ = make_hf(family, tmp_path / "hf", base=True)
+    for out, seed in (("a", 0), ("b", 0), ("c", 1)):
+        r = invoke("import", tmp_path / "hf", "--labels", "x,y", "--seed", seed, "--out", tmp_path / out)
+        assert r.exit_code == 0, r.output
+    a, b, c = (load_model(tmp_path / n) for n in "abc")
+    assert a.head.weight.shape == (2, 32) and load_checkpoint(tmp_path / "a").meta["task"]["labels"] == ["x", "y"]
+    assert torch.equal(a.head.weight, b.head.weight) and not torch.equal(a.head.weight, c.head.weight)
+    fresh = load_checkpoint(tmp_path / "a").meta["extra"]["source"]["fresh"]
+    assert fresh == (["head"] if family == "bert" else ["head", "pooler"])  # BERT keeps its pooler
+    x = batch(tmp_path / "hf", 0)
+    with torch.no_grad():  # the encoder is the HF encoder: last hidden states at real tokens agree
+        ours = a(x, features=True).hidden_states[-1]
+        theirs = hf(input_ids=x, attention_mask=(x != 0).long()).last_hidden_state
+        real = x != 0
+        assert float((ours - theirs)[real].abs().max()) <= TOL
+        if family == "bert":
+            torch.testing.assert_close(torch.tanh(a.pooler(ours[:, 0])), hf(input_ids=x, attention_mask=real.long()).pooler_output,
+                                       atol=TOL, rtol=0)
+
+
+def test_pickle_weights_beside_safetensors_are_never_opened(tmp_path, monkeypatch):
+    make_hf("bert", tmp_path / "hf")
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"not really a pickle")
+
+    def boom(*a, **k):
+        raise AssertionError("a pickle loader was called")
+
+    monkeypatch.setattr(torch, "load", boom)
+    monkeypatch.setattr(pickle, "load", boom)
+    monkeypatch.setattr(pickle, "loads", boom)
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "ckpt").meta["extra"]["source"]["weights"] == ["model.safetensors"]
+
+
+def _bad(tmp_path, *fragments, extra=()):
+    r = invoke("import", tmp_path / "hf", *extra, "--out", tmp_path / "out")
+    assert_one_line_error(r, *fragments)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_pickle_only_folder_is_refused(tmp_path, monkeypatch):
+    make_hf("bert", tmp_path / "hf")
+    (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    _bad(tmp_path, "pytorch_model.bin", "safetensors")
+
+
+def test_folder_without_config_or_weights_is_refused(tmp_path):
+    (tmp_path / "hf").mkdir()
+    _bad(tmp_path, "no config.json")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    _bad(tmp_path, "no weights")
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path):
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=64, n_positions=16)
+    transformers.GPT2Model(cfg).save_pretrained(tmp_path / "hf")
+    _bad(tmp_path, "unsupported architecture GPT2Model", "BertForSequenceClassification", "DistilBertModel")
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
+    make_hf("bert", tmp_path / "hf", vocab=40)  # the tokenizer has 60 tokens
+    _bad(tmp_path, "tokenizer.json has 60 tokens", "40 rows")
+
+
+def test_wrong_tensor_shape_is_refused(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 40}))
+    _bad(tmp_path, "intermediate.dense.weight", "(37, 32)", "(40, 32)")
+
+
+def test_bring_your_own_recipe_needs_the_folder(tmp_path):
+    r = invoke("run", "recipes/bring-your-own.yaml", "--dry-run", "--out", tmp_path / "out")
+    assert_one_line_error(r, "--set import.path=FOLDER")
+    (tmp_path / "hf").mkdir()
+    r = invoke("run", "recipes/bring-your-own.yaml", "--set", f"import.path={tmp_path / 'hf'}", "--dry-run",
+               "--out", tmp_path / "out")
+    assert_one_line_error(r, "data file data.csv not found", "--set import.data=FILE")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
+    """import -> finetune -> prune -> distill -> quantize -> bench on a tiny RoBERTa base model."""
+    make_hf("roberta", tmp_path / "hf", base=True)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
+    sets = {"import.path": tmp_path / "hf", "import.data": csv, "import.task_options.max_len": 16,
+            "finetuned.epochs": 1, "pruned.finetune_epochs": 0, "student.epochs": 1,
+            "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1, "bench.batch_sizes": 2}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    r = invoke("run", "recipes/bring-your-own.yaml", *args, "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    heads = {s: load_checkpoint(out / s).meta["model"]["heads"] for s in ("import", "finetuned", "pruned", "student")}
+    assert heads == {"import": [4, 4], "finetuned": [4, 4], "pruned": heads["pruned"], "student": [4]}
+    assert sum(heads["pruned"]) == 4
+    assert load_checkpoint(out / "pruned-int8").kind == "int8"
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert len(rows) == 6
+    assert load_checkpoint(out / "student").meta["model"]["pad_id"] == 1  # RoBERTa's switches survive
+
+
+def test_labels_rename_the_classifier_to_match_a_data_file(tmp_path):
+    """id2label c0, c1 -> --labels neg,pos keeps the trained classifier for a neg/pos file; without
+    --labels the file's labels differ and the classifier is fresh."""
+    hf, _ = make_hf("distilbert", tmp_path / "hf", num_labels=2)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(40)))
+    r = invoke("import", tmp_path / "hf", "--data", csv, "--labels", "neg,pos", "--out", tmp_path / "kept")
+    assert r.exit_code == 0, r.output
+    r = invoke("import", tmp_path / "hf", "--data", csv, "--out", tmp_path / "fresh")
+    assert r.exit_code == 0, r.output
+    kept, fresh = load_model(tmp_path / "kept"), load_model(tmp_path / "fresh")
+    assert torch.equal(kept.head.weight, hf.classifier.weight)
+    assert load_checkpoint(tmp_path / "kept").meta["task"]["labels"] == ["neg", "pos"]
+    assert not torch.equal(fresh.head.weight, hf.classifier.weight)
+    assert load_checkpoint(tmp_path / "fresh").meta["extra"]["source"]["fresh"] == ["head"]
+    assert "test_acc" in load_checkpoint(tmp_path / "kept").meta["metrics"]
+
+
+def test_info_summarises_the_stored_tokenizer(imported):
+    family, _, _, ckpt = imported
+    r = invoke("info", ckpt)
+    assert r.exit_code == 0, r.output
+    kind = "BPE" if family == "roberta" else "WordPiece"
+    assert f"{kind}, 60 tokens" in r.output and '"vocab"' not in r.output
+
+
+def test_sharded_safetensors_are_read_through_their_index(tmp_path):
+    hf, _ = make_hf("bert", tmp_path / "one")
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
+    (tmp_path / "hf" / "tokenizer.json").write_bytes((tmp_path / "one" / "tokenizer.json").read_bytes())
+    shards = sorted(p.name for p in (tmp_path / "hf").glob("*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "ckpt").meta["extra"]["source"]["weights"] == shards
+    x = batch(tmp_path / "hf", 0)
+    with torch.no_grad():
+        assert float((load_model(tmp_path / "ckpt")(x) - hf_logits(hf, x, 0)).abs().max()) <= TOL
+
+
+@pytest.mark.gpu
+def test_imported_model_runs_the_same_on_cuda(imported):
+    _, hf, folder, ckpt = imported
+    model = load_model(ckpt)
+    x = batch(folder, model.config.pad_id)
+    with torch.no_grad():
+        on_gpu = model.cuda()(x.cuda()).cpu()
+        assert float((on_gpu - hf_logits(hf, x, model.config.pad_id)).abs().max()) <= TOL
