@@ -8,7 +8,7 @@ import torch
 from mhsa_cli.checkpoint import load_checkpoint, load_model
 from mhsa_cli.config import TrainConfig, build_config
 
-from .conftest import assert_one_line_error, copy_marked_int8
+from .conftest import assert_one_line_error, make_int8
 from .test_cli import invoke
 
 pytest.importorskip("transformers", reason="transformers (dev extra) is not installed")
@@ -82,7 +82,7 @@ def test_init_refusals(tiny_ckpt, tmp_path, bert):
     _, csv = bert
     r = invoke("train", "--init", tiny_ckpt, "--data", csv, "--out", tmp_path / "x")
     assert_one_line_error(r, "stores no tokenizer")
-    marked = copy_marked_int8(tiny_ckpt, tmp_path / "int8")
+    marked = make_int8(tiny_ckpt, tmp_path / "int8")
     assert_one_line_error(invoke("train", "--init", marked, "--out", tmp_path / "y"), "int8")
     r = invoke("train", "--init", tiny_ckpt, "--d-model", 64, "--out", tmp_path / "z")
     assert_one_line_error(r, "--d-model has no effect with --init")
