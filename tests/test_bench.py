@@ -139,7 +139,7 @@ from mhsa_cli.config import BenchConfig, TrainConfig, build_config  # noqa: E402
 from mhsa_cli.model import build_model, count_parameters  # noqa: E402
 from mhsa_cli.progress import Progress  # noqa: E402
 from mhsa_cli.report import human_bytes  # noqa: E402
-from mhsa_cli.report.bench import _ms, bench_csv, bench_markdown, bench_table, render_bench  # noqa: E402
+from mhsa_cli.report.bench import _ms, bench_csv, bench_markdown, render_bench  # noqa: E402
 
 TINY_TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
 

@@ -408,6 +408,9 @@ def test_skipped_bench_renders_its_table_from_bench_json(finished):
     path, out, _ = finished
     result = run_recipe(build_config(RecipeConfig, {"recipe": str(path), "out": str(out)}))
     assert [s.status for s in result.plan.stages] == ["skip"] * 4 and isinstance(result.bench, dict)
+    headers = [line for line in (out / "run.log").read_text().splitlines() if line.startswith("=== ")]
+    assert len(headers) == 2 and headers[0].endswith(": 4 of 4 stages to run")
+    assert headers[1].endswith(": 0 of 4 stages to run")  # each run's lines start with its own header
     console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
     render_recipe(result, console)
     text = console.export_text()

@@ -176,6 +176,10 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
         write_json(plan.out / RECIPE_FILE, {"name": plan.name, "source": plan.source})
         write_atomic(plan.out / "recipe.resolved.yaml", yaml.safe_dump(plan.resolved, sort_keys=False))
     tee = _TeeProgress(progress, plan.out / "run.log") if main else NULL
+    if main:  # run.log keeps every run's lines (the resume history): each run opens with a header
+        with open(plan.out / "run.log", "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} mhsa run {plan.source}: "
+                    f"{sum(s.status == 'run' for s in plan.stages)} of {len(plan.stages)} stages to run\n")
     busy = E.busy_warning(flag="--set defaults.threads={n}") if any(s.status == "run" for s in plan.stages) else None
     if busy:
         tee.log(busy)
