@@ -16,7 +16,6 @@ import inspect
 import os
 import sys
 import typing
-import warnings
 from typing import Any, List, Optional
 
 import typer
@@ -103,7 +102,7 @@ def _root(
 ) -> None:
     """Train, prune, quantize, distill and benchmark multi-head self-attention models."""
     DEBUG["on"] = bool(os.environ.get("MHSA_DEBUG")) or debug  # per call, not sticky
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # (no blanket warning filter: torch's int8 notices are hidden where they arise, by quantize.quiet)
 
 
 # --------------------------------------------------------------------------- generator

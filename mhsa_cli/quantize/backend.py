@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import MhsaError
 from .engines import ENGINES, engine_here, quiet, use_engine
+from .torch_private import dynamic_linear_type, linear_dynamic, make_qint8_weight, weight_bias
 
 CLASSIFIER = "head"  # module name of the classifier in MHSAClassifier
 QPARAM_SUFFIXES = (".weight_scale", ".weight_zero_point")  # metadata, not parameters
@@ -64,12 +65,7 @@ class Backend(Protocol):
         """Turn a freshly built float model into the stored quantized one (no pickle)."""
 
 
-@cache
-def _ao_linear_type() -> type:
-    """torch.ao's dynamic int8 Linear (imported quietly: the module is deprecated)."""
-    with quiet():
-        from torch.ao.nn.quantized.dynamic import Linear
-    return Linear
+_ao_linear_type = dynamic_linear_type  # torch.ao's dynamic int8 Linear (a private-API module owns it)
 
 
 @cache
@@ -87,7 +83,7 @@ def lean_linear_type() -> type:
     class DynamicInt8Linear(base):  # type: ignore[misc, valid-type]
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             # (..., in) float -> (..., out) float; activations quantized per call (quint8)
-            return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, True)
+            return linear_dynamic(x, self)
 
     DynamicInt8Linear.__module__ = __name__
     return DynamicInt8Linear
@@ -127,8 +123,7 @@ class TorchAoDynamicBackend:
 
     @staticmethod
     def _export(name: str, module: nn.Module) -> dict[str, torch.Tensor]:
-        with quiet():
-            w, b = module._weight_bias()  # qint8 (out, in), float (out,) or None
+        w, b = weight_bias(module)  # qint8 (out, in), float (out,) or None
         if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             scale, zp = w.q_per_channel_scales(), w.q_per_channel_zero_points()  # (out,)
         else:
@@ -205,9 +200,7 @@ def _qweight(name: str, lin: nn.Linear, tensors: dict[str, torch.Tensor], per_ch
     zp = _tensor(tensors, f"{name}.weight_zero_point", qshape, torch.int64)
     if (scale <= 0).any() or (zp < -128).any() or (zp > 127).any():
         raise MhsaError(f"{name}: scales must be > 0 and zero points in [-128, 127]")
-    if per_channel:
-        return torch._make_per_channel_quantized_tensor(w, scale.double(), zp, 0)
-    return torch._make_per_tensor_quantized_tensor(w, float(scale), int(zp))
+    return make_qint8_weight(w, scale, zp, per_channel)
 
 
 def _load_float_part(model: nn.Module, tensors: dict[str, torch.Tensor], include: list[str]) -> None:
