@@ -105,6 +105,19 @@ def _root(
     # (no blanket warning filter: torch's int8 notices are hidden where they arise, by quantize.quiet)
 
 
+def _group_device(name: str, cls: type, values: dict[str, Any]) -> Any:
+    """The device a torchrun group is set up for: the command's ``--device``, or for ``mhsa run``
+    a function deriving it from the recipe's training stages (a CPU recipe gets gloo, not NCCL)."""
+    if name == "run":
+        def from_recipe() -> str:
+            from .recipe import recipe_device
+
+            return recipe_device(config_from_cli(cls, values))
+
+        return from_recipe
+    return values.get("device") or "auto"
+
+
 # --------------------------------------------------------------------------- generator
 
 def _cli_param(f: dataclasses.Field, tp: Any) -> inspect.Parameter:
@@ -163,7 +176,7 @@ def stage_command(name: str, cls: type, help: str, epilog: str) -> None:
         from . import distributed as dist
         from .progress import NULL, RichProgress
 
-        with dist.launched(name, values.get("device") or "auto"):
+        with dist.launched(name, _group_device(name, cls, values)):
             cfg = dist.agree(config_from_cli, cls, values)
             main = dist.is_main()
             result = resolve(RUN[name])(cfg, progress=RichProgress() if main else NULL)

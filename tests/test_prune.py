@@ -500,7 +500,7 @@ def test_cli_refuses_int8_checkpoint(int8_checkpoint, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["prune", str(int8_checkpoint), "--out", str(out)])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: cannot prune an int8 checkpoint: prune before quantizing"
+    assert result.output.strip() == f"error: cannot prune {int8_checkpoint}: it is an int8 checkpoint; prune before quantizing"
     assert not out.exists()
 
 

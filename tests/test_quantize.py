@@ -240,17 +240,6 @@ def test_no_deprecation_warnings_reach_users(base, int8, tmp_path):
     assert not [w for w in caught if "quantiz" in str(w.message).lower()], [str(w.message) for w in caught]
 
 
-def test_require_cpu(int8, base):
-    with pytest.raises(MhsaError, match="CPU only") as exc:
-        Q.require_cpu(load_checkpoint(int8.out), "cuda")
-    assert "\n" not in str(exc.value)
-    with pytest.raises(MhsaError, match="CPU only"):
-        Q.require_cpu(load_model(Path(int8.out)), torch.device("cuda:0"))
-    Q.require_cpu("int8", "cpu")
-    Q.require_cpu("int8", "auto")
-    Q.require_cpu(load_checkpoint(base), "cuda")  # float: anything goes
-
-
 def test_config_choices_come_from_the_registries():
     import dataclasses
 

@@ -12,7 +12,7 @@ Checkpoint layout (kind ``int8``): for each quantized Linear ``name``:
 every other tensor as in a float checkpoint. The settings needed to rebuild
 (backend, engine, per-channel, module list) are in ``checkpoint.json`` ->
 ``extra.quantization`` (:func:`settings_of`); :func:`rebuild_quantized` is the
-load path of int8 checkpoints. :func:`require_cpu` refuses int8 off the CPU.
+load path of int8 checkpoints. (An int8 model runs on the CPU only: ``mhsa bench --devices cuda`` reports it as not timed.)
 """
 
 from __future__ import annotations
@@ -227,26 +227,6 @@ def backend_of(model: nn.Module) -> Backend | None:
         if backend.quantized_names(model):
             return backend
     return None
-
-
-def require_cpu(what: Any, device: str | torch.device) -> None:
-    """Refuse to run an int8 checkpoint or model anywhere but the CPU.
-
-    Args:
-        what: a :class:`~mhsa_cli.checkpoint.Checkpoint`, its kind ("int8" /
-            "float"), or a model.
-        device: the device asked for ("auto" counts as the CPU for int8).
-
-    Raises:
-        MhsaError: ``what`` is int8 and ``device`` is not the CPU.
-    """
-    if isinstance(what, nn.Module):
-        kind = "int8" if backend_of(what) else "float"
-    else:
-        kind = what if isinstance(what, str) else getattr(what, "kind", "float")
-    dev = str(device)
-    if kind == "int8" and dev != "auto" and torch.device(dev).type != "cpu":
-        raise MhsaError(f"{CPU_ONLY}; use --devices cpu (asked for {dev})")
 
 
 # --------------------------------------------------------------------------- load path

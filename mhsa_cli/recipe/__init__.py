@@ -1,4 +1,4 @@
-"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
+r"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
 
 A recipe::
 
@@ -41,12 +41,13 @@ Everything public is importable from here (``from mhsa_cli.recipe import X``).
 
 from __future__ import annotations
 
-from .run import BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, run_recipe, stage_done
+from .run import (BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, plan_device, recipe_device,
+                  run_recipe, stage_done)
 from .validate import (RECIPE_FILE, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
                        StageType, load_recipe_text, validate_recipe)
 
 __all__ = [
     "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
     "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "load_recipe_text",
-    "mark_plan", "run_recipe", "stage_done", "validate_recipe",
+    "mark_plan", "plan_device", "recipe_device", "run_recipe", "stage_done", "validate_recipe",
 ]
