@@ -20,6 +20,7 @@ from mhsa_cli.config import QuantizeConfig, build_config
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import ModelConfig, build_model
 from mhsa_cli.quantize import engines
+from mhsa_cli.quantize.torch_private import weight_bias
 from mhsa_cli.tasks import load_task
 
 from .conftest import SMALL_MODEL, TINY_TASK, assert_one_line_error, tiny_train_config
@@ -134,7 +135,7 @@ def test_lean_int8_linear_equals_torch_ao_module(base, which, request):
         for n in result.quantized_modules:
             m = loaded.get_submodule(n)
             ao = ao_type(m.in_features, m.out_features, dtype=torch.qint8)
-            ao.set_weight_bias(*m._weight_bias())
+            ao.set_weight_bias(*weight_bias(m))
             inp = torch.randn(3, 25, m.in_features)
             assert torch.equal(m(inp), ao(inp)), n
 
