@@ -59,6 +59,7 @@ from mhsa_cli import quantize as Q  # noqa: E402
 from mhsa_cli.bench import measure_interleaved, timing_input  # noqa: E402
 from mhsa_cli.checkpoint import META, load_checkpoint, load_model  # noqa: E402
 from mhsa_cli.config import QuantizeConfig, TrainConfig, build_config  # noqa: E402
+from mhsa_cli.quantize.torch_private import KNOWN_WARNINGS  # noqa: E402
 from mhsa_cli.tasks import task_from_spec  # noqa: E402
 
 TARGETS = {"size_ratio": 0.30, "latency_ratio_b1": 0.70, "latency_ratio_b32": 0.60, "test_acc_drop_pt": 0.5}
@@ -260,7 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for category, message in KNOWN_WARNINGS:  # torch's int8-path notices only, not every deprecation
+        warnings.filterwarnings("ignore", message=message, category=category)
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {}

@@ -65,7 +65,9 @@ class Checkpoint:
     def require_kind(self, kind: str, action: str, hint: str = "") -> None:
         """Refuse this checkpoint for ``action`` unless it is of ``kind``."""
         if self.kind != kind:
-            raise MhsaError(f"cannot {action} {self.path}: it is a {self.kind} checkpoint" + (f"; {hint}" if hint else ""))
+            article = "an" if self.kind[:1] in "aeiou" else "a"
+            raise MhsaError(f"cannot {action} {self.path}: it is {article} {self.kind} checkpoint"
+                            + (f"; {hint}" if hint else ""))
 
 
 def check_output_dir(out: str | Path | None, force: bool, inputs: Any = ()) -> Path:

@@ -16,7 +16,6 @@ import inspect
 import os
 import sys
 import typing
-import warnings
 from typing import Any, List, Optional
 
 import typer
@@ -138,7 +137,7 @@ def _root(
 ) -> None:
     """Train, prune, quantize, distill and benchmark multi-head self-attention models."""
     DEBUG["on"] = bool(os.environ.get("MHSA_DEBUG")) or debug  # per call, not sticky
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # (no blanket warning filter: torch's int8 notices are hidden where they arise, by quantize.quiet)
     warnings.showwarning = _show_warning
 
 
@@ -151,6 +150,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         print(f"warning: {message}", file=sys.stderr)
     else:
         _plain_showwarning(message, category, filename, lineno, file, line)
+
+
+def _group_device(name: str, cls: type, values: dict[str, Any]) -> Any:
+    """The device a torchrun group is set up for: the command's ``--device``, or for ``mhsa run``
+    a function deriving it from the recipe's training stages (a CPU recipe gets gloo, not NCCL)."""
+    if name == "run":
+        def from_recipe() -> str:
+            from .recipe import recipe_device
+
+            return recipe_device(config_from_cli(cls, values))
+
+        return from_recipe
+    return values.get("device") or "auto"
 
 
 # --------------------------------------------------------------------------- generator
@@ -217,7 +229,7 @@ def stage_command(name: str, cls: type, help: str, epilog: str) -> None:
         from . import distributed as dist
         from .progress import NULL, RichProgress
 
-        with dist.launched(name, values.get("device") or "auto"):
+        with dist.launched(name, _group_device(name, cls, values)):
             cfg = dist.agree(config_from_cli, cls, values)
             main = dist.is_main()
             result = resolve(RUN[name])(cfg, progress=RichProgress() if main else NULL)

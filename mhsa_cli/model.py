@@ -178,9 +178,16 @@ class Attention(nn.Module):
         probs = None
         if need_weights:  # explicit path: same math as SDPA, keeps the probabilities
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, T)
+            empty = None
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
+                # a query row with no key to attend (an all-padding sample): softmax of all -inf
+                # is NaN; SDPA returns 0 for such rows, and so do we (no NaN, not even in backward)
+                empty = ~attn_mask.any(dim=-1, keepdim=True)  # (B, 1, 1, 1)
+                scores = scores.masked_fill(empty, 0.0)
             probs = scores.softmax(dim=-1)
+            if empty is not None:
+                probs = probs.masked_fill(empty, 0.0)
             y = F.dropout(probs, p, self.training) @ v  # (B, H, T, S)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)

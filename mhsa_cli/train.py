@@ -372,6 +372,7 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     data, mcfg, model, device, parent = dist.agree(_prepare, cfg)
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
     report = split_report(model, data.test, data.labels, device)
+    precision = "bf16 autocast" if cfg.amp and device.type == "cuda" else "float32"
     metrics = {
         "val_acc": fitted.best_val_acc,
         "test_acc": evaluate(model, data.test, device),
@@ -382,6 +383,7 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
         "train_seconds": fitted.seconds,
         "params": count_parameters(model),
         "world_size": dist.world_size(),
+        "precision": precision,  # what training ran in (--amp is refused where it would do nothing)
     }
     settings = to_dict(cfg)
     meta = make_meta("float", mcfg, data.spec, "train", settings, metrics, parent=parent,
@@ -404,6 +406,9 @@ def _prepare(cfg: TrainConfig) -> tuple[TaskData, Any, nn.Module, torch.device, 
     set_threads(cfg.threads)
     device = dist.local_device(resolve_device(cfg.device))
     dist.local_batch_size(cfg.batch_size)
+    if cfg.amp and device.type != "cuda":
+        raise MhsaError(f"--amp (bf16 autocast) is for CUDA; on {device.type} it would change nothing: "
+                        "drop --amp or use --device cuda")
     if dist.is_main():
         check_output_dir(cfg.out, cfg.force, inputs=_input_files(cfg) + ([cfg.init] if cfg.init else []))
     if cfg.init:

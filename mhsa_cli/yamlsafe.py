@@ -132,9 +132,13 @@ def compose(text: str, source: str = "<string>") -> yaml.Node | None:
         raise MalformedYaml(_yaml_error(exc, text, source)) from None
 
 
+_CONSTRUCTOR = None  # one loader reused for every node (a recipe walk constructs scalar by scalar)
+
+
 def construct(node: yaml.Node) -> Any:
     """Python value of a node from :func:`compose` (safe constructors only)."""
-    loader = BudgetLoader("")
+    global _CONSTRUCTOR
+    loader = _CONSTRUCTOR = _CONSTRUCTOR or BudgetLoader("")
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:  # e.g. an int too odd to read: still a position

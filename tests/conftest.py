@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 TINY_TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
 # the former default model (the tool's default is now d=256): fast, and 4 heads per layer to prune

@@ -33,9 +33,44 @@ def test_padding_does_not_change_logits(pooling):
     x = torch.randint(1, 20, (2, 6))
     padded = torch.cat([x, torch.zeros(2, 6, dtype=torch.long)], dim=1)  # (2, 12)
     torch.testing.assert_close(m(x), m(padded), atol=1e-5, rtol=1e-5)
-    # without the mask the padding would leak in: the logits must differ from a model
-    # that sees the pad tokens as content (different token id, same positions)
-    assert not torch.allclose(m(padded), m(torch.cat([x, torch.full((2, 6), 5)], dim=1)))
+
+
+def _unmasked(m, monkeypatch):
+    """``m`` with its padding mask removed everywhere (what the next test must catch)."""
+    real_embed = m._embed
+    monkeypatch.setattr(m, "_embed", lambda x: (real_embed(x)[0], None))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("explicit", [False, True])  # SDPA path, and the path that keeps probabilities
+def test_padded_positions_cannot_reach_the_logits(pooling, explicit, monkeypatch):
+    m = build_model(token_config(pooling=pooling), seed=0).eval()
+    x = torch.randint(1, 20, (2, 12))
+    x[:, 6:] = 0  # the last 6 tokens are padding
+    run = (lambda: m(x, features=True, output_attentions=True).logits) if explicit else (lambda: m(x))
+    before = run()
+    with torch.no_grad():  # what sits at padded positions: with the mask, nothing of it may leak
+        m.pos[:, -6:] += 3.0 * torch.randn(6, 32)
+    torch.testing.assert_close(run(), before, atol=1e-5, rtol=1e-5)
+    _unmasked(m, monkeypatch)  # the same change without the mask does leak: this test can fail
+    assert not torch.allclose(run(), before, atol=1e-3)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_an_all_padding_sample_gives_finite_logits_on_both_paths(explicit):
+    m = build_model(token_config(pooling="mean"), seed=0).eval()  # no CLS: every key can be padding
+    x = torch.randint(1, 20, (3, 12))
+    x[1] = 0  # sample 1 is all padding
+    sdpa = m(x)
+    out = m(x, features=True, output_attentions=True) if explicit else None
+    logits = out.logits if explicit else sdpa
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, sdpa, atol=1e-5, rtol=1e-5)  # both paths agree, row 1 included
+    if explicit:
+        assert torch.all(out.attentions[0][1] == 0)  # no key to attend: zero weights, like SDPA's output
+        m.train()
+        m(x, features=True, output_attentions=True).logits.sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
 def test_zero_head_layer_is_valid_and_adds_only_bias():

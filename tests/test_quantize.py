@@ -20,6 +20,7 @@ from mhsa_cli.config import QuantizeConfig, build_config
 from mhsa_cli.errors import MhsaError, MhsaWarning
 from mhsa_cli.model import ModelConfig, build_model
 from mhsa_cli.quantize import engines
+from mhsa_cli.quantize.torch_private import weight_bias
 from mhsa_cli.tasks import load_task
 
 from .conftest import SMALL_MODEL, TINY_TASK, assert_one_line_error, tiny_train_config
@@ -134,7 +135,7 @@ def test_lean_int8_linear_equals_torch_ao_module(base, which, request):
         for n in result.quantized_modules:
             m = loaded.get_submodule(n)
             ao = ao_type(m.in_features, m.out_features, dtype=torch.qint8)
-            ao.set_weight_bias(*m._weight_bias())
+            ao.set_weight_bias(*weight_bias(m))
             inp = torch.randn(3, 25, m.in_features)
             assert torch.equal(m(inp), ao(inp)), n
 
@@ -264,17 +265,6 @@ def test_no_deprecation_warnings_reach_users(base, int8, tmp_path):
         run_quantize(base, tmp_path / "q")
         logits(load_model(Path(int8.out)), inputs(4))
     assert not [w for w in caught if "quantiz" in str(w.message).lower()], [str(w.message) for w in caught]
-
-
-def test_require_cpu(int8, base):
-    with pytest.raises(MhsaError, match="CPU only") as exc:
-        Q.require_cpu(load_checkpoint(int8.out), "cuda")
-    assert "\n" not in str(exc.value)
-    with pytest.raises(MhsaError, match="CPU only"):
-        Q.require_cpu(load_model(Path(int8.out)), torch.device("cuda:0"))
-    Q.require_cpu("int8", "cpu")
-    Q.require_cpu("int8", "auto")
-    Q.require_cpu(load_checkpoint(base), "cuda")  # float: anything goes
 
 
 def test_config_choices_come_from_the_registries():

@@ -428,3 +428,9 @@ def test_a_recipe_with_a_bad_task_option_fails_validation_with_its_line(tmp_path
     with pytest.raises(MhsaError, match=r"line 5: stage 'base' \(train\): order task: option 'n_train' must be an "
                                         r"integer, got 'lots'"):
         validate_recipe(path, {}, tmp_path / "out")
+
+
+def test_a_deeply_nested_jsonl_line_is_one_line_not_a_recursion_error(tmp_path):
+    path = _bad(tmp_path, "deep.jsonl", '{"text": "a", "label": 1}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(MhsaError, match=r"deep\.jsonl line 2: JSON nested too deeply"):
+        load_task("text", path=path)

@@ -149,10 +149,13 @@ class CudaClock:
         self.end = torch.cuda.Event(enable_timing=True)
 
     def time_ms(self, call: Callable[[], Any]) -> float:
+        # the events go on the timed device's current stream, not on the current device's (which
+        # may be another GPU: its events would time nothing of this call)
+        stream = torch.cuda.current_stream(self.device)
         torch.cuda.synchronize(self.device)
-        self.start.record()
+        self.start.record(stream)
         call()
-        self.end.record()
+        self.end.record(stream)
         self.end.synchronize()
         return float(self.start.elapsed_time(self.end))
 

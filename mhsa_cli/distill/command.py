@@ -99,8 +99,7 @@ def load_teacher(path: str) -> tuple[Checkpoint, MHSAClassifier]:
     if not path:
         raise MhsaError("--teacher is required (a float checkpoint folder, e.g. runs/baseline)")
     ckpt = load_checkpoint(path)
-    if ckpt.kind != "float":
-        raise MhsaError(f"cannot distill from {ckpt.path}: it is an {ckpt.kind} checkpoint; {INT8_HINT}")
+    ckpt.require_kind("float", "distill from", INT8_HINT)
     teacher = load_model(ckpt)
     teacher.eval().requires_grad_(False)
     return ckpt, teacher

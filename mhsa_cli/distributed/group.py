@@ -125,15 +125,18 @@ def setup(device_type: str = "cpu") -> bool:
         raise UniformError(f"WORLD_SIZE={env_world_size()} is set but {', '.join(missing)} "
                            "is not: launch with torchrun (see docs/distributed.md)")
     backend = "gloo"
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", str(env_world_size())))
     if device_type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local >= torch.cuda.device_count():
-            raise UniformError(f"LOCAL_RANK {local} needs GPU {local}, but only "
-                               f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
-        torch.cuda.set_device(local)
+        # every rank checks the same numbers, so all refuse alike before any collective (rank 0,
+        # whose GPU exists, would otherwise wait at init for a peer that has already left)
+        gpus = torch.cuda.device_count()
+        if local_procs > gpus:
+            raise UniformError(f"{local_procs} processes on this node need {local_procs} CUDA GPUs (one each), "
+                               f"but {gpus} {'is' if gpus == 1 else 'are'} visible; use --nproc-per-node {gpus} "
+                               "or --device cpu")
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"
     tdist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
-    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", str(env_world_size())))
     torch.set_num_threads(max(1, _cores() // max(1, local_procs)))
     return True
 
@@ -145,8 +148,11 @@ def teardown() -> None:
 
 
 @contextmanager
-def launched(command: str, device: str = "auto") -> Iterator[None]:
+def launched(command: str, device: str | Callable[[], str] = "auto") -> Iterator[None]:
     """Run a CLI command in one process, or as one rank of a torchrun job.
+
+    ``device`` (a ``--device`` value, or a function returning one, called only under
+    torchrun: ``mhsa run`` derives it from its recipe) decides gloo or NCCL.
 
     Under torchrun: refuses commands not in :data:`SCALABLE`, starts the group,
     always tears it down, makes non-zero ranks exit quietly (code 2) on a
@@ -161,6 +167,11 @@ def launched(command: str, device: str = "auto") -> Iterator[None]:
         if command not in SCALABLE:
             raise UniformError(f"`mhsa {command}` runs in one process; launch it without torchrun "
                                f"(these scale out: {', '.join(SCALABLE)})")
+        if callable(device):
+            try:
+                device = device()
+            except MhsaError as exc:  # the same input on every rank: the same error, printed once
+                raise UniformError(str(exc)) from None
         started = setup(device_type(device))
         yield
         if started:  # leave together: a rank tearing gloo down while a peer still

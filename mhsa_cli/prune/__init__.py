@@ -23,11 +23,12 @@ from .command import Accuracy, PruneResult, SweepResult, prune
 from .importance import (IMPORTANCE, NEEDS_DATA, NORMALIZED, SEEDED, Batches, ImportanceFn, head_importance,
                          normalize_per_layer, validation_batches)
 from .select import SCOPES, heads_to_remove_count, select_heads
-from .surgery import TOLERANCE, check_structure, gates_for, max_logit_gap, probe_input, remove_heads
+from .surgery import (TOLERANCE, check_structure, gap_tolerance, gates_for, max_logit_gap, probe_input,
+                      remove_heads)
 
 __all__ = [
     "Accuracy", "Batches", "IMPORTANCE", "ImportanceFn", "NEEDS_DATA", "NORMALIZED", "PruneResult", "SCOPES",
-    "SEEDED", "SweepResult", "TOLERANCE", "check_structure", "gates_for", "head_importance",
+    "SEEDED", "SweepResult", "TOLERANCE", "check_structure", "gap_tolerance", "gates_for", "head_importance",
     "heads_to_remove_count", "max_logit_gap", "normalize_per_layer", "probe_input", "prune", "remove_heads",
     "select_heads", "validation_batches",
 ]

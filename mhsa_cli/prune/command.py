@@ -80,8 +80,7 @@ class SweepResult:
 
 def _load_float(path: str) -> Checkpoint:
     ckpt = load_checkpoint(path)
-    if ckpt.kind == "int8":
-        raise MhsaError("cannot prune an int8 checkpoint: prune before quantizing")
+    ckpt.require_kind("float", "prune", "prune before quantizing")
     return ckpt
 
 

@@ -5,7 +5,8 @@ criterion from :data:`IMPORTANCE` (it is handed the validation split only, so
 the test split cannot leak into the choice of heads):
 
 * ``gradient`` -- Michel et al. (2019): E_x |dL(x)/d gate| of each head's gate;
-* ``taylor`` -- first-order Taylor (Molchanov et al. 2019) via torch-pruning;
+* ``taylor`` -- Molchanov et al. (2019): (sum of g*w over a head's parameters)^2 per minibatch,
+  averaged over minibatches;
 * ``magnitude`` -- L2 norm of each head's weights via torch-pruning (no data);
 * ``random`` -- the seeded control every criterion must beat.
 """
@@ -106,21 +107,38 @@ def _magnitude(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch
     return _tp_scores(model, imp, torch.sqrt)
 
 
+def _head_group_dot(attn: Attention) -> torch.Tensor:
+    """sum of g * w over each head's parameters -> (H,): its q/k/v output rows (weights and
+    biases) and its o input columns. The o bias is shared by all heads, so it is in no group."""
+    H, S = attn.n_heads, attn.head_dim
+    total = torch.zeros(H, device=attn.o.weight.device)
+    for lin in (attn.q, attn.k, attn.v):  # weight (H*S, D), bias (H*S,)
+        total += (lin.weight.grad * lin.weight).view(H, S, -1).sum((1, 2))
+        total += (lin.bias.grad * lin.bias).view(H, S).sum(1)
+    o = attn.o.weight  # (D, H*S)
+    total += (o.grad * o).view(o.shape[0], H, S).sum((0, 2))
+    return total.detach()
+
+
 def _taylor(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
-    """First-order Taylor (Molchanov et al. 2019): sum of |w * dL/dw| over a head's weights.
+    """Molchanov et al. (2019), eq. 4 (group contribution): I_h = mean over minibatches of
+    (sum over the head's parameters of g * w)^2.
 
-    The gradient is that of the mean validation loss over the importance
-    batches; the per-weight products come from
-    ``tp.importance.GroupTaylorImportance`` over the q/k/v/o group.
+    ``g`` is the gradient of each minibatch's mean loss; the square is taken per
+    minibatch (so batches whose first-order effects have opposite signs do not
+    cancel) and then averaged over the importance batches. A head's parameters
+    are its q/k/v output rows and biases and its o input columns
+    (:func:`_head_group_dot`). ``(sum g*w)^2`` is the squared first-order estimate
+    of the loss change from zeroing the head's parameters.
     """
-    import torch_pruning as tp
-
-    model.zero_grad(set_to_none=True)
+    total = [torch.zeros(h) for h in model.heads]
     try:
         for x, y in batches:
-            (F.cross_entropy(model(x), y) / len(batches)).backward()  # mean-loss gradient in .grad
-        imp = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
-        return _tp_scores(model, imp, lambda s: s)
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()  # this minibatch's mean-loss gradient in .grad
+            total = [t + _head_group_dot(b.attn).pow(2).cpu() if t.numel() else t
+                     for t, b in zip(total, model.blocks)]
+        return [t / max(len(batches), 1) for t in total]
     finally:
         model.zero_grad(set_to_none=True)
 

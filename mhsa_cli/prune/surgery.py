@@ -19,7 +19,8 @@ import torch
 from ..errors import MhsaError
 from ..model import Attention, MHSAClassifier
 
-TOLERANCE = 1e-5  # max |logit difference| between pruned and head-gated original
+TOLERANCE = 1e-5  # max |logit difference| / max(1, max |logit|) in float32 on the CPU
+ROUNDING_STEPS = 16  # elsewhere: this many units of the arithmetic's epsilon, relative to the logits
 
 # --------------------------------------------------------------------------- removal
 
@@ -87,16 +88,38 @@ def gates_for(heads: list[int], removed: dict[int, list[int]], device: Any = "cp
 def max_logit_gap(original: MHSAClassifier, pruned: MHSAClassifier, removed: dict[int, list[int]],
                   x: torch.Tensor) -> float:
     """max |pruned(x) - original(x with removed heads gated to 0)| over logits (eval mode)."""
+    return _gap_and_scale(original, pruned, removed, x)[0]
+
+
+def _gap_and_scale(original: MHSAClassifier, pruned: MHSAClassifier, removed: dict[int, list[int]],
+                   x: torch.Tensor) -> tuple[float, float]:
+    """(max |logit gap|, max |reference logit|)."""
     modes = [(m, m.training) for m in (original, pruned)]
     for m, _ in modes:
         m.eval()
     with torch.inference_mode():
         gates = gates_for(original.heads, removed, x.device)
         ref = original.forward_features(x, head_gates=gates).logits  # (B, C)
-        gap = float((pruned(x) - ref).abs().max())
+        gap, scale = float((pruned(x) - ref).abs().max()), float(ref.abs().max())
     for m, was in modes:
         m.train(was)
-    return gap
+    return gap, scale
+
+
+def gap_tolerance(dtype: torch.dtype, device: torch.device | str, scale: float = 1.0) -> float:
+    """The largest logit gap that is rounding, not a surgery bug, for this arithmetic.
+
+    The pruned model multiplies smaller matrices than the gated original, so its sums
+    round differently. Float32 on the CPU: :data:`TOLERANCE`. On CUDA, float32 matmuls
+    may run in TF32 (10-bit mantissa; ``torch.get_float32_matmul_precision()`` "high") or
+    bf16 ("medium"), and half types round at their own epsilon: there the bound is
+    :data:`ROUNDING_STEPS` epsilons. Both are relative to ``max(1, scale)``, the size of
+    the logits.
+    """
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    if torch.device(device).type == "cuda" and dtype == torch.float32:
+        eps = {"high": 2.0 ** -10, "medium": 2.0 ** -7}.get(torch.get_float32_matmul_precision(), eps)
+    return max(TOLERANCE, ROUNDING_STEPS * eps) * max(1.0, scale)
 
 
 def _check_removal(model: MHSAClassifier, removed: dict[int, list[int]]) -> None:
@@ -127,7 +150,7 @@ def remove_heads(model: MHSAClassifier, heads_to_remove: dict[int, list[int]]) -
     Raises:
         MhsaError: a layer or head index that does not exist.
         RuntimeError: the pruned model's logits differ from the gated original's by
-            more than :data:`TOLERANCE`, or its shapes disagree with its config.
+            more than :func:`gap_tolerance` allows, or its shapes disagree with its config.
     """
     _check_removal(model, heads_to_remove)
     pruned = copy.deepcopy(model)
@@ -138,7 +161,9 @@ def remove_heads(model: MHSAClassifier, heads_to_remove: dict[int, list[int]]) -
             pruned.blocks[layer].attn = _slice_attention(model.blocks[layer].attn, keep)
     pruned.config = dataclasses.replace(model.config, heads=pruned.heads).validate()
     check_structure(pruned)
-    gap = max_logit_gap(model, pruned, heads_to_remove, probe_input(model))
-    if not gap <= TOLERANCE:
-        raise RuntimeError(f"head removal changed the model: max |logit gap| {gap:.3g} > {TOLERANCE}")
+    gap, scale = _gap_and_scale(model, pruned, heads_to_remove, probe_input(model))
+    weight = next(model.parameters())
+    tol = gap_tolerance(weight.dtype, weight.device, scale)
+    if not gap <= tol:
+        raise RuntimeError(f"head removal changed the model: max |logit gap| {gap:.3g} > {tol:.3g}")
     return pruned

@@ -21,7 +21,7 @@ Everything public is importable from here (``from mhsa_cli.quantize import X``).
 from __future__ import annotations
 
 from .backend import (BACKENDS, CLASSIFIER, CPU_ONLY, QPARAM_SUFFIXES, Backend, TorchAoDynamicBackend,
-                      backend_of, lean_linear_type, linear_names, rebuild_quantized, require_cpu, settings_of)
+                      backend_of, lean_linear_type, linear_names, rebuild_quantized, settings_of)
 from .command import QuantizeResult, quantize
 from .engines import (AUTO_ORDER, ENGINES, cpu_family, engine_here, quiet, resolve_engine, supported_engines,
                       use_engine)
@@ -31,5 +31,5 @@ __all__ = [
     "AUTO_ORDER", "BACKENDS", "CLASSIFIER", "CPU_ONLY", "ENGINES", "QPARAM_SUFFIXES", "Backend", "QuantizeResult",
     "TorchAoDynamicBackend", "backend_of", "cpu_family", "engine_here", "export_state", "float_parts",
     "int8_fraction", "lean_linear_type", "linear_names", "model_weight_bytes", "parameter_counts", "quantize", "quiet",
-    "rebuild_quantized", "require_cpu", "resolve_engine", "settings_of", "supported_engines", "use_engine",
+    "rebuild_quantized", "resolve_engine", "settings_of", "supported_engines", "use_engine",
 ]

@@ -12,7 +12,7 @@ Checkpoint layout (kind ``int8``): for each quantized Linear ``name``:
 every other tensor as in a float checkpoint. The settings needed to rebuild
 (backend, engine, per-channel, module list) are in ``checkpoint.json`` ->
 ``extra.quantization`` (:func:`settings_of`); :func:`rebuild_quantized` is the
-load path of int8 checkpoints. :func:`require_cpu` refuses int8 off the CPU.
+load path of int8 checkpoints. (An int8 model runs on the CPU only: ``mhsa bench --devices cuda`` reports it as not timed.)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import MhsaError
 from .engines import ENGINES, engine_here, quiet, use_engine
+from .torch_private import dynamic_linear_type, linear_dynamic, make_qint8_weight, weight_bias
 
 CLASSIFIER = "head"  # module name of the classifier in MHSAClassifier
 QPARAM_SUFFIXES = (".weight_scale", ".weight_zero_point")  # metadata, not parameters
@@ -64,12 +65,7 @@ class Backend(Protocol):
         """Turn a freshly built float model into the stored quantized one (no pickle)."""
 
 
-@cache
-def _ao_linear_type() -> type:
-    """torch.ao's dynamic int8 Linear (imported quietly: the module is deprecated)."""
-    with quiet():
-        from torch.ao.nn.quantized.dynamic import Linear
-    return Linear
+_ao_linear_type = dynamic_linear_type  # torch.ao's dynamic int8 Linear (a private-API module owns it)
 
 
 @cache
@@ -87,7 +83,7 @@ def lean_linear_type() -> type:
     class DynamicInt8Linear(base):  # type: ignore[misc, valid-type]
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             # (..., in) float -> (..., out) float; activations quantized per call (quint8)
-            return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, True)
+            return linear_dynamic(x, self)
 
     DynamicInt8Linear.__module__ = __name__
     return DynamicInt8Linear
@@ -127,8 +123,7 @@ class TorchAoDynamicBackend:
 
     @staticmethod
     def _export(name: str, module: nn.Module) -> dict[str, torch.Tensor]:
-        with quiet():
-            w, b = module._weight_bias()  # qint8 (out, in), float (out,) or None
+        w, b = weight_bias(module)  # qint8 (out, in), float (out,) or None
         if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             scale, zp = w.q_per_channel_scales(), w.q_per_channel_zero_points()  # (out,)
         else:
@@ -205,9 +200,7 @@ def _qweight(name: str, lin: nn.Linear, tensors: dict[str, torch.Tensor], per_ch
     zp = _tensor(tensors, f"{name}.weight_zero_point", qshape, torch.int64)
     if (scale <= 0).any() or (zp < -128).any() or (zp > 127).any():
         raise MhsaError(f"{name}: scales must be > 0 and zero points in [-128, 127]")
-    if per_channel:
-        return torch._make_per_channel_quantized_tensor(w, scale.double(), zp, 0)
-    return torch._make_per_tensor_quantized_tensor(w, float(scale), int(zp))
+    return make_qint8_weight(w, scale, zp, per_channel)
 
 
 def _load_float_part(model: nn.Module, tensors: dict[str, torch.Tensor], include: list[str]) -> None:
@@ -234,26 +227,6 @@ def backend_of(model: nn.Module) -> Backend | None:
         if backend.quantized_names(model):
             return backend
     return None
-
-
-def require_cpu(what: Any, device: str | torch.device) -> None:
-    """Refuse to run an int8 checkpoint or model anywhere but the CPU.
-
-    Args:
-        what: a :class:`~mhsa_cli.checkpoint.Checkpoint`, its kind ("int8" /
-            "float"), or a model.
-        device: the device asked for ("auto" counts as the CPU for int8).
-
-    Raises:
-        MhsaError: ``what`` is int8 and ``device`` is not the CPU.
-    """
-    if isinstance(what, nn.Module):
-        kind = "int8" if backend_of(what) else "float"
-    else:
-        kind = what if isinstance(what, str) else getattr(what, "kind", "float")
-    dev = str(device)
-    if kind == "int8" and dev != "auto" and torch.device(dev).type != "cpu":
-        raise MhsaError(f"{CPU_ONLY}; use --devices cpu (asked for {dev})")
 
 
 # --------------------------------------------------------------------------- load path

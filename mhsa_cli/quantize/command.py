@@ -67,10 +67,9 @@ def _load_source(cfg: Any) -> Any:
     from ..checkpoint import check_output_dir, load_checkpoint
 
     ckpt = load_checkpoint(cfg.checkpoint)
-    if ckpt.kind == "int8":
-        parent = (ckpt.meta.get("lineage") or [{}])[-1].get("parent")
-        raise MhsaError(f"{ckpt.path} is already quantized (int8); quantize its float parent"
-                        + (f" ({parent})" if parent else "") + " instead")
+    parent = (ckpt.meta.get("lineage") or [{}])[-1].get("parent")
+    ckpt.require_kind("float", "quantize", "it is already quantized: quantize its float parent"
+                      + (f" ({parent})" if parent else "") + " instead")
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     return ckpt
 

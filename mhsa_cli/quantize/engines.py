@@ -4,19 +4,19 @@
 one supported on this machine (``auto``: the first of :data:`AUTO_ORDER` for
 this CPU family); :func:`engine_here` picks the engine to rebuild a stored
 checkpoint with. :func:`use_engine` sets the engine for a block and
-:func:`quiet` hides torch's ``torch.ao.quantization`` deprecation noise.
+:func:`quiet` (from :mod:`.torch_private`) hides torch's known ``torch.ao.quantization`` notices only.
 """
 
 from __future__ import annotations
 
 import platform
-import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
 from ..errors import MhsaError, choice, warn
+from .torch_private import quiet  # noqa: F401  (re-exported: its home is the private-API module)
 
 # Engine -> what it is. "auto" is resolved by :func:`resolve_engine`.
 ENGINES: dict[str, str] = {
@@ -33,17 +33,6 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
 }
 _CPU_FAMILY = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86",
                "aarch64": "arm", "arm64": "arm", "armv7l": "arm"}
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Hide torch's deprecation warnings of ``torch.ao.quantization`` and of
-    quantized-tensor creation; users cannot act on them."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, message=r"(?is).*quantiz")
-        yield
 
 
 @contextmanager

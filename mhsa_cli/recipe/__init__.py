@@ -1,4 +1,4 @@
-"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
+r"""``mhsa run``: a YAML recipe is a pipeline of stages, validated whole, resumable.
 
 A recipe::
 
@@ -45,13 +45,14 @@ Everything public is importable from here (``from mhsa_cli.recipe import X``).
 
 from __future__ import annotations
 
-from .run import (BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, run_recipe, stage_done, stage_files,
-                  stage_state)
+from .run import (BENCH_FILES, SCALES_OUT, RecipeResult, clean_stage, mark_plan, plan_device, recipe_device,
+                  run_recipe, stage_done, stage_files, stage_state)
 from .validate import (RECIPE_FILE, RUNS_ROOT, RUNNER_KEYS, STAGE_FILE, STAGE_META_KEYS, STAGE_TYPES, TOP_KEYS, Plan, Stage,
                        StageType, default_out, load_recipe_text, validate_recipe)
 
 __all__ = [
     "BENCH_FILES", "Plan", "RECIPE_FILE", "RUNNER_KEYS", "RUNS_ROOT", "RecipeResult", "SCALES_OUT", "STAGE_FILE",
     "STAGE_META_KEYS", "STAGE_TYPES", "Stage", "StageType", "TOP_KEYS", "clean_stage", "default_out", "load_recipe_text",
-    "mark_plan", "run_recipe", "stage_done", "stage_files", "stage_state", "validate_recipe",
+    "mark_plan", "plan_device", "recipe_device", "run_recipe", "stage_done", "stage_files", "stage_state",
+    "validate_recipe",
 ]

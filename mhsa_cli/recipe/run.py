@@ -209,6 +209,22 @@ def run_recipe(cfg: C.RecipeConfig, progress: Progress = NULL) -> RecipeResult:
 SCALES_OUT = ("train", "distill")  # stage types that run on every rank under torchrun
 
 
+def plan_device(plan: Plan) -> str:
+    """``cpu`` or ``cuda``: where the stages that run on every rank under torchrun (:data:`SCALES_OUT`)
+    train, so that ``mhsa run`` starts a gloo group for a CPU recipe even on a machine with GPUs."""
+    kinds = {dist.device_type(getattr(s.config, "device", "cpu")) for s in plan.stages if s.type in SCALES_OUT}
+    return "cuda" if "cuda" in kinds else "cpu"
+
+
+def recipe_device(cfg: C.RecipeConfig) -> str:
+    """:func:`plan_device` of the recipe ``cfg`` names (validated; nothing runs).
+
+    Raises:
+        MhsaError: the recipe does not validate.
+    """
+    return plan_device(validate_recipe(cfg.recipe, cfg.set, cfg.out))
+
+
 def _run_stage(stage: Stage, progress: Progress) -> Any:
     run = resolve(RUN[stage.type])
     if stage.type in SCALES_OUT:

@@ -197,6 +197,8 @@ def _parse_jsonl(content: str, path: str, text_col: str, label_col: str) -> list
         except json.JSONDecodeError as exc:
             raise MhsaError(f"{path} line {num}: invalid JSON ({exc.msg}, column {exc.colno}); "
                            "expected one JSON object per line") from None
+        except RecursionError:
+            raise MhsaError(f"{path} line {num}: JSON nested too deeply; expected one flat object per line") from None
         if not isinstance(obj, dict):
             raise MhsaError(f"{path} line {num}: expected a JSON object, got {type(obj).__name__}")
         seen.update(dict.fromkeys(obj))
