@@ -16,6 +16,7 @@ import inspect
 import os
 import sys
 import typing
+import warnings
 from typing import Any, List, Optional
 
 import typer
