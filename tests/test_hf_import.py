@@ -296,7 +296,8 @@ def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
     csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
     sets = {"import.path": tmp_path / "hf", "import.data": csv, "import.task_options.max_len": 16,
             "finetuned.epochs": 1, "pruned.finetune_epochs": 0, "student.epochs": 1,
-            "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1, "bench.batch_sizes": 2}
+            "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1, "bench.batch_sizes": 2,
+            **{f"{q}.latency_time": 0 for q in ("finetuned-int8", "pruned-int8", "student-int8")}}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     r = invoke("run", "recipes/bring-your-own.yaml", *args, "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
