@@ -133,6 +133,7 @@ def test_imported_logits_match_transformers(imported):
     assert meta["task"]["tokenizer"] == json.loads((folder / "tokenizer.json").read_text())
     assert meta["extra"]["source"]["fresh"] == []
     assert meta["lineage"][0]["operation"] == "import"
+    assert "note:" not in invoke("import", folder, "--out", ckpt, "--force").output  # nothing to warn about
 
 
 def test_switches_follow_the_family(imported):
@@ -359,3 +360,11 @@ def test_imported_model_runs_the_same_on_cuda(imported):
     with torch.no_grad():
         on_gpu = model.cuda()(x.cuda()).cpu()
         assert float((on_gpu - hf_logits(hf, x, model.config.pad_id)).abs().max()) <= TOL
+
+
+def test_a_tokenizer_without_special_tokens_gets_a_note(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    tok = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps({**tok, "post_processor": None}))
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0 and "adds no special tokens" in r.output, r.output

@@ -277,6 +277,9 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
     notes = [f"fresh {m} (seed {cfg.seed}): fine-tune before use" for m in fresh]
     if folder.tokenizer is None:
         notes.append("no tokenizer.json: the checkpoint has no tokenizer (needed by --data and train --init)")
+    elif not folder.tokenizer.get("post_processor"):
+        notes.append("tokenizer.json adds no special tokens, but the model pools the first token, "
+                     "which BERT-family models expect to be [CLS] / <s>")
     source = {"folder": str(folder.path.resolve()), "architecture": arch, "model_type": fam.model_type,
               "weights": [f.name for f in folder.weight_files], "fresh": fresh, "ignored_tensors": ignored}
     meta = make_meta("float", mcfg, spec, "import", to_dict(cfg), metrics, extra={"source": source})
