@@ -368,3 +368,58 @@ def test_a_tokenizer_without_special_tokens_gets_a_note(tmp_path):
     (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps({**tok, "post_processor": None}))
     r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
     assert r.exit_code == 0 and "adds no special tokens" in r.output, r.output
+
+
+@pytest.fixture(scope="module")
+def with_data(imported, tmp_path_factory):
+    """(family, HF model, HF folder, checkpoint imported with a data file, its 50 %-pruned child, removed heads)."""
+    family, hf, folder, _ = imported
+    tmp = tmp_path_factory.mktemp(f"{family}-data")
+    # labels c0 / c1 are among the model's (c0, c1, c2): its trained classifier is kept
+    (tmp / "data.csv").write_text("text,label\n" + "".join(f"{t},{'c1' if lab == 'pos' else 'c0'}\n"
+                                                          for t, lab in corpus(60)))
+    r = invoke("import", folder, "--data", tmp / "data.csv", "--task-opt", "max_len=16", "--out", tmp / "ckpt")
+    assert r.exit_code == 0, r.output
+    r = invoke("prune", tmp / "ckpt", "--ratio", 0.5, "--device", "cpu", "--batch-size", 16, "--out", tmp / "p")
+    assert r.exit_code == 0, r.output
+    removed = json.loads((tmp / "p" / "head_importance.json").read_text())["removed"]
+    return family, hf, folder, tmp / "ckpt", tmp / "p", removed
+
+
+def test_predict_uses_the_stored_tokenizer_like_transformers(with_data):
+    """Predicted probabilities = softmax of transformers' logits on each text alone (no padding)."""
+    from tokenizers import Tokenizer
+
+    from mhsa_cli.predict import predict_texts
+    from mhsa_cli.predict.loaders import load_for_predict
+
+    _, hf, folder, ckpt, _, _ = with_data
+    texts = [t for t, _ in corpus(9, seed=5)] + [" ".join(WORDS)]  # the last one is truncated to 16
+    probs = predict_texts(load_for_predict(ckpt, "torch"), texts, batch_size=4)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.enable_truncation(16)
+    with torch.no_grad():
+        ref = torch.cat([hf(input_ids=torch.tensor([tok.encode(t).ids])).logits.softmax(-1) for t in texts])
+    assert float((probs - ref).abs().max()) <= TOL
+
+
+def test_export_to_onnx_matches_transformers_and_the_gated_original(with_data, tmp_path):
+    """ORT fp32 (a plain InferenceSession) on the imported and on the pruned model vs their oracles."""
+    import onnxruntime as ort
+
+    from mhsa_cli.prune.surgery import gates_for
+
+    family, hf, folder, ckpt, pruned, removed = with_data
+    pad = load_model(ckpt).config.pad_id
+    x = batch(folder, pad)
+    with torch.no_grad():
+        original = load_model(ckpt)
+        gated = original(x, features=True, head_gates=gates_for(original.heads, dict(enumerate(removed)))).logits
+    for src, ref in ((ckpt, hf_logits(hf, x, pad)), (pruned, gated)):
+        r = invoke("export", src, "--threads", 1, "--out", tmp_path / src.name)
+        assert r.exit_code == 0, r.output
+        meta = json.loads((tmp_path / src.name / "export.json").read_text())
+        assert meta["checks"]["parity"]["max_abs_gap"] <= TOL and meta["input"]["padding_id"] == pad
+        assert meta["task"]["tokenizer"] == json.loads((folder / "tokenizer.json").read_text())
+        s = ort.InferenceSession(str(tmp_path / src.name / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert float(abs(s.run(None, {"input": x.numpy()})[0] - ref.numpy()).max()) <= TOL

@@ -116,7 +116,7 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
         "format": FORMAT, "version": VERSION,
         "input": {"name": INPUT_NAME, "kind": mc.input_kind, "dtype": DTYPES[mc.input_kind],
                   "shape": ["batch", "sequence"] + (["features"] if mc.input_kind == "features" else []),
-                  "max_len": mc.max_len, "padding_id": 0 if mc.input_kind == "tokens" else None,
+                  "max_len": mc.max_len, "padding_id": mc.pad_id if mc.input_kind == "tokens" else None,
                   "feature_dim": mc.feature_dim or None, "vocab_size": mc.vocab_size or None,
                   "dynamic_axes": exporter["dynamic_axes"]},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", mc.num_classes], "meaning": "logits"},

@@ -26,6 +26,7 @@ from ..config import PredictConfig
 from ..environment import set_threads
 from ..errors import MhsaError
 from ..progress import NULL, Progress
+from ..tasks import hf_text
 from ..tasks.text import spec_tokenizer
 from . import reader
 from .loaders import Loaded, load_for_predict
@@ -89,13 +90,25 @@ def _check_out(cfg: PredictConfig) -> str | None:
     return fmt
 
 
-def _encode_sorted(tok: Any, texts: list[str], max_len: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def spec_encoder(spec: dict[str, Any]) -> tuple[Any, bool, int]:
+    """(tokenizer, add special tokens?, padding id) of a ``text`` or ``hf-text`` spec.
+
+    ``hf-text`` (imported encoders): the stored tokenizer truncates to ``max_len`` and adds its
+    [CLS]/[SEP] (or <s>/</s>) itself; padding is the model's ``pad_id``.
+    """
+    if spec.get("name") == hf_text.NAME:
+        return hf_text.make_tokenizer(spec["tokenizer"], int(spec["max_len"])), True, int(spec.get("pad_id", 0))
+    return spec_tokenizer(spec), False, 0
+
+
+def _encode_sorted(tok: Any, texts: list[str], max_len: int, batch_size: int, special: bool = False,
+                   pad_id: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (row positions, (B, L) ids) batches of ``texts`` sorted by length; L = longest row."""
-    ids = [e.ids[:max_len] or [1] for e in tok.encode_batch(texts, add_special_tokens=False)]
+    ids = [e.ids[:max_len] or [1] for e in tok.encode_batch(texts, add_special_tokens=special)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
         part = order[start: start + batch_size]
-        x = torch.zeros(len(part), len(ids[part[-1]]), dtype=torch.long)  # (B, L), padded with 0
+        x = torch.full((len(part), len(ids[part[-1]])), pad_id, dtype=torch.long)  # (B, L), padded
         for row, i in enumerate(part):
             x[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
         yield torch.tensor(part), x
@@ -110,9 +123,9 @@ def predict_texts(loaded: Loaded, texts: list[str], batch_size: int = 256, token
         batch_size: rows per forward call.
         tokenizer: the spec's tokenizer if already built.
     """
-    tok = tokenizer or spec_tokenizer(loaded.spec)
+    own, special, pad_id = spec_encoder(loaded.spec)
     probs = torch.empty(len(texts), len(loaded.spec["labels"]))
-    for pos, x in _encode_sorted(tok, texts, int(loaded.spec["max_len"]), batch_size):
+    for pos, x in _encode_sorted(tokenizer or own, texts, int(loaded.spec["max_len"]), batch_size, special, pad_id):
         probs[pos] = loaded.forward(x).float().softmax(-1)
     return probs
 
@@ -186,10 +199,10 @@ def predict(cfg: PredictConfig, progress: Progress = NULL) -> PredictResult:
     set_threads(cfg.threads)
     loaded = load_for_predict(cfg.checkpoint, cfg.runtime)
     spec = loaded.spec
-    if spec.get("name") != "text":
+    if spec.get("name") not in ("text", hf_text.NAME):
         raise MhsaError(f"{cfg.checkpoint}: predict takes text, but this model's task is "
                         f"'{spec.get('name')}' (train it with --data FILE)")
-    tok, labels = spec_tokenizer(spec), list(spec["labels"])
+    tok, labels = spec_encoder(spec)[0], list(spec["labels"])
     src = None
     if cfg.data:
         fmt, text_col, label_col = reader.options({"format": cfg.format, "text_column": cfg.text_column,
