@@ -291,7 +291,7 @@ def test_bring_your_own_recipe_needs_the_folder(tmp_path):
 
 @pytest.mark.slow
 def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
-    """import -> finetune -> prune -> distill -> quantize -> bench on a tiny RoBERTa base model."""
+    """import -> finetune -> prune -> distill -> quantize -> export -> bench on a tiny RoBERTa base model."""
     make_hf("roberta", tmp_path / "hf", base=True)
     csv = tmp_path / "data.csv"
     csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(60)))
@@ -308,7 +308,8 @@ def test_bring_your_own_recipe_runs_on_a_tiny_saved_model(tmp_path):
     assert sum(heads["pruned"]) == 4
     assert load_checkpoint(out / "pruned-int8").kind == "int8"
     rows = json.loads((out / "bench.json").read_text())["rows"]
-    assert len(rows) == 6
+    assert len(rows) == 12  # 6 torch rows + ORT fp32 and int8 of the 3 float models
+    assert json.loads((out / "pruned-onnx" / "export.json").read_text())["checks"]["parity"]["max_abs_gap"] <= TOL
     assert load_checkpoint(out / "student").meta["model"]["pad_id"] == 1  # RoBERTa's switches survive
 
 
