@@ -21,11 +21,13 @@ the same random input (seq 128, no padding), at a fixed thread count:
 * ``int8``: torch dynamic int8 (every Linear; the ``mhsa quantize`` backend);
 * ``half-heads``: half the heads of every layer physically removed (heads 0-5;
   random weights make importance meaningless), fp32;
-* ``half-heads+int8``: that model quantized.
+* ``half-heads+int8``: that model quantized;
+* ``ort-fp32``, ``ort-int8``: the imported model exported to ONNX by ``mhsa export``'s
+  functions and run by ONNX Runtime, fp32 and ORT dynamic int8 (``--no-ort`` skips them;
+  the ONNX logits are checked against torch first).
 
 Ratios are medians of per-round ratios to ``fp32`` (robust to a busy machine);
-sizes are the safetensors bytes of each model's weights. ORT int8 is not
-included: the ONNX export is another branch (feat/export).
+sizes are the safetensors bytes of each model's weights (ONNX: the file).
 Results go to ``<workdir>/bert_targets.json``.
 """
 
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,9 +112,27 @@ def variants(model: nn.Module, engine: str) -> dict[str, nn.Module]:
     return {k: out[k] for k in ("fp32", "int8", "half-heads", "half-heads+int8")}
 
 
-def sizes(models: dict[str, nn.Module]) -> dict[str, int]:
+def ort_models(model: nn.Module, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ORT fp32 and int8 callables of ``model`` (exported once to the workdir) and their facts."""
+    from mhsa_cli.export.onnx import quantize_onnx, to_onnx
+    from mhsa_cli.runtimes.onnxruntime import OrtCall, make_session
+
+    fp32, int8 = args.workdir / "model.onnx", args.workdir / "model.int8.onnx"
+    x = torch.randint(1000, SHAPE["vocab"], (2, args.seq), generator=torch.Generator().manual_seed(3))
+    if not int8.is_file():
+        to_onnx(model, x, fp32, 17)
+        quantize_onnx(fp32, int8, reduce_range=False, per_channel=False)
+    calls = {f"ort-{p}": OrtCall(make_session(f, args.threads), np.int64) for p, f in (("fp32", fp32), ("int8", int8))}
+    with torch.inference_mode():
+        gap = float((calls["ort-fp32"](x) - model(x)).abs().max())
+    return calls, {"ort_fp32_parity_max_abs": gap, "bytes": {"ort-fp32": fp32.stat().st_size,
+                                                             "ort-int8": int8.stat().st_size}}
+
+
+def sizes(models: dict[str, Any], ort_bytes: dict[str, int]) -> dict[str, int]:
     backend = Q.BACKENDS["torch-ao"]
-    return {n: safetensors_bytes(backend.state(m) if n.endswith("int8") else dict(m.state_dict()))
+    return {n: ort_bytes[n] if n in ort_bytes else
+            safetensors_bytes(backend.state(m) if n.endswith("int8") else dict(m.state_dict()))
             for n, m in models.items()}
 
 
@@ -151,11 +172,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batches", default="1", help="comma-separated batch sizes")
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--min-time", type=float, default=6.0, help="seconds per batch size, shared by the 4 models")
+    p.add_argument("--min-time", type=float, default=6.0, help="seconds per batch size, shared by the models")
     p.add_argument("--min-repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--engine", default="auto")
     p.add_argument("--direct", action="store_true", help="build the model with ModelConfig (no transformers)")
+    p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime rows")
     p.add_argument("--workdir", type=Path, default=Path("runs/bert_targets"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -164,11 +186,13 @@ def main() -> None:
     t0 = time.perf_counter()
     model, made = imported(args)
     engine = Q.resolve_engine(args.engine)
+    ort, ort_facts = ({}, {"bytes": {}}) if args.no_ort else ort_models(model, args)
+    made.update({k: v for k, v in ort_facts.items() if k != "bytes"})
     with Q.use_engine(engine):
-        models = variants(model, engine)
+        models = {**variants(model, engine), **ort}
         result = {"made": made, "engine": engine, "threads": args.threads, "seq": args.seq, "shape": SHAPE,
                   "heads": {n: m.heads for n, m in models.items() if hasattr(m, "heads")},
-                  "sizes": sizes(models),
+                  "sizes": sizes(models, ort_facts["bytes"]),
                   "latency": {b: time_batch(models, b, args) for b in map(int, args.batches.split(","))}}
     result.update(load_before=[round(v, 2) for v in load_before], load_after=[round(v, 2) for v in os.getloadavg()],
                   seconds=time.perf_counter() - t0, environment=environment())
