@@ -272,7 +272,7 @@ class TrainConfig:
     lr: Optional[float] = opt(None, "peak learning rate, AdamW (default: the task's: order/digits 1e-3, text 3e-3)",
                               min=0.0, min_open=True, max=MAX_LR)
     warmup: float = opt(0.05, "fraction of steps for linear warm-up", min=0.0, max=1.0)
-    weight_decay: Optional[float] = opt(None, "AdamW weight decay (default: the task's; order/digits 0.01)",
+    weight_decay: Optional[float] = opt(None, "AdamW weight decay (default: the task's: 0.01)",
                                         min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
     label_smoothing: float = opt(0.0, "label smoothing", min=0.0, max=1.0, max_open=True)
@@ -281,7 +281,7 @@ class TrainConfig:
                             "train acc is then on mixed inputs)", min=0.0)
     patience: Optional[int] = opt(None, "early stopping: stop after this many epochs without a validation "
                                   "gain; the best validation epoch is kept either way (0 = off; default: the "
-                                  "task's; order/digits 0)", min=0)
+                                  "task's: order/digits 0, text 5)", min=0)
     bucket: bool = opt(True, "length-aware batching for text: training batches of rows of similar length "
                              "(sorted within windows of 32 batches, seeded); every batch is cut to its "
                              "longest row either way")
@@ -471,7 +471,7 @@ class PredictConfig:
     """``mhsa predict``: labels and probabilities for new text."""
 
     checkpoint: str = opt("", "model folder: a text checkpoint (float or int8)", argument=True)
-    text: list[str] = opt([], "a text to classify (repeatable)", repeat=True)
+    text: list[str] = opt([], "a text to classify", repeat=True)
     data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
     format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
     text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
@@ -483,7 +483,7 @@ class PredictConfig:
     batch_size: int = opt(256, "rows per forward call", min=1)
     runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
     threads: int = _threads()
-    force: bool = _force()
+    force: bool = opt(False, "replace the --out file if it exists")
 
 
 @dataclass
