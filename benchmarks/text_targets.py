@@ -102,7 +102,8 @@ def recipe(data: Path, tmp: Path) -> Path:
     before = load()
     wall = mhsa("run", str(ROOT / "recipes" / "text-csv.yaml"), "--out", str(out),
                 "--set", f"baseline.data={data / 'trec' / 'train.csv'}",
-                "--set", f"baseline.task_options.test_path={data / 'trec' / 'test.csv'}")
+                "--set", f"baseline.task_options.test_path={data / 'trec' / 'test.csv'}",
+                "--set", f"defaults.threads={THREADS['n']}")
     bench = json.loads(next(out.rglob("bench.json")).read_text())
     rows = {r["name"]: r for r in bench["rows"]}
     base = rows["baseline"]["test_acc"]
