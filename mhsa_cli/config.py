@@ -470,7 +470,7 @@ def _predict_loader_names() -> list[str]:
 class PredictConfig:
     """``mhsa predict``: labels and probabilities for new text."""
 
-    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8)", argument=True)
+    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8) or an `mhsa export` folder", argument=True)
     text: list[str] = opt([], "a text to classify", repeat=True)
     data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
     format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
@@ -482,6 +482,8 @@ class PredictConfig:
     show: int = opt(20, "rows shown in the table for --data", min=0)
     batch_size: int = opt(256, "rows per forward call", min=1)
     runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
+    precision: Optional[str] = opt(None, "export folders: fp32 or int8 ONNX model (default: the first the folder "
+                                   "offers)", choices=("fp32", "int8"))
     threads: int = _threads()
     force: bool = opt(False, "replace the --out file if it exists")
 
