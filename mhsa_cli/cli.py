@@ -251,7 +251,13 @@ def _stages() -> None:
         ("train", c.TrainConfig,
          "Train a baseline attention classifier on a task and save a checkpoint.",
          "Examples:  mhsa train --out runs/baseline  ·  mhsa train --task digits --epochs 20 --out runs/digits"
-         "  ·  mhsa train --data reviews.csv --task-opt text_column=review --out runs/reviews"),
+         "  ·  mhsa train --data reviews.csv --task-opt text_column=review --out runs/reviews"
+         "  ·  mhsa train --data train.csv --task-opt test_path=test.csv --task-opt tokenizer=bpe."
+         "  Text defaults (real text is small data, so a small regularised model): 1 layer, d_model 64, "
+         "4 heads, d_ff 128, dropout 0.3, mean+max pooling, batch 32, lr 3e-3, up to 30 epochs with "
+         "early stopping (patience 5) on the validation split; input length = 99th percentile of the "
+         "training texts' token counts; batches cut to their longest row. Chosen on validation "
+         "accuracy of trec and sms (README)."),
         ("prune", c.PruneConfig,
          "Score attention heads and physically remove the least important ones.",
          "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"

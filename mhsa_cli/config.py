@@ -234,6 +234,10 @@ def _force() -> Any:
 
 
 INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling")  # taken from --init's checkpoint
+# ``mhsa train`` settings a task may override (TaskInfo.train_defaults); these are the
+# defaults of tasks that do not (order, digits: the int8 quickstart model, see README).
+TRAIN_DEFAULTS: dict[str, Any] = dict(layers=2, d_model=256, heads=8, d_ff=512, dropout=0.0, pooling="cls",
+                                      epochs=12, batch_size=64, lr=1e-3, weight_decay=0.01, patience=0)
 
 
 @dataclass
@@ -247,24 +251,40 @@ class TrainConfig:
                               "model: its architecture and weights (the shape options are ignored); with --data "
                               "its stored tokenizer reads the file; other labels get a fresh classifier")
     seed: int = opt(0, "random seed (data split, initialisation, batch order)", min=0, max=MAX_SEED)
-    layers: int = opt(2, "number of encoder blocks", min=1, max=MAX_LAYERS)
-    d_model: int = opt(256, "model width", min=1, max=MAX_WIDTH)
-    heads: int = opt(8, "attention heads per layer (d_model must be divisible by it)", min=1, max=MAX_WIDTH)
-    d_ff: int = opt(512, "feed-forward hidden size", min=1, max=MAX_FF)
-    dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0, max_open=True)
-    pooling: str = opt("cls", "pooling: cls token or mean over tokens", choices=("cls", "mean"))
-    epochs: Optional[int] = opt(None, "training epochs (default: the task's: order 8, digits 40, text 12)", min=1, max=MAX_EPOCHS)
-    batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
-                          "processes: must be divisible by their number)", min=1, max=MAX_BATCH)
-    lr: float = opt(1e-3, "peak learning rate (AdamW)", min=0.0, min_open=True, max=MAX_LR)
+    layers: Optional[int] = opt(None, "number of encoder blocks (default: the task's: order/digits 2, text 1)",
+                                min=1, max=MAX_LAYERS)
+    d_model: Optional[int] = opt(None, "model width (default: the task's: order/digits 256, text 64)",
+                                 min=1, max=MAX_WIDTH)
+    heads: Optional[int] = opt(None, "attention heads per layer, must divide d_model (default: the task's: "
+                               "order/digits 8, text 4)", min=1, max=MAX_WIDTH)
+    d_ff: Optional[int] = opt(None, "feed-forward hidden size (default: the task's: order/digits 512, text 128)",
+                              min=1, max=MAX_FF)
+    dropout: Optional[float] = opt(None, "dropout probability (default: the task's: order/digits 0, text 0.3)",
+                                   min=0.0, max=1.0, max_open=True)
+    pooling: Optional[str] = opt(None, "pooling: cls token, mean or max over tokens, or meanmax (their sum) "
+                                 "(default: the task's: order/digits cls, text meanmax)",
+                                 choices=("cls", "mean", "max", "meanmax"))
+    epochs: Optional[int] = opt(None, "training epochs (default: the task's: order 8, digits 40, text 30 with "
+                                "early stopping; with --init 3)", min=1, max=MAX_EPOCHS)
+    batch_size: Optional[int] = opt(None, "global batch size (under torchrun split evenly over the processes: "
+                                    "must be divisible by their number) (default: the task's: order/digits 64, "
+                                    "text 32)", min=1, max=MAX_BATCH)
+    lr: Optional[float] = opt(None, "peak learning rate, AdamW (default: the task's: order/digits 1e-3, text 3e-3)",
+                              min=0.0, min_open=True, max=MAX_LR)
     warmup: float = opt(0.05, "fraction of steps for linear warm-up", min=0.0, max=1.0)
-    weight_decay: float = opt(0.01, "AdamW weight decay", min=0.0)
+    weight_decay: Optional[float] = opt(None, "AdamW weight decay (default: the task's: 0.01)",
+                                        min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
     label_smoothing: float = opt(0.0, "label smoothing", min=0.0, max=1.0, max_open=True)
     mixup: float = opt(0.0, "mixup strength a: train on mixes lam*x1+(1-lam)*x2 of input pairs and their "
                             "labels, lam ~ Beta(a, a), e.g. 1.0 (0 = off; feature tasks such as digits; "
                             "train acc is then on mixed inputs)", min=0.0)
-    patience: int = opt(0, "early stopping: epochs without validation gain (0 = off)", min=0)
+    patience: Optional[int] = opt(None, "early stopping: stop after this many epochs without a validation "
+                                  "gain; the best validation epoch is kept either way (0 = off; default: the "
+                                  "task's: order/digits 0, text 5)", min=0)
+    bucket: bool = opt(True, "length-aware batching for text: training batches of rows of similar length "
+                             "(sorted within windows of 32 batches, seeded); every batch is cut to its "
+                             "longest row either way")
     amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
     device: str = _device()
     threads: int = _threads()
@@ -286,15 +306,20 @@ class TrainConfig:
                                 "task come from the checkpoint (its data, or --data FILE)")
             if self.epochs is None:
                 self.epochs = 3
+            for name, default in TRAIN_DEFAULTS.items():  # loop settings; the shape is the checkpoint's
+                if name not in INIT_FIXED and getattr(self, name) is None:
+                    setattr(self, name, default)
             return
         if self.data and self.task != "text":
             self.task = "text" if self.task == "order" else self.task
             if self.task != "text":
                 raise MhsaError(f"--data is for the text task, not '{self.task}'")
-        if self.epochs is None:  # resolved here so every output records the real number
-            from .tasks import TASKS
+        from .tasks import TASKS
 
-            self.epochs = int(TASKS[self.task].train_defaults.get("epochs", 12)) if self.task in TASKS else 12
+        task_defaults = TASKS[self.task].train_defaults if self.task in TASKS else {}
+        for name, default in TRAIN_DEFAULTS.items():  # resolved here so every output records the real value
+            if getattr(self, name) is None:
+                setattr(self, name, task_defaults.get(name, default))
         if self.d_model % self.heads:
             raise MhsaError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         from .tasks import check_options
@@ -445,8 +470,8 @@ def _predict_loader_names() -> list[str]:
 class PredictConfig:
     """``mhsa predict``: labels and probabilities for new text."""
 
-    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8)", argument=True)
-    text: list[str] = opt([], "a text to classify (repeatable)", repeat=True)
+    checkpoint: str = opt("", "model folder: a text checkpoint (float or int8) or an `mhsa export` folder", argument=True)
+    text: list[str] = opt([], "a text to classify", repeat=True)
     data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
     format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
     text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
@@ -457,8 +482,10 @@ class PredictConfig:
     show: int = opt(20, "rows shown in the table for --data", min=0)
     batch_size: int = opt(256, "rows per forward call", min=1)
     runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
+    precision: Optional[str] = opt(None, "export folders: fp32 or int8 ONNX model (default: the first the folder "
+                                   "offers)", choices=("fp32", "int8"))
     threads: int = _threads()
-    force: bool = _force()
+    force: bool = opt(False, "replace the --out file if it exists")
 
 
 @dataclass

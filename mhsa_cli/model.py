@@ -32,8 +32,9 @@ from torch import nn
 from .errors import MhsaError
 
 # cls: a learned token prepended to the input; first: the input's own first token
-# (BERT's [CLS] added by its tokenizer); mean: average over real tokens
-POOLINGS = ("cls", "first", "mean")
+# (BERT's [CLS] added by its tokenizer); mean / max: average / maximum over real tokens;
+# meanmax: their sum (the text task's default: the strongest cue anywhere in the text)
+POOLINGS = ("cls", "first", "mean", "max", "meanmax")
 NORMS = ("pre", "post")  # pre-LN: x + f(ln(x)); post-LN (BERT): ln(x + f(x))
 ACTIVATIONS = {  # feed-forward non-linearity; HF names gelu / gelu_new map to these
     "gelu": F.gelu,
@@ -257,6 +258,7 @@ class MHSAClassifier(nn.Module):
             self.pooler = nn.Linear(c.d_model, c.d_model)
             self.pooler_drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.d_model, c.num_classes)
+        self.drop = nn.Dropout(c.dropout)  # on the embeddings, as in BERT (no weights)
 
     @property
     def heads(self) -> list[int]:
@@ -280,15 +282,27 @@ class MHSAClassifier(nn.Module):
             h = h + self.type_embed.weight[0]
         if c.embed_norm:
             h = self.embed_drop(self.embed_ln(h))
+        else:  # our own models: dropout on the embeddings too (no weights; p = 0 is a no-op)
+            h = self.drop(h)
         return h, pad
 
     def _pool(self, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-        if self.config.pooling in ("cls", "first"):
+        """(B, T, D) -> (B, D): the first position (cls, first), or the mean / max / mean + max
+        over real tokens (padding excluded, so the result does not depend on padding)."""
+        kind = self.config.pooling
+        if kind in ("cls", "first"):
             return h[:, 0]
-        if pad is None:
-            return h.mean(dim=1)
-        w = pad.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+        out = 0
+        if kind in ("mean", "meanmax"):
+            if pad is None:
+                out = h.mean(dim=1)
+            else:
+                w = pad.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+                out = (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+        if kind in ("max", "meanmax"):  # the strongest feature anywhere in the text
+            masked = h if pad is None else h.masked_fill(~pad.unsqueeze(-1), float("-inf"))
+            out = out + masked.amax(dim=1)
+        return out
 
     def _classify(self, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         """Last hidden states (B, T, D) -> logits (B, C): pool, final norm, pooler, classifier."""

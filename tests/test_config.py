@@ -24,7 +24,7 @@ def test_defaults_and_coercion():
     ({"dropout": 1.0}, "'dropout' must be < 1.0"),
     ({"batch_size": -1}, "'batch_size' must be >= 1"),
     ({"task": "ordr"}, "unknown value 'ordr' (did you mean 'order'?)"),
-    ({"pooling": "max"}, "choose from: cls, mean"),
+    ({"pooling": "attention"}, "choose from: cls, mean, max, meanmax"),
     ({"amp": "maybe"}, "true or false"),
     ({"d_model": 30}, "divisible"),
 ])

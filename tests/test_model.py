@@ -27,7 +27,7 @@ def test_shapes_tokens_and_features():
     assert f(torch.rand(2, 16, 4)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "meanmax"])
 def test_padding_does_not_change_logits(pooling):
     m = build_model(token_config(pooling=pooling), seed=0).eval()
     x = torch.randint(1, 20, (2, 6))
@@ -71,6 +71,17 @@ def test_an_all_padding_sample_gives_finite_logits_on_both_paths(explicit):
         m.train()
         m(x, features=True, output_attentions=True).logits.sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_max_and_meanmax_pooling_by_hand():
+    """max: per feature the largest final state over real tokens; meanmax: mean + max."""
+    m = build_model(token_config(pooling="max"), seed=0).eval()
+    x = torch.tensor([[3, 4, 5, 0, 0]])
+    out = m.forward_features(x)
+    h = out.hidden_states[-1][:, :3]  # (1, 3, D): the real tokens only
+    torch.testing.assert_close(out.logits, m.head(m.ln_f(h.amax(1))))
+    m.config.pooling = "meanmax"
+    torch.testing.assert_close(m(x), m.head(m.ln_f(h.amax(1) + h.mean(1))))
 
 
 def test_zero_head_layer_is_valid_and_adds_only_bias():

@@ -163,3 +163,23 @@ def test_a_failure_mid_stream_leaves_no_file(text_ckpts, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         predict(cfg(checkpoint=str(text_ckpts / "float"), data=data, out=str(tmp_path / "p.csv")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv"]
+
+
+def test_export_folder_predicts_through_onnx_runtime(text_ckpts, tmp_path):
+    """fp32 ONNX gives the float checkpoint's probabilities; int8 ONNX runs too."""
+    pytest.importorskip("onnxruntime")
+    from mhsa_cli.config import ExportConfig
+    from mhsa_cli.export import export
+
+    out = tmp_path / "export"
+    export(build_config(ExportConfig, {"checkpoint": str(text_ckpts / "float"), "out": str(out)}))
+    texts = [_text(i)[0] for i in range(40)]
+    torch_probs = predict_texts(load_for_predict(text_ckpts / "float"), texts)
+    fp32 = load_for_predict(out, precision="fp32")
+    assert fp32.runtime == "onnxruntime" and fp32.kind == "onnx fp32"
+    assert torch.allclose(predict_texts(fp32, texts), torch_probs, atol=1e-4)
+    int8 = predict(cfg(checkpoint=str(out), precision="int8", text=texts[:5]))
+    assert int8.kind == "onnx int8" and int8.rows == 5
+    assert all(abs(sum(p.probs) - 1) < 1e-4 for p in int8.shown)
+    result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--precision", "int8", "--text", "hi"])
+    assert_one_line_error(result, "--precision is for export folders")

@@ -187,7 +187,7 @@ def _ragged_split(n=40, T=20, seed=0):
     return Split(x, torch.randint(0, 3, (n,), generator=gen), ragged=True), lengths
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "meanmax"])
 @pytest.mark.parametrize("explicit", [False, True])
 def test_logits_same_padded_to_own_length_or_max_len(pooling, explicit):
     """Both attention paths (SDPA and the explicit one with probabilities)."""

@@ -197,7 +197,7 @@ def predict(cfg: PredictConfig, progress: Progress = NULL) -> PredictResult:
                         "nothing to predict: give --text \"...\" (repeatable) or --data FILE")
     out_fmt = _check_out(cfg)
     set_threads(cfg.threads)
-    loaded = load_for_predict(cfg.checkpoint, cfg.runtime)
+    loaded = load_for_predict(cfg.checkpoint, cfg.runtime, cfg.precision)
     spec = loaded.spec
     if spec.get("name") not in ("text", hf_text.NAME):
         raise MhsaError(f"{cfg.checkpoint}: predict takes text, but this model's task is "

@@ -2,10 +2,11 @@
 plus the task spec that says how to tokenize and what the classes are).
 
 A loader is a registry entry, so other runtimes plug in without touching the
-predict loop: the ONNX Runtime loader of ``mhsa export`` folders (feat/export)
-registers itself with :func:`register` (``detect`` says whether a folder is
-its kind, ``load`` returns a :class:`Loaded`). ``--runtime auto`` picks the
-first loader whose ``detect`` accepts the folder.
+predict loop: ``torch`` (checkpoints) and ``onnxruntime`` (``mhsa export``
+folders, through :mod:`mhsa_cli.runtimes`) are registered with :func:`register`
+(``detect`` says whether a folder is its kind, ``load`` returns a
+:class:`Loaded`). ``--runtime auto`` picks the first loader whose ``detect``
+accepts the folder.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Loader:
 
     name: str
     detect: Callable[[Path], bool]
-    load: Callable[[Path], Loaded]
+    load: Callable[[Path, "str | None"], Loaded]  # (folder, precision or None)
     description: str = ""
 
 
@@ -52,10 +53,13 @@ def _is_checkpoint(path: Path) -> bool:
     return (path / "checkpoint.json").is_file()
 
 
-def _load_torch(path: Path) -> Loaded:
+def _load_torch(path: Path, precision: str | None = None) -> Loaded:
     from ..checkpoint import load_checkpoint, load_model
 
     ckpt = load_checkpoint(path)
+    if precision is not None:
+        raise MhsaError(f"--precision is for export folders; {path} is a {ckpt.kind} checkpoint "
+                        "(its precision is its own)")
     model = load_model(ckpt)  # float or int8 (real int8 kernels), eval mode, CPU
 
     @torch.inference_mode()
@@ -68,11 +72,31 @@ def _load_torch(path: Path) -> Loaded:
 register(Loader("torch", _is_checkpoint, _load_torch, "mhsa checkpoint folder (float or int8), PyTorch eager"))
 
 
+def _is_export(path: Path) -> bool:
+    from ..runtimes.folder import is_export_folder
+
+    return is_export_folder(path)
+
+
+def _load_onnx(path: Path, precision: str | None = None) -> Loaded:
+    """An ``mhsa export`` folder in ONNX Runtime (mhsa_cli.runtimes), fp32 or int8 (``precision``;
+    default: the first the folder offers). Its export.json carries the source's task spec."""
+    from ..runtimes import load_runtime
+    from ..runtimes.folder import read_export_meta
+
+    meta = read_export_meta(path)
+    model = load_runtime("onnxruntime", path, precision=precision, threads=0)
+    return Loaded(model.call, dict(meta["task"]), f"onnx {model.precision}", "onnxruntime")
+
+
+register(Loader("onnxruntime", _is_export, _load_onnx, "mhsa export folder (ONNX fp32 / int8), ONNX Runtime"))
+
+
 def runtime_names() -> list[str]:
     return ["auto", *LOADERS]
 
 
-def load_for_predict(path: str | Path, runtime: str = "auto") -> Loaded:
+def load_for_predict(path: str | Path, runtime: str = "auto", precision: str | None = None) -> Loaded:
     """Load ``path`` with the named runtime, or the first that accepts it (``auto``).
 
     Raises:
@@ -86,10 +110,10 @@ def load_for_predict(path: str | Path, runtime: str = "auto") -> Loaded:
             raise MhsaError(f"unknown runtime '{runtime}'; choose from: {', '.join(runtime_names())}")
         if not LOADERS[runtime].detect(folder):
             raise MhsaError(f"{folder} is not a folder the '{runtime}' runtime loads")
-        return LOADERS[runtime].load(folder)
+        return LOADERS[runtime].load(folder, precision)
     for loader in LOADERS.values():
         if loader.detect(folder):
-            return loader.load(folder)
+            return loader.load(folder, precision)
     if any(folder.glob("*.onnx")):
         raise MhsaError(f"{folder} holds ONNX files but no ONNX runtime is registered in this build")
     raise MhsaError(f"{folder} is not a checkpoint folder (no checkpoint.json)")

@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = dict(
     val_fraction=0.1, test_fraction=0.1,
 )
 Row = tuple[int, str, str]  # (line number, text, label string)
+# ``mhsa train`` defaults for text (see TaskInfo.train_defaults and the README).
+TEXT_TRAIN_DEFAULTS: dict[str, Any] = dict(layers=1, d_model=64, heads=4, d_ff=128, dropout=0.3,
+                                           pooling="meanmax", epochs=30, batch_size=32, lr=3e-3,
+                                           weight_decay=0.01, patience=5)
 
 
 # ---------------------------------------------------------------- options
@@ -412,6 +416,10 @@ register(TaskInfo(
     classes="from labels",
     build=build,
     from_spec=from_spec,
+    # Real text is small data: a narrow one-layer model with dropout overfits less
+    # (on trec's validation split: 2 layers d=64 without dropout 78.7-80.0 %, 1 layer
+    # d=64 dropout 0.3 mean+max pooling 84.2 %); early stopping on validation, never test.
+    train_defaults=TEXT_TRAIN_DEFAULTS,
     options={
         "path": "data file: .csv, .tsv or .jsonl with a text and a label column (required)",
         "test_path": "separate test file in the same format (default: split off test_fraction)",
