@@ -156,3 +156,35 @@ def test_parity_failure_and_existing_out_write_nothing(tiny_ckpt, tmp_path):
     result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e")])
     assert_one_line_error(result, "already exists")
     assert (tmp_path / "e" / "keep").read_text() == "x"
+
+
+def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
+    import onnx
+
+    out = tmp_path / "e"
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(out), "--no-int8", "--opset", "18",
+                                      "--check-rows", "7", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "parity torch vs ORT fp32" in result.output and f"wrote: {out}" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    meta = json.loads((out / "export.json").read_text())
+    assert set(meta["files"]) == {"fp32"} and meta["quantization"] is None
+    assert meta["checks"]["parity"]["rows"] == 7 and meta["exporter"]["opset"] == 18
+    assert {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""] == 18
+    assert meta["config"]["threads"] == 1
+    with pytest.raises(MhsaError, match="has no int8 model"):
+        load_runtime("onnxruntime", out, "int8")
+
+
+def test_per_channel_scales(tiny_ckpt, tmp_path):
+    import onnx
+
+    do_export(tiny_ckpt, tmp_path / "t")
+    do_export(tiny_ckpt, tmp_path / "c", per_channel=True)
+    assert json.loads((tmp_path / "c" / "export.json").read_text())["quantization"]["per_channel"] is True
+    per_tensor = [i for i in onnx.load(str(tmp_path / "t" / "model.int8.onnx")).graph.initializer
+                  if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
+    per_channel = [i for i in onnx.load(str(tmp_path / "c" / "model.int8.onnx")).graph.initializer
+                   if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
+    assert all(list(i.dims) in ([], [1]) for i in per_tensor)
+    assert any(len(i.dims) == 1 and i.dims[0] > 1 for i in per_channel)  # one scale per output channel
