@@ -23,11 +23,11 @@ from .conftest import TINY_TASK, assert_one_line_error
 
 
 def random_ckpt(out: Path, data, operation: str = "train", heads=(4, 4), d_model=32, head_dim=8, d_ff=64,
-                seed=0) -> Path:
+                seed=0, pooling="cls") -> Path:
     """A float checkpoint of ``data``'s task with random (not zero) weights everywhere,
     incl. biases and a 0-head layer's output bias, so parity is tested on every parameter."""
     cfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size, data.feature_dim,
-                      len(heads), d_model, 1, d_ff, 0.0, "cls")
+                      len(heads), d_model, 1, d_ff, 0.0, pooling)
     cfg.heads, cfg.head_dim = list(heads), head_dim
     torch.manual_seed(seed)
     from mhsa_cli.model import build_model
@@ -82,6 +82,10 @@ def test_text_model_with_padded_rows(tmp_path):
     r = do_export(ckpt, tmp_path / "text-onnx")
     assert r.parity["max_abs_gap"] <= 1e-4
     assert independent_gap(ckpt, tmp_path / "text-onnx", data.test.x) <= 1e-4
+    # mean pooling weighs real tokens only (the padding mask reaches the pooling too)
+    mean = random_ckpt(tmp_path / "text-mean", data, pooling="mean", heads=(2, 0))
+    assert do_export(mean, tmp_path / "mean-onnx", int8=False).parity["max_abs_gap"] <= 1e-4
+    assert independent_gap(mean, tmp_path / "mean-onnx", data.test.x) <= 1e-4
     meta = json.loads((tmp_path / "text-onnx" / "export.json").read_text())
     assert meta["task"]["vocab"] == data.spec["vocab"] and meta["input"]["padding_id"] == 0
     assert meta["labels"] == data.labels and meta["input"]["max_len"] == 12
