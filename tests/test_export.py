@@ -109,12 +109,12 @@ def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_pat
     r = do_export(tiny_ckpt, tmp_path / "e")
     counts = op_counts(tmp_path / "e" / "model.int8.onnx")
     assert all(counts.get(op, 0) >= 1 for op in INT8_OPS)
-    # every Linear of a 2-layer model is an integer product: q, k, v, o, ff1, ff2 per layer + classifier;
+    # every Linear of a 2-layer model is an integer product: q|k|v (fused), o, ff1, ff2 per layer + classifier;
     # the two activation x activation products per layer (scores, probs @ v) stay float
-    assert counts["MatMulInteger"] == 2 * 6 + 1 and counts["MatMul"] == 2 * 2
+    assert counts["MatMulInteger"] == 2 * 4 + 1 and counts["MatMul"] == 2 * 2 and counts["Split"] == 2
     g = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
     int8_weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
-    assert len(int8_weights) == 13
+    assert len(int8_weights) == 9
     data = load_task("order", 0, **TINY_TASK)
     fp32 = load_runtime("onnxruntime", tmp_path / "e", "fp32", threads=1).call(data.test.x)
     int8 = load_runtime("onnxruntime", tmp_path / "e", "int8", threads=1).call(data.test.x)
@@ -192,3 +192,15 @@ def test_per_channel_scales(tiny_ckpt, tmp_path):
                    if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
     assert all(list(i.dims) in ([], [1]) for i in per_tensor)
     assert any(len(i.dims) == 1 and i.dims[0] > 1 for i in per_channel)  # one scale per output channel
+
+
+def test_unfused_qkv_same_logits_three_products(tiny_ckpt, tmp_path):
+    fused = do_export(tiny_ckpt, tmp_path / "f")
+    plain = do_export(tiny_ckpt, tmp_path / "p", fuse_qkv=False)
+    assert fused.meta["exporter"]["fused_qkv_layers"] == 2 and plain.meta["exporter"]["fused_qkv_layers"] == 0
+    counts = op_counts(tmp_path / "p" / "model.int8.onnx")
+    assert counts["MatMulInteger"] == 2 * 6 + 1 and "Split" not in counts
+    x = load_task("order", 0, **TINY_TASK).val.x
+    a = load_runtime("onnxruntime", tmp_path / "f", "fp32", threads=1).call(x)
+    b = load_runtime("onnxruntime", tmp_path / "p", "fp32", threads=1).call(x)
+    assert float((a - b).abs().max()) <= 1e-6
