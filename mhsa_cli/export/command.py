@@ -1,6 +1,7 @@
 """``mhsa export``: a float checkpoint -> a self-describing ONNX folder, checked.
 
-:func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`), with
+:func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`; q/k/v
+projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
 ``--int8`` ``model.int8.onnx`` (:func:`.onnx.quantize_onnx`) and ``export.json``
 (:mod:`mhsa_cli.runtimes.folder`) into a temporary folder, checks it and only
 then renames it into place:
@@ -23,7 +24,7 @@ import torch
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
-from .onnx import check_int8_graph, op_counts, optimized_op_counts, quantize_onnx, to_onnx
+from .onnx import check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
 
@@ -135,7 +136,8 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
 
 
 def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = False,
-                 per_channel: bool = False, opset: int = 17) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                 per_channel: bool = False, opset: int = 17,
+                 qkv: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Write ``model.onnx`` (and ``model.int8.onnx``) of a float model into ``folder`` (no checks, no JSON).
 
     Used by :func:`export` and by ``mhsa bench`` (temporary exports).
@@ -145,6 +147,7 @@ def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = Fals
     """
     example = tracing_input(model)
     exporter = to_onnx(model, example, folder / FILES["fp32"], opset)
+    exporter["fused_qkv_layers"] = fuse_qkv(folder / FILES["fp32"]) if qkv else 0
     quant = quantize_onnx(folder / FILES["fp32"], folder / FILES["int8"], reduce_range, per_channel) if int8 else None
     if int8:
         check_int8_graph(op_counts(folder / FILES["int8"]), folder / FILES["int8"])
@@ -187,7 +190,8 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
 
     def write(tmp: Path) -> None:
         with progress.task("exporting to ONNX" + (" + int8" if cfg.int8 else ""), total=1) as bar:
-            exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset)
+            exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
+                                           cfg.fuse_qkv)
             bar.advance(1)
         parity, acc = _checks(model, tmp, precisions, data, cfg, threads, progress)
         files = _file_facts(tmp, precisions, threads)

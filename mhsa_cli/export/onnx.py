@@ -22,6 +22,7 @@ from ..errors import MhsaError
 from ..runtimes.folder import INPUT_NAME, OUTPUT_NAME
 
 DYNAMO = False  # see the module docstring
+QKV = ("q", "k", "v")
 INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger")  # what makes an int8 graph really int8
 
 
@@ -45,6 +46,76 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> 
                           do_constant_folding=True)
     return {"exporter": "torch.onnx.export (TorchScript)", "dynamo": DYNAMO, "opset": opset,
             "dynamic_axes": {"batch": True, "sequence": True}}
+
+
+def _linear_after(node: Any, consumers: dict[str, list[Any]], inits: dict[str, Any]) -> tuple[Any, str] | None:
+    """The ``Add`` of a bias initializer that alone consumes ``node``'s output (a Linear's bias), or None."""
+    users = consumers.get(node.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Add":
+        return None
+    rest = [i for i in users[0].input if i != node.output[0]]
+    return (users[0], rest[0]) if len(rest) == 1 and rest[0] in inits else None
+
+
+def _qkv_groups(graph: Any, inits: dict[str, Any]) -> list[tuple[str, dict[str, tuple[Any, Any, str]]]]:
+    """Per attention layer: its input and, for q, k, v, (MatMul node, bias Add node, bias name)."""
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    groups: dict[str, dict[str, tuple[Any, Any, str]]] = {}
+    for n in graph.node:
+        tag = next((t for t in QKV if f"/attn/{t}/" in n.name), None)
+        bias = _linear_after(n, consumers, inits) if n.op_type == "MatMul" and n.input[1] in inits else None
+        if tag and bias:
+            groups.setdefault(n.input[0], {})[tag] = (n, *bias)
+    return [(x, g) for x, g in groups.items() if set(g) == set(QKV)]
+
+
+def fuse_qkv(path: Path) -> int:
+    """Rewrite ``path`` so each attention layer's q, k and v projections are one product.
+
+    ``x @ [Wq | Wk | Wv] + [bq | bk | bv]``, then ``Split`` into the three
+    original outputs: the same numbers (logits bitwise equal on the quickstart
+    models), one (int8: one ``DynamicQuantizeMatMul``) instead of three kernel
+    calls. Measured, ORT int8, 1 thread, batch 1: 0.93x the latency of the
+    unfused graph (student and baseline); batch 32: 0.98-1.03x. 0-head layers
+    have no projections and are left alone.
+
+    Returns:
+        The number of layers fused.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    groups = _qkv_groups(g, inits)
+    for x, grp in groups:
+        pre = grp["q"][0].name.rsplit("/q/", 1)[0] + "/qkv"
+        w = [numpy_helper.to_array(inits[grp[t][0].input[1]]) for t in QKV]  # (D, H*S) each
+        b = [numpy_helper.to_array(inits[grp[t][2]]) for t in QKV]
+        g.initializer.extend([numpy_helper.from_array(np.concatenate(w, 1), pre + ".weight"),
+                              numpy_helper.from_array(np.concatenate(b, 0), pre + ".bias"),
+                              numpy_helper.from_array(np.array([a.shape[1] for a in w], np.int64), pre + ".split")])
+        new = [helper.make_node("MatMul", [x, pre + ".weight"], [pre + "/mm"], name=pre + "/MatMul"),
+               helper.make_node("Add", [pre + "/mm", pre + ".bias"], [pre + "/add"], name=pre + "/Add"),
+               helper.make_node("Split", [pre + "/add", pre + ".split"], [grp[t][1].output[0] for t in QKV],
+                                name=pre + "/Split", axis=-1)]
+        old = [grp[t][i] for t in QKV for i in (0, 1)]
+        at = min(list(g.node).index(n) for n in old)
+        for n in old:
+            g.node.remove(n)
+        for k, n in enumerate(new):
+            g.node.insert(at + k, n)
+    used = {i for n in g.node for i in n.input}
+    for i in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(i)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return len(groups)
 
 
 def quantize_onnx(src: Path, dst: Path, reduce_range: bool, per_channel: bool) -> dict[str, Any]:
