@@ -40,7 +40,12 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> 
     """
     axes = {INPUT_NAME: {0: "batch", 1: "sequence"}, OUTPUT_NAME: {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # TracerWarnings on the max_len check, deprecation notice
+        # known notices only: tracing the max_len check, and the TorchScript exporter's deprecation
+        # (chosen on purpose: 0.25 s vs 4.5 s for dynamo, same ORT graph after optimisation)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=DYNAMO, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
                           do_constant_folding=True)
