@@ -246,7 +246,10 @@ class TrainConfig:
 
     task: str = opt("order", "task name (see `mhsa tasks`)", choices=task_names)
     task_options: dict[str, Any] = opt({}, "task option key=value, e.g. n_train=2000", flag="--task-opt")
-    data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file (same as --task text --task-opt path=FILE)")
+    data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file, or a Hugging Face data set hf:NAME[:CONFIG] "
+                              "(local cache only, never downloaded) or hf:FOLDER (save_to_disk); splits and "
+                              "columns: --task-opt split=, test_split=, text_column=, label_column= (same as "
+                              "--task text --task-opt path=...)")
     init: Optional[str] = opt(None, "fine-tune this float checkpoint (e.g. from `mhsa import`) instead of a fresh "
                               "model: its architecture and weights (the shape options are ignored); with --data "
                               "its stored tokenizer reads the file; other labels get a fresh classifier")
@@ -472,7 +475,9 @@ class PredictConfig:
 
     checkpoint: str = opt("", "model folder: a text checkpoint (float or int8) or an `mhsa export` folder", argument=True)
     text: list[str] = opt([], "a text to classify", repeat=True)
-    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
+    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks), or a Hugging Face "
+                              "data set hf:NAME[:CONFIG] (local cache only) or hf:FOLDER (save_to_disk)")
+    split: Optional[str] = opt(None, "hf: data: the split to predict (default: the only split, else test)")
     format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
     text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
     label_column: Optional[str] = opt(None, "column / field with true labels: when present, used to report "

@@ -258,3 +258,48 @@ def content_sha256(value: str) -> str:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
     return h.hexdigest()
+
+
+def open_split(value: str, split: str | None) -> tuple[str, Any]:
+    """One split of an ``hf:`` data set for prediction: ``split``, else the only split, else ``test``.
+
+    Returns:
+        ``(split name, datasets.Dataset)``.
+
+    Raises:
+        MhsaError: see :func:`load`; unknown split, or several splits and none named.
+    """
+    splits = load(value)
+    if split is None:
+        split = next(iter(splits)) if len(splits) == 1 else "test" if "test" in splits else None
+        if split is None:
+            raise MhsaError(f"{value} has splits {', '.join(splits)}: say which with --split")
+    if split not in splits:
+        raise MhsaError(f"{value} has no split '{cap(split, 60)}'; splits: {', '.join(splits) or 'none'}")
+    return split, splits[split]
+
+
+def stream(value: str, split: str, dataset: Any, text_col: str, label_col: str | None,
+           batch: int = 1024) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(row, text, label or None)`` of a split, ``batch`` rows at a time (memory bounded);
+    a ``ClassLabel`` id becomes its name, -1 (unlabelled) None.
+
+    Raises:
+        MhsaError: the text column is missing or not strings.
+    """
+    ds = _datasets()
+    where = f"{value} split '{split}'"
+    if text_col not in dataset.column_names:
+        raise MhsaError(f"{where} has no text column '{cap(text_col, 80)}'; columns: "
+                        f"{cap(', '.join(repr(c) for c in dataset.column_names))} (set --text-column)")
+    _check_columns(where, dataset, text_col, text_col, ds)
+    names = _label_names(dataset.features[label_col], ds) if label_col else None
+    cols = [text_col] + ([label_col] if label_col else [])
+    part = dataset.select_columns(cols)
+    for start in range(0, len(part), batch):
+        chunk = part[start:start + batch]  # {column: [values]}
+        labels = chunk[label_col] if label_col else [None] * len(chunk[text_col])
+        for i, (text, label) in enumerate(zip(chunk[text_col], labels), start=start):
+            if names is not None and label is not None:
+                label = names[int(label)] if 0 <= int(label) < len(names) else None
+            yield i, text, None if label is None else str(label)
