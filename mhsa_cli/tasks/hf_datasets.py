@@ -87,12 +87,15 @@ def _offline(datasets: Any) -> Iterator[None]:
     saved_env = {k: os.environ.get(k) for k in OFFLINE_ENV}
     flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (hub, "HF_HUB_OFFLINE")]
     saved = [(mod, attr, getattr(mod, attr)) for mod, attr in flags if hasattr(mod, attr)]
+    verbosity = datasets.logging.get_verbosity()
     try:
         os.environ.update({k: "1" for k in OFFLINE_ENV})
         for mod, attr, _ in saved:
             setattr(mod, attr, True)
+        datasets.logging.set_verbosity_error()  # "using the latest cached version ..." is expected here
         yield
     finally:
+        datasets.logging.set_verbosity(verbosity)
         for mod, attr, old in saved:
             setattr(mod, attr, old)
         for k, old in saved_env.items():
@@ -162,9 +165,10 @@ def load(value: str) -> dict[str, Any]:
             if ref.folder and any(os.path.isfile(os.path.join(ref.name, m)) for m in SAVED_MARKERS):
                 obj = ds.load_from_disk(ref.name)
             elif ref.folder:
-                obj = ds.load_dataset(ref.name)
-            else:
-                obj = ds.load_dataset(ref.name, ref.config, download_mode="reuse_dataset_if_exists")
+                obj = ds.load_dataset(ref.name, cache_dir=str(_cache_root()))
+            else:  # the cache folder checked above, whatever datasets read at import
+                obj = ds.load_dataset(ref.name, ref.config, cache_dir=str(_cache_root()),
+                                      download_mode="reuse_dataset_if_exists")
     except MhsaError:
         raise
     except (ConnectionError, OSError) as exc:
