@@ -204,3 +204,27 @@ def test_recipe_hash_follows_the_folder_contents_and_refuses_a_missing_one(saved
     assert first == again != changed
     with pytest.raises(MhsaError, match="not found"):
         validate_recipe(recipe, {"base.data": f"hf:{tmp_path / 'nothing'}"}, tmp_path / "o")
+
+
+def test_hf_text_task_of_imported_models_reads_the_same_splits(saved):
+    """``hf-text`` (imported encoders, train --init) reads hf: data through the same reader:
+    same rows in the same splits as the text task, encoded with the stored tokenizer."""
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from mhsa_cli.tasks import hf_text
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *sorted({w for t in WORDS for w in t.split()}), "item"])}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = json.loads(t.to_str())
+    data = hf_text.build(0, tok, 0, None, path=f"hf:{saved}", text_column="sentence", test_split="test", max_len=4)
+    ref = load_task("text", seed=0, path=f"hf:{saved}", text_column="sentence", test_split="test")
+    assert data.labels == NAMES
+    for name in ("train", "val", "test"):
+        assert data.split(name)._texts == ref.split(name)._texts
+        assert data.split(name).y.tolist() == ref.split(name).y.tolist()
+    first = TEST["sentence"][0].split()  # e.g. "bad item 100": word, item, number (unknown)
+    assert data.test.x[0].tolist() == [vocab[first[0]], vocab["item"], 1, 0]
+    again = task_from_spec(json.loads(json.dumps(data.spec)))
+    assert again.test.x.equal(data.test.x) and again.train.x.equal(data.train.x)
