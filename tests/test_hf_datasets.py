@@ -228,3 +228,20 @@ def test_hf_text_task_of_imported_models_reads_the_same_splits(saved):
     assert data.test.x[0].tolist() == [vocab[first[0]], vocab["item"], 1, 0]
     again = task_from_spec(json.loads(json.dumps(data.spec)))
     assert again.test.x.equal(data.test.x) and again.train.x.equal(data.train.x)
+
+
+def test_a_saved_single_dataset_is_split_train(offline, tmp_path):
+    folder = tmp_path / "one"
+    datasets.Dataset.from_dict(TRAIN, features=_features()).save_to_disk(str(folder))
+    data = load_task("text", path=f"hf:{folder}", text_column="sentence")
+    assert data.labels == NAMES and len(data.train) + len(data.val) + len(data.test) == 60
+    with pytest.raises(MhsaError, match="has no split 'test'; splits: train"):
+        load_task("text", path=f"hf:{folder}", text_column="sentence", test_split="test")
+
+
+def test_without_the_datasets_package_one_line(saved, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # import datasets -> ImportError
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--data", f"hf:{saved}", *TINY, "--out", str(out)])
+    assert_one_line_error(res, "needs the 'datasets' package", "mhsa[hf]")
+    assert not out.exists()
