@@ -522,7 +522,8 @@ class ImportConfig:
                                       "(in id order; with --data, names matching the file's labels keep the "
                                       "classifier); another number, or a base model, gets a fresh classifier")
     num_labels: Optional[int] = opt(None, "number of classes (names 0..N-1) when --labels is not given", min=2)
-    data: Optional[str] = opt(None, "CSV/TSV/JSONL file to attach as the model's task (validation split for "
+    data: Optional[str] = opt(None, "CSV/TSV/JSONL file or hf:NAME[:CONFIG] / hf:FOLDER data set to attach as "
+                              "the model's task (validation split for "
                               "pruning, test split for bench), tokenized with the model's tokenizer")
     task_options: dict[str, Any] = opt({}, "options of that file, e.g. text_column=review, max_len=128",
                                        flag="--task-opt")

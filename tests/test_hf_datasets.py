@@ -245,3 +245,17 @@ def test_without_the_datasets_package_one_line(saved, tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["train", "--data", f"hf:{saved}", *TINY, "--out", str(out)])
     assert_one_line_error(res, "needs the 'datasets' package", "mhsa[hf]")
     assert not out.exists()
+
+
+def test_parse_names_configs_and_folders(tmp_path, monkeypatch):
+    from mhsa_cli.tasks import hf_datasets as hfd
+
+    monkeypatch.chdir(tmp_path)
+    assert hfd.parse("hf:glue:sst2") == hfd.Ref("hf:glue:sst2", "glue", "sst2", False)
+    assert hfd.parse("hf:owner/set") == hfd.Ref("hf:owner/set", "owner/set", None, False)
+    (tmp_path / "local").mkdir()
+    for given in ("hf:./local", "hf:local", f"hf:{tmp_path}/local"):
+        assert hfd.parse(given) == hfd.Ref(f"hf:{tmp_path}/local", f"{tmp_path}/local", None, True)
+    with pytest.raises(MhsaError, match="needs a data set name or folder"):
+        hfd.parse("hf:")
+    assert not hfd.is_ref("data.csv") and not hfd.is_ref(None) and hfd.is_ref("hf:x")
