@@ -246,7 +246,10 @@ class TrainConfig:
 
     task: str = opt("order", "task name (see `mhsa tasks`)", choices=task_names)
     task_options: dict[str, Any] = opt({}, "task option key=value, e.g. n_train=2000", flag="--task-opt")
-    data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file (same as --task text --task-opt path=FILE)")
+    data: Optional[str] = opt(None, "text task: CSV/TSV/JSONL file, or a Hugging Face data set hf:NAME[:CONFIG] "
+                              "(local cache only, never downloaded) or hf:FOLDER (save_to_disk); splits and "
+                              "columns: --task-opt split=, test_split=, text_column=, label_column= (same as "
+                              "--task text --task-opt path=...)")
     init: Optional[str] = opt(None, "fine-tune this float checkpoint (e.g. from `mhsa import`) instead of a fresh "
                               "model: its architecture and weights (the shape options are ignored); with --data "
                               "its stored tokenizer reads the file; other labels get a fresh classifier")
@@ -472,7 +475,9 @@ class PredictConfig:
 
     checkpoint: str = opt("", "model folder: a text checkpoint (float or int8) or an `mhsa export` folder", argument=True)
     text: list[str] = opt([], "a text to classify", repeat=True)
-    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks)")
+    data: Optional[str] = opt(None, "file of texts: .csv, .tsv or .jsonl (streamed in chunks), or a Hugging Face "
+                              "data set hf:NAME[:CONFIG] (local cache only) or hf:FOLDER (save_to_disk)")
+    split: Optional[str] = opt(None, "hf: data: the split to predict (default: the only split, else test)")
     format: Optional[str] = opt(None, "file format (default: from the extension)", choices=("csv", "tsv", "jsonl"))
     text_column: Optional[str] = opt(None, "column / field with the text (default: the checkpoint's)")
     label_column: Optional[str] = opt(None, "column / field with true labels: when present, used to report "
@@ -517,7 +522,8 @@ class ImportConfig:
                                       "(in id order; with --data, names matching the file's labels keep the "
                                       "classifier); another number, or a base model, gets a fresh classifier")
     num_labels: Optional[int] = opt(None, "number of classes (names 0..N-1) when --labels is not given", min=2)
-    data: Optional[str] = opt(None, "CSV/TSV/JSONL file to attach as the model's task (validation split for "
+    data: Optional[str] = opt(None, "CSV/TSV/JSONL file or hf:NAME[:CONFIG] / hf:FOLDER data set to attach as "
+                              "the model's task (validation split for "
                               "pruning, test split for bench), tokenized with the model's tokenizer")
     task_options: dict[str, Any] = opt({}, "options of that file, e.g. text_column=review, max_len=128",
                                        flag="--task-opt")

@@ -207,7 +207,7 @@ def predict(cfg: PredictConfig, progress: Progress = NULL) -> PredictResult:
     if cfg.data:
         fmt, text_col, label_col = reader.options({"format": cfg.format, "text_column": cfg.text_column,
                                                    "label_column": cfg.label_column}, spec)
-        src = reader.scan(cfg.data, fmt, text_col, label_col)  # whole file checked before work
+        src = reader.scan(cfg.data, fmt, text_col, label_col, cfg.split)  # whole file checked before work
     label_col, note = _label_note(src, cfg)
     result = PredictResult(str(cfg.checkpoint), loaded.runtime, loaded.kind, labels, 0, [], label_col, note,
                            out=cfg.out)

@@ -1,5 +1,6 @@
 """Streaming reader of the rows to predict: CSV / TSV / JSONL, the same formats and
-column options as the ``text`` task, one row at a time (memory bounded).
+column options as the ``text`` task, one row at a time (memory bounded); or one
+split of an ``hf:`` data set (:mod:`mhsa_cli.tasks.hf_datasets`), read in batches.
 
 :func:`scan` reads the file once before any prediction (counts rows; checks
 utf-8, the text column and that no text is empty) so bad input fails before
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import MhsaError
+from ..tasks import hf_datasets as hfd
 from ..tasks.text import _format_of, _missing_column
 
 Row = tuple[int, str, "str | None"]  # (line number, text, label or None)
@@ -25,11 +27,13 @@ class Source:
     """A file to predict and how to read it."""
 
     path: str
-    format: str  # csv | tsv | jsonl (resolved)
+    format: str  # csv | tsv | jsonl (resolved) | hf
     text_column: str
     label_column: str
     has_labels: bool = False  # set by scan(): the label column is present
     rows: int = 0  # set by scan()
+    split: str | None = None  # hf: the split read
+    dataset: Any = None  # hf: that split (a datasets.Dataset)
 
 
 def _open(path: str):
@@ -82,12 +86,25 @@ def _jsonl_rows(src: Source, fh) -> Iterator[Row]:
         yield num, "" if text is None else str(text), None if label is None else str(label)
 
 
+def _hf_rows(src: Source, _fh: Any = None) -> Iterator[Row]:
+    label = src.label_column if src.has_labels else None
+    for i, text, truth in hfd.stream(src.path, str(src.split), src.dataset, src.text_column, label):
+        yield i, "" if text is None else str(text), truth
+
+
 def rows(src: Source) -> Iterator[Row]:
     """Stream ``(line, text, label or None)``; labels only when the label column exists.
 
     Raises:
         MhsaError: unreadable file, not utf-8, no text column, malformed row, empty text.
     """
+    if src.format == "hf":
+        for line, text, label in _hf_rows(src):
+            if not text.strip():
+                raise MhsaError(f"{src.path} split '{src.split}' row {line}: empty text in column "
+                                f"'{src.text_column}' (every row needs text to predict)")
+            yield line, text, None if label is None else label.strip()
+        return
     fh = _open(src.path)
     with fh:
         parse = _jsonl_rows if src.format == "jsonl" else _csv_rows
@@ -102,13 +119,22 @@ def rows(src: Source) -> Iterator[Row]:
             raise MhsaError(f"data file {src.path} is not valid utf-8 (after line {line})") from None
 
 
-def scan(path: str, fmt: str, text_column: str, label_column: str) -> Source:
-    """Check the whole file and count its rows before any work.
+def scan(path: str, fmt: str, text_column: str, label_column: str, split: str | None = None) -> Source:
+    """Check the whole file (or hf: split) and count its rows before any work.
 
     Raises:
-        MhsaError: see :func:`rows`; also an empty file.
+        MhsaError: see :func:`rows`; also an empty file; ``split`` with a file.
     """
-    src = Source(path, _format_of(path, fmt), text_column, label_column)
+    if hfd.is_ref(path):
+        name, dataset = hfd.open_split(path, split)
+        src = Source(path, "hf", text_column, label_column, split=name, dataset=dataset,
+                     has_labels=label_column in dataset.column_names)
+        labelled = src.has_labels and any(label is not None for _, _, label in rows(src))
+        src.has_labels = bool(labelled)  # an unlabelled split (ClassLabel -1 throughout) measures nothing
+    elif split is not None:
+        raise MhsaError("--split is for hf: data (--data hf:NAME); a file has no splits")
+    else:
+        src = Source(path, _format_of(path, fmt), text_column, label_column)
     src.rows = sum(1 for _ in rows(src))
     if not src.rows:
         raise MhsaError(f"data file {path} has no rows to predict")

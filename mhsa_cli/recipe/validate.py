@@ -23,6 +23,7 @@ import yaml
 from .. import config as C
 from .. import yamlsafe
 from ..errors import MhsaError, closest
+from ..tasks import hf_datasets
 
 
 @dataclass
@@ -277,6 +278,8 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
 def _data_path(cfg: Any) -> str | None:
     """The data file a train or import stage reads, if it names one that does not exist."""
     path = cfg.task_kwargs().get("path") if hasattr(cfg, "task_kwargs") else cfg.data
+    if hf_datasets.is_ref(path):  # hf: data sets are checked (and hashed) by _data_files
+        return None
     return path if path and not Path(path).is_file() else None
 
 
@@ -323,11 +326,15 @@ def file_sha256(path: Path) -> str:
 
 
 def _data_files(value: Any) -> dict[str, str]:
-    """Every setting that names a regular file (a data file, a test file, ...) -> hash of its contents."""
+    """Every setting that names a regular file (a data file, a test file, ...) -> hash of its contents;
+    an ``hf:`` data set -> hash of its folder or cached copy (:func:`.hf_datasets.content_sha256`,
+    which refuses a data set that is not there)."""
     if isinstance(value, dict):
         return {k: v for item in value.values() for k, v in _data_files(item).items()}
     if isinstance(value, (list, tuple)):
         return {k: v for item in value for k, v in _data_files(item).items()}
+    if hf_datasets.is_ref(value):
+        return {value: hf_datasets.content_sha256(value)}
     if isinstance(value, str) and value and Path(value).is_file():
         return {value: file_sha256(Path(value))}
     return {}

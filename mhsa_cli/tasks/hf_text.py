@@ -24,7 +24,7 @@ from . import TASKS, Split, TaskData, TaskInfo, register
 from . import text as _text
 
 NAME = "hf-text"
-FILE_OPTIONS = ("path", "test_path", "format", "text_column", "label_column", "max_len",
+FILE_OPTIONS = ("path", "test_path", "split", "test_split", "format", "text_column", "label_column", "max_len",
                 "val_fraction", "test_fraction")
 NO_DATA = ("has no data (imported without --data): fine-tune it with `mhsa train --init CKPT --data FILE`, "
            "or import it again with `mhsa import FOLDER --data FILE`")
@@ -102,10 +102,9 @@ def build(seed: int = 0, tokenizer: dict[str, Any] | None = None, pad_id: int = 
     if unknown:
         raise MhsaError(f"task '{NAME}' has no option '{unknown[0]}'; options: {', '.join(FILE_OPTIONS)}")
     opts = _text._options({"max_len": 128, **options})
-    read = {key: _text._read_rows(opts[key], opts) for key in ("path", "test_path") if opts[key]}
-    for key, (_, sha) in read.items():
-        if stored is not None and sha != stored.get("sha256", {}).get(key):
-            raise MhsaError(f"data file {opts[key]} changed since the checkpoint was made (sha256 differs)")
+    read = _text.read_sources(opts)  # files or hf: splits, as the text task reads them
+    if stored is not None:
+        _text.check_unchanged(read, opts, stored)
     rows, test_rows = read["path"][0], read["test_path"][0] if "test_path" in read else None
     labels = _labels(rows, test_rows or [], opts, labels)
     parts = _text._split_rows(rows, test_rows, labels, opts, seed)

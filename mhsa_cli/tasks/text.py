@@ -1,4 +1,6 @@
-"""``text``: text classification from the user's own CSV / TSV / JSONL files.
+"""``text``: text classification from the user's own CSV / TSV / JSONL files,
+or from a Hugging Face data set read offline (``path=hf:NAME[:CONFIG]`` or
+``hf:FOLDER``, splits ``split`` / ``test_split``; :mod:`.hf_datasets`).
 
 Rows are read with the ``csv`` / ``json`` modules (quoted fields, embedded
 commas and newlines, utf-8 with optional BOM). Class ids follow the sorted
@@ -13,7 +15,7 @@ costs little.
 
 The spec stores the tokenizer (the ``tokenizers`` library's JSON, a dict, at
 ``spec["tokenizer"]``; its kind at ``spec["tokenizer_kind"]``), the labels and
-the sha256 of every data file, so :func:`from_spec` rebuilds exactly the same
+the sha256 of every data file (of an hf: split's rows), so :func:`from_spec` rebuilds exactly the same
 tensors, or refuses if a file changed. :func:`encode_texts` encodes new text
 the same way for inference. Checkpoints made before the tokenizer was stored
 as JSON (``spec["vocab"]``, ``spec["tokenizer"]`` a string) still load.
@@ -35,6 +37,7 @@ import torch
 
 from ..errors import MhsaError, cap, choice
 from . import OptionType, Split, TaskData, TaskInfo, register
+from . import hf_datasets as hfd
 from . import tokenizer as tk
 from .split import check_fraction, stratified_split
 
@@ -45,7 +48,7 @@ TOKENIZERS = tuple(tk.TOKENIZERS)
 WORD_RE = re.compile(tk.WORD_PATTERN)
 MAX_LEN_PERCENTILE, MAX_LEN_CAP = 99, 256
 DEFAULTS: dict[str, Any] = dict(
-    path=None, test_path=None, format="auto", text_column="text", label_column="label",
+    path=None, test_path=None, split=None, test_split=None, format="auto", text_column="text", label_column="label",
     tokenizer="word", max_len=None, lowercase=True, min_freq=1, max_vocab=20000,
     val_fraction=0.1, test_fraction=0.1,
 )
@@ -86,10 +89,12 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
         raise MhsaError(f"task 'text' has no option '{unknown[0]}'; options: {', '.join(DEFAULTS)}")
     opts = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
     if not opts["path"]:
-        raise MhsaError("text task: option 'path' is required (a .csv, .tsv or .jsonl file)")
-    opts["path"] = os.path.abspath(str(opts["path"]))
-    if opts["test_path"]:
-        opts["test_path"] = os.path.abspath(str(opts["test_path"]))
+        raise MhsaError("text task: option 'path' is required (a .csv, .tsv or .jsonl file, or hf:NAME)")
+    for key in ("path", "test_path"):
+        if opts[key]:
+            value = str(opts[key])
+            opts[key] = hfd.normalise(value) if hfd.is_ref(value) else os.path.abspath(value)
+    _check_splits(opts)
     opts["format"] = choice("format", str(opts["format"]), FORMATS)
     opts["tokenizer"] = choice("tokenizer", str(opts["tokenizer"]), TOKENIZERS)
     opts["text_column"], opts["label_column"] = str(opts["text_column"]), str(opts["label_column"])
@@ -100,6 +105,55 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
     opts["val_fraction"] = check_fraction("val_fraction", opts["val_fraction"], "text task")
     opts["test_fraction"] = check_fraction("test_fraction", opts["test_fraction"], "text task")
     return opts
+
+
+def _check_splits(opts: dict[str, Any]) -> None:
+    """``split`` / ``test_split`` only where an ``hf:`` data set reads them.
+
+    Raises:
+        MhsaError: a split option with file data, or test_split beside a test file.
+    """
+    hf_path, hf_test = hfd.is_ref(opts["path"]), hfd.is_ref(opts["test_path"])
+    if opts["split"] is not None and not hf_path:
+        raise MhsaError("text task: split is for hf: data (--data hf:NAME); a file has no splits")
+    if opts["test_split"] is not None and opts["test_path"] and not hf_test:
+        raise MhsaError("text task: give test_path=FILE or test_split=NAME, not both")
+    if opts["test_split"] is not None and not (hf_path or hf_test):
+        raise MhsaError("text task: test_split is for hf: data (--data hf:NAME); a file has no splits")
+
+
+def where(opts: dict[str, Any], key: str) -> str:
+    """What option ``key`` (path or test_path) reads, for messages: a file, or an hf: data set's split."""
+    ref = opts[key] or opts["path"]
+    if hfd.is_ref(ref):
+        return f"{ref} split '{source_split(opts, key)}'"
+    return str(ref)
+
+
+def source_split(opts: dict[str, Any], key: str) -> str:
+    """The hf: split that option ``key`` reads: ``split`` (default train) or ``test_split`` (default test)."""
+    return (opts["split"] or "train") if key == "path" else (opts["test_split"] or "test")
+
+
+def read_sources(opts: dict[str, Any]) -> dict[str, tuple[list[Row], str]]:
+    """Rows and digest of the training data (``path``) and, if given, the test data
+    (``test_path``, or ``test_split`` of the same hf: data set).
+
+    Returns:
+        {"path": (rows, sha256)[, "test_path": (rows, sha256)]}: a file's sha256, or of an hf: split's rows.
+
+    Raises:
+        MhsaError: see :func:`_read_rows` and :func:`.hf_datasets.read_rows`.
+    """
+    keys = ["path"] + (["test_path"] if opts["test_path"] or opts["test_split"] is not None else [])
+    out = {}
+    for key in keys:
+        ref = opts[key] or opts["path"]
+        if hfd.is_ref(ref):
+            out[key] = hfd.read_rows(ref, source_split(opts, key), opts["text_column"], opts["label_column"])
+        else:
+            out[key] = _read_rows(ref, opts)
+    return out
 
 
 # ---------------------------------------------------------------- reading
@@ -307,11 +361,11 @@ def _labels_of(rows: list[Row], test_rows: list[Row], opts: dict[str, Any]) -> l
     """Sorted unique labels of the training file; test-file labels must be among them."""
     labels = sorted({label for _, _, label in rows})
     if len(labels) < 2:
-        raise MhsaError(f"{opts['path']} has a single class ({labels[0]!r}); "
+        raise MhsaError(f"{where(opts, 'path')} has a single class ({labels[0]!r}); "
                         f"need at least 2 labels in column '{opts['label_column']}'")
     extra = sorted({label for _, _, label in test_rows} - set(labels))
     if extra:
-        raise MhsaError(f"{opts['test_path']}: label {extra[0]!r} does not occur in {opts['path']}")
+        raise MhsaError(f"{where(opts, 'test_path')}: label {extra[0]!r} does not occur in {where(opts, 'path')}")
     return labels
 
 
@@ -326,22 +380,32 @@ def _split_rows(rows: list[Row], test_rows: list[Row] | None, labels: list[str],
         out["test"] = [("test_path", r) for r in test_rows]
     for name in ("val", "test"):
         if not out[name]:
-            raise MhsaError(f"{opts['path']}: too few rows ({len(rows)}) to split off a "
+            raise MhsaError(f"{where(opts, 'path')}: too few rows ({len(rows)}) to split off a "
                             f"{'validation' if name == 'val' else 'test'} set")
     return out
 
 
+def check_unchanged(read: dict[str, tuple[list[Row], str]], opts: dict[str, Any], stored: dict[str, Any]) -> None:
+    """Refuse data whose digest differs from the checkpoint's (``stored["sha256"]``).
+
+    Raises:
+        MhsaError: a file or an hf: split changed since the checkpoint was made.
+    """
+    for key, (_, sha) in read.items():
+        if sha != stored.get("sha256", {}).get(key):
+            what = "data file" if not hfd.is_ref(opts[key] or opts["path"]) else "hf data"
+            raise MhsaError(f"{what} {where(opts, key)} changed since the checkpoint was made (sha256 differs)")
+
+
 def _assemble(seed: int, opts: dict[str, Any], stored: dict[str, Any] | None = None) -> TaskData:
     """Read, split, tokenize and encode. ``stored``: spec to match (sha256, vocab, labels)."""
-    files = {"path": opts["path"]} if not opts["test_path"] else \
-        {"path": opts["path"], "test_path": opts["test_path"]}
-    read: dict[str, tuple[list[Row], str]] = {}
-    for key, path in files.items():
-        if stored is not None and not os.path.exists(path):
-            raise MhsaError(f"data file {path} not found (needed to rebuild the checkpoint's task)")
-        read[key] = _read_rows(path, opts)
-        if stored is not None and read[key][1] != stored.get("sha256", {}).get(key):
-            raise MhsaError(f"data file {path} changed since the checkpoint was made (sha256 differs)")
+    if stored is not None:
+        for key in ("path", "test_path"):
+            if opts[key] and not hfd.is_ref(opts[key]) and not os.path.exists(opts[key]):
+                raise MhsaError(f"data file {opts[key]} not found (needed to rebuild the checkpoint's task)")
+    read = read_sources(opts)
+    if stored is not None:
+        check_unchanged(read, opts, stored)
     rows, test_rows = read["path"][0], read["test_path"][0] if "test_path" in read else None
     labels = _labels_of(rows, test_rows or [], opts)
     parts = _split_rows(rows, test_rows, labels, opts, seed)
@@ -410,7 +474,7 @@ def from_spec(spec: dict[str, Any]) -> TaskData:
 
 register(TaskInfo(
     name="text",
-    description="text classification from your .csv / .tsv / .jsonl file (path=...)",
+    description="text classification from your .csv / .tsv / .jsonl file or hf: data set (path=...)",
     input_kind="tokens",
     size="your file: 80 / 10 / 10 % stratified, or test_path",
     classes="from labels",
@@ -421,8 +485,13 @@ register(TaskInfo(
     # d=64 dropout 0.3 mean+max pooling 84.2 %); early stopping on validation, never test.
     train_defaults=TEXT_TRAIN_DEFAULTS,
     options={
-        "path": "data file: .csv, .tsv or .jsonl with a text and a label column (required)",
-        "test_path": "separate test file in the same format (default: split off test_fraction)",
+        "path": "data file: .csv, .tsv or .jsonl with a text and a label column, or a Hugging Face data set "
+                "hf:NAME[:CONFIG] (local cache only, never downloaded) or hf:FOLDER (save_to_disk or data "
+                "files) (required)",
+        "test_path": "separate test file in the same format, or hf:... (default: split off test_fraction)",
+        "split": "hf: data: the split to train on (default train); validation is split off it",
+        "test_split": "hf: data: the split to test on, e.g. test (default: split off test_fraction; "
+                      "with test_path=hf:... its split, default test)",
         "format": "auto (by extension), csv, tsv or jsonl (default auto)",
         "text_column": "column / field holding the text (default text)",
         "label_column": "column / field holding the label (default label)",
@@ -438,7 +507,8 @@ register(TaskInfo(
         "test_fraction": "test share of path, stratified; ignored with test_path (default 0.1)",
     },
     option_types={
-        **{k: OptionType(str) for k in ("path", "test_path", "format", "text_column", "label_column", "tokenizer")},
+        **{k: OptionType(str) for k in ("path", "test_path", "split", "test_split", "format", "text_column",
+                                        "label_column", "tokenizer")},
         "max_len": OptionType(int, 1, 65536), "lowercase": OptionType(bool), "min_freq": OptionType(int, 1, 1e9),
         "max_vocab": OptionType(int, 3, 10_000_000), "val_fraction": OptionType(float),
         "test_fraction": OptionType(float),
