@@ -273,7 +273,8 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
         data: the task; only ``train`` and ``val`` are used.
         loop: epochs, batch size (global under torchrun), optimiser and schedule settings.
         loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy
-            (with ``loop.mixup``: on mixed inputs, :class:`Mixup`). Under
+            (with ``loop.mixup``: on mixed inputs, :class:`Mixup`; with
+            ``loop.token_dropout``: some words as ``<unk>``, :class:`TokenDropout`). Under
             torchrun ``model`` is the DDP wrapper, which forwards keyword arguments
             (``model(x, features=True, output_attentions=True)`` works); the set of
             parameters that get a gradient must be the same every step

@@ -97,10 +97,11 @@ def test_text_and_quickstart_train_defaults_are_pinned():
 
     text = build_config(TrainConfig, {"data": "train.csv"})
     assert text.task == "text"
-    assert (text.layers, text.d_model, text.heads, text.d_ff, text.dropout, text.pooling) == (1, 64, 4, 128, 0.3, "meanmax")
+    shape = ("layers", "d_model", "heads", "d_ff", "dropout", "pooling")
+    assert tuple(getattr(text, k) for k in shape) == (1, 64, 4, 128, 0.3, "meanmax")
     assert (text.epochs, text.batch_size, text.lr, text.weight_decay, text.patience) == (30, 32, 3e-3, 0.01, 5)
     assert text.token_dropout == 0.1 and DEFAULTS["min_freq"] == 2
     order = build_config(TrainConfig, {})
-    assert (order.layers, order.d_model, order.heads, order.d_ff, order.dropout, order.pooling) == (2, 256, 8, 512, 0.0, "cls")
+    assert tuple(getattr(order, k) for k in shape) == (2, 256, 8, 512, 0.0, "cls")
     assert (order.epochs, order.batch_size, order.lr, order.patience, order.token_dropout) == (8, 64, 1e-3, 0, 0.0)
     assert build_config(TrainConfig, {"data": "train.csv", "token_dropout": 0}).token_dropout == 0.0
