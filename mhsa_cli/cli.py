@@ -254,7 +254,8 @@ def _stages() -> None:
          "  ·  mhsa train --data reviews.csv --task-opt text_column=review --out runs/reviews"
          "  ·  mhsa train --data train.csv --task-opt test_path=test.csv --task-opt tokenizer=bpe."
          "  Text defaults (real text is small data, so a small regularised model): 1 layer, d_model 64, "
-         "4 heads, d_ff 128, dropout 0.3, mean+max pooling, batch 32, lr 3e-3, up to 30 epochs with "
+         "4 heads, d_ff 128, dropout 0.3, mean+max pooling, word dropout 0.1 (--token-dropout), words "
+         "seen once in train read as <unk> (--task-opt min_freq=2), batch 32, lr 3e-3, up to 30 epochs with "
          "early stopping (patience 5) on the validation split; input length = 99th percentile of the "
          "training texts' token counts; batches cut to their longest row. Chosen on validation "
          "accuracy of trec and sms (README)."),

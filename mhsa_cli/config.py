@@ -237,7 +237,8 @@ INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling"
 # ``mhsa train`` settings a task may override (TaskInfo.train_defaults); these are the
 # defaults of tasks that do not (order, digits: the int8 quickstart model, see README).
 TRAIN_DEFAULTS: dict[str, Any] = dict(layers=2, d_model=256, heads=8, d_ff=512, dropout=0.0, pooling="cls",
-                                      epochs=12, batch_size=64, lr=1e-3, weight_decay=0.01, patience=0)
+                                      epochs=12, batch_size=64, lr=1e-3, weight_decay=0.01, patience=0,
+                                      token_dropout=0.0)
 
 
 @dataclass
@@ -282,6 +283,10 @@ class TrainConfig:
     mixup: float = opt(0.0, "mixup strength a: train on mixes lam*x1+(1-lam)*x2 of input pairs and their "
                             "labels, lam ~ Beta(a, a), e.g. 1.0 (0 = off; feature tasks such as digits; "
                             "train acc is then on mixed inputs)", min=0.0)
+    token_dropout: Optional[float] = opt(None, "word dropout (text task): each training token becomes <unk> "
+                                         "with this probability, so it learns to read around words it has not seen "
+                                         "(default: the task's: order/digits 0, text 0.1)",
+                                         min=0.0, max=1.0, max_open=True)
     patience: Optional[int] = opt(None, "early stopping: stop after this many epochs without a validation "
                                   "gain; the best validation epoch is kept either way (0 = off; default: the "
                                   "task's: order/digits 0, text 5)", min=0)
@@ -307,6 +312,9 @@ class TrainConfig:
             if shape:
                 raise MhsaError(f"--{shape[0].replace('_', '-')} has no effect with --init: the architecture and "
                                 "task come from the checkpoint (its data, or --data FILE)")
+            if self.token_dropout:
+                raise MhsaError("--token-dropout replaces words by the text task's <unk> (id 1); an --init "
+                                "checkpoint's tokenizer may number it differently: drop --token-dropout")
             if self.epochs is None:
                 self.epochs = 3
             for name, default in TRAIN_DEFAULTS.items():  # loop settings; the shape is the checkpoint's
@@ -323,6 +331,9 @@ class TrainConfig:
         for name, default in TRAIN_DEFAULTS.items():  # resolved here so every output records the real value
             if getattr(self, name) is None:
                 setattr(self, name, task_defaults.get(name, default))
+        if self.token_dropout and self.task != "text":
+            raise MhsaError(f"--token-dropout replaces words by <unk>, which only the text task has, "
+                            f"not '{self.task}'")
         if self.d_model % self.heads:
             raise MhsaError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         from .tasks import check_options

@@ -52,6 +52,7 @@ class LoopConfig:
     patience: int = 0
     amp: bool = False
     mixup: float = 0.0
+    token_dropout: float = 0.0
     bucket: bool = True
     seed: int = 0
 
@@ -103,10 +104,43 @@ def mixed(loss: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, y2: tor
     return loss(y) if y2 is None else lam * loss(y) + (1.0 - lam) * loss(y2)
 
 
-def cross_entropy_loss(label_smoothing: float = 0.0, mixup: Mixup | None = None) -> LossFn:
-    """Cross-entropy for :func:`fit`, on mixed inputs and labels when ``mixup`` is given."""
+UNK_ID = 1  # the text task's <unk> id (mhsa_cli.tasks.tokenizer)
+
+
+class TokenDropout:
+    """Word dropout: each real token of a training batch becomes ``<unk>`` with probability ``p``.
+
+    Token ids only (0 = padding and 1 = ``<unk>`` in every tokenizer of the text task;
+    both are left alone, so masks and lengths do not change). The model learns to use
+    the words around one it has not seen, as it must on new text. Seeded: the same
+    seed drops the same tokens.
+    """
+
+    def __init__(self, p: float, seed: int):
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"token dropout must be in (0, 1), got {p}")
+        self.p = p
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) int64 ids -> the same shape with dropped tokens set to 1 (``<unk>``)."""
+        drop = torch.rand(x.shape, generator=self._gen).to(x.device) < self.p  # (B, T) bool
+        return torch.where(drop & (x > UNK_ID), torch.full_like(x, UNK_ID), x)
+
+
+def make_token_dropout(loop: "LoopConfig") -> TokenDropout | None:
+    """The loop's :class:`TokenDropout` (seeded with ``loop.seed``), or None when ``loop.token_dropout`` is 0."""
+    return TokenDropout(loop.token_dropout, loop.seed) if loop.token_dropout > 0 else None
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0, mixup: Mixup | None = None,
+                       token_dropout: TokenDropout | None = None) -> LossFn:
+    """Cross-entropy for :func:`fit`, on mixed inputs and labels when ``mixup`` is given,
+    on token ids with some replaced by ``<unk>`` when ``token_dropout`` is given."""
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         y2, lam = None, 1.0
+        if token_dropout is not None:
+            x = token_dropout(x)
         if mixup is not None:
             x, y2, lam = mixup(x, y)
         logits = model(x)
@@ -239,7 +273,8 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
         data: the task; only ``train`` and ``val`` are used.
         loop: epochs, batch size (global under torchrun), optimiser and schedule settings.
         loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy
-            (with ``loop.mixup``: on mixed inputs, :class:`Mixup`). Under
+            (with ``loop.mixup``: on mixed inputs, :class:`Mixup`; with
+            ``loop.token_dropout``: some words as ``<unk>``, :class:`TokenDropout`). Under
             torchrun ``model`` is the DDP wrapper, which forwards keyword arguments
             (``model(x, features=True, output_attentions=True)`` works); the set of
             parameters that get a gradient must be the same every step
@@ -260,7 +295,7 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     model.to(device)
     train_model = dist.wrap(model, device)
     dist.decorrelate_rng(loop.seed)
-    loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing, make_mixup(loop))
+    loss_fn = loss_fn or cross_entropy_loss(loop.label_smoothing, make_mixup(loop), make_token_dropout(loop))
     extra = list(extra_params or [])
     params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)

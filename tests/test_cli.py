@@ -34,6 +34,14 @@ def test_every_command_has_help_with_an_example(command):
     assert "Example" in result.output
 
 
+def test_train_help_states_the_text_defaults():
+    import re
+
+    text = re.sub(r"[\s│]+", " ", invoke("train", "--help").output)  # rich wraps lines in boxes
+    for fragment in ("1 layer, d_model 64", "dropout 0.3", "word dropout 0.1", "min_freq=2", "patience 5"):
+        assert fragment in text, fragment
+
+
 def test_train_info_tasks(tmp_path):
     out = tmp_path / "b"
     opts = [a for k, v in TINY_TASK.items() for a in ("--task-opt", f"{k}={v}")]

@@ -89,3 +89,19 @@ def test_non_finite_numbers_in_a_recipe_or_set_are_refused():
         value = parse_assignments([f"temperature={raw}"])["temperature"]
         with pytest.raises(MhsaError, match="'temperature' must be a finite number"):
             build_config(DistillConfig, {"temperature": value})
+
+
+def test_text_and_quickstart_train_defaults_are_pinned():
+    """Text defaults chosen on trec's validation split (README "Defaults for text"); order keeps the quickstart's."""
+    from mhsa_cli.tasks.text import DEFAULTS
+
+    text = build_config(TrainConfig, {"data": "train.csv"})
+    assert text.task == "text"
+    shape = ("layers", "d_model", "heads", "d_ff", "dropout", "pooling")
+    assert tuple(getattr(text, k) for k in shape) == (1, 64, 4, 128, 0.3, "meanmax")
+    assert (text.epochs, text.batch_size, text.lr, text.weight_decay, text.patience) == (30, 32, 3e-3, 0.01, 5)
+    assert text.token_dropout == 0.1 and DEFAULTS["min_freq"] == 2
+    order = build_config(TrainConfig, {})
+    assert tuple(getattr(order, k) for k in shape) == (2, 256, 8, 512, 0.0, "cls")
+    assert (order.epochs, order.batch_size, order.lr, order.patience, order.token_dropout) == (8, 64, 1e-3, 0, 0.0)
+    assert build_config(TrainConfig, {"data": "train.csv", "token_dropout": 0}).token_dropout == 0.0

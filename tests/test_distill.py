@@ -236,7 +236,8 @@ def test_distill_with_mixup_feeds_both_students_the_same_mixes(tmp_path, monkeyp
                                      "out": str(tmp_path / "t"), "threads": 1}))
     seen = []
     real = train_module.cross_entropy_loss  # the scratch student's loss: fit's default
-    monkeypatch.setattr(train_module, "cross_entropy_loss", lambda ls, mixup: seen.append(mixup) or real(ls, mixup))
+    monkeypatch.setattr(train_module, "cross_entropy_loss",
+                        lambda ls, mixup, *more: seen.append(mixup) or real(ls, mixup, *more))
     values = {"epochs": 1, "compare_scratch": True, "threads": 1}
     mixed = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "m"), mixup=1.0, **values))
     plain = distill(dcfg(str(tmp_path / "t"), out=str(tmp_path / "p"), **values))

@@ -237,10 +237,15 @@ def test_text_explicit_test_path(tmp_path, csv_path):
 
 
 def test_text_vocab_from_train_only(csv_path):
-    data = load_task("text", path=csv_path, seed=0)
+    from collections import Counter
+
+    data = load_task("text", path=csv_path, seed=0, min_freq=1)
     vocab = vocab_of(data)
-    train_tokens = {tok for t in data.train._texts for tok in tokenize(t, "word", True)}
-    assert set(vocab[2:]) == train_tokens
+    counts = Counter(tok for t in data.train._texts for tok in tokenize(t, "word", True))
+    assert set(vocab[2:]) == set(counts)
+    default = load_task("text", path=csv_path, seed=0)  # min_freq 2 by default: words seen once -> <unk>
+    assert default.spec["min_freq"] == 2 and min(counts.values()) == 1
+    assert set(vocab_of(default)[2:]) == {tok for tok, n in counts.items() if n >= 2}
     held_out = [t for t in data.test._texts if t.startswith("good")][0]
     word = held_out.split()[2]  # item<k>: unique to this test row
     assert word not in vocab

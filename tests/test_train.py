@@ -112,6 +112,73 @@ def test_cross_entropy_with_mixup_is_the_mixed_label_loss():
     assert plain.item() == pytest.approx(F.cross_entropy(model(x), y).item())
 
 
+def test_token_dropout_replaces_only_real_tokens_by_unk_reproducibly():
+    from mhsa_cli.train import TokenDropout
+
+    x = torch.randint(2, 50, (64, 40))  # (B, T) real tokens
+    x[:, 30:] = 0  # padding
+    x[:, 0] = 1  # an <unk> already
+    out = TokenDropout(0.25, seed=5)(x)
+    changed = out != x
+    assert torch.equal(out[changed], torch.ones_like(out[changed]))  # every change is to <unk> (id 1)
+    assert not changed[:, 30:].any() and torch.equal(out[:, 0], x[:, 0])  # padding and <unk> untouched
+    share = changed[:, 1:30].float().mean().item()  # 1856 real tokens: p = 0.25 +- 4 standard errors
+    assert abs(share - 0.25) < 4 * (0.25 * 0.75 / 1856) ** 0.5
+    assert torch.equal(TokenDropout(0.25, seed=5)(x), out)  # seeded
+    assert not torch.equal(TokenDropout(0.25, seed=6)(x), out)
+    with pytest.raises(ValueError):
+        TokenDropout(0.0, seed=0)
+
+
+def test_cross_entropy_with_token_dropout_sees_the_dropped_ids():
+    import torch.nn.functional as F
+
+    from mhsa_cli.train import TokenDropout, cross_entropy_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(20, 3), torch.nn.Flatten(), torch.nn.Linear(15, 4))
+    x, y = torch.randint(2, 20, (8, 5)), torch.randint(0, 4, (8,))
+    loss, logits = cross_entropy_loss(0.0, token_dropout=TokenDropout(0.5, seed=1))(model, x, y)
+    dropped = TokenDropout(0.5, seed=1)(x)  # the same draw
+    assert not torch.equal(dropped, x) and torch.allclose(logits, model(dropped))
+    assert loss.item() == pytest.approx(F.cross_entropy(model(dropped), y).item())
+
+
+def test_train_text_with_token_dropout_is_reproducible_and_changes_the_result(tmp_path):
+    from mhsa_cli.config import TrainConfig, build_config
+
+    from .test_tasks import corpus, write_rows
+
+    data = write_rows(tmp_path / "data.csv", corpus())
+
+    def run(name, **values):
+        train(build_config(TrainConfig, {"data": data, "epochs": 2, "d_model": 16, "heads": 2, "d_ff": 16,
+                                         "out": str(tmp_path / name), "threads": 1, **values}))
+        return weights(tmp_path / name)
+
+    a, b, off = run("a"), run("b"), run("off", token_dropout=0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], off[k]) for k in a)
+    assert load_checkpoint(tmp_path / "a").meta["config"]["token_dropout"] == 0.1  # the text default, recorded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "order", "--token-dropout", "0.1"], "only the text task has, not 'order'"),
+    (["--init", "runs/none", "--token-dropout", "0.1"], "an --init checkpoint's tokenizer"),
+])
+def test_token_dropout_refused_outside_the_text_task(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["train", *args, "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not out.exists()
+
+
 def test_train_with_mixup_on_digits_is_reproducible_and_changes_the_result(tmp_path):
     from mhsa_cli.config import TrainConfig, build_config
 

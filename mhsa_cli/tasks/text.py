@@ -49,14 +49,14 @@ WORD_RE = re.compile(tk.WORD_PATTERN)
 MAX_LEN_PERCENTILE, MAX_LEN_CAP = 99, 256
 DEFAULTS: dict[str, Any] = dict(
     path=None, test_path=None, split=None, test_split=None, format="auto", text_column="text", label_column="label",
-    tokenizer="word", max_len=None, lowercase=True, min_freq=1, max_vocab=20000,
+    tokenizer="word", max_len=None, lowercase=True, min_freq=2, max_vocab=20000,
     val_fraction=0.1, test_fraction=0.1,
 )
 Row = tuple[int, str, str]  # (line number, text, label string)
 # ``mhsa train`` defaults for text (see TaskInfo.train_defaults and the README).
 TEXT_TRAIN_DEFAULTS: dict[str, Any] = dict(layers=1, d_model=64, heads=4, d_ff=128, dropout=0.3,
                                            pooling="meanmax", epochs=30, batch_size=32, lr=3e-3,
-                                           weight_decay=0.01, patience=5)
+                                           weight_decay=0.01, patience=5, token_dropout=0.1)
 
 
 # ---------------------------------------------------------------- options
@@ -500,7 +500,8 @@ register(TaskInfo(
         "max_len": "tokens per text; longer texts are truncated (default auto: the 99th percentile "
                    f"of the training split's token counts, at most {MAX_LEN_CAP})",
         "lowercase": "lowercase text before tokenizing (default true)",
-        "min_freq": "keep tokens seen at least this often in train (default 1)",
+        "min_freq": "keep tokens seen at least this often in train; rarer ones become <unk>, so the model "
+                    "learns <unk> (default 2)",
         "max_vocab": "vocabulary size incl. <pad> and <unk>; for bpe the subword vocabulary size "
                      "(default 20000)",
         "val_fraction": "validation share of path, stratified (default 0.1)",
