@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from torch import nn
 
 from ..environment import environment
 from ..errors import MhsaError, cap
+from ..hashing import file_sha256
 from ..model import ModelConfig
 from ..registry import CHECKPOINT_KINDS
 from .kinds import check_finite
@@ -59,11 +59,7 @@ class Checkpoint:
 
 def weights_id(path: Path) -> str:
     """Content hash of a weights file (first 16 hex digits of SHA-256)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def make_meta(kind: str, model_config: ModelConfig, task_spec: dict[str, Any], operation: str,
