@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mhsa_cli.checkpoint import load_checkpoint, load_model
 from mhsa_cli.cli import app
 from mhsa_cli.config import PredictConfig, build_config
+from mhsa_cli.errors import MhsaError
 from mhsa_cli.predict import command as pc
 from mhsa_cli.predict import load_for_predict, predict, predict_texts
 from mhsa_cli.tasks import task_from_spec
@@ -183,3 +184,16 @@ def test_export_folder_predicts_through_onnx_runtime(text_ckpts, tmp_path):
     assert all(abs(sum(p.probs) - 1) < 1e-4 for p in int8.shown)
     result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--precision", "int8", "--text", "hi"])
     assert_one_line_error(result, "--precision is for export folders")
+
+
+def test_predict_reader_and_text_task_name_an_unreadable_data_file_alike(tmp_path):
+    from mhsa_cli.predict import reader
+    from mhsa_cli.tasks import text
+
+    missing, folder = str(tmp_path / "nope.csv"), str(tmp_path)
+    for path, want in [(missing, f"data file {missing} not found"),
+                       (folder, f"data file {folder} is a directory, not a file")]:
+        for read in (reader._open, text._read_file):
+            with pytest.raises(MhsaError) as err:
+                read(path)
+            assert str(err.value) == want

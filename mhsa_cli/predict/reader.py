@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ..errors import MhsaError
 from ..tasks import hf_datasets as hfd
-from ..tasks.text import _format_of, _missing_column
+from ..tasks.text import _format_of, _missing_column, data_file_error
 
 Row = tuple[int, str, "str | None"]  # (line number, text, label or None)
 
@@ -39,12 +39,8 @@ class Source:
 def _open(path: str):
     try:
         return open(path, encoding="utf-8-sig", newline="", errors="strict")
-    except FileNotFoundError:
-        raise MhsaError(f"data file {path} not found") from None
-    except IsADirectoryError:
-        raise MhsaError(f"data file {path} is a directory, not a file") from None
     except OSError as exc:
-        raise MhsaError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+        raise data_file_error(path, exc) from None
 
 
 def _csv_rows(src: Source, fh) -> Iterator[Row]:

@@ -23,6 +23,7 @@ import yaml
 from .. import config as C
 from .. import yamlsafe
 from ..errors import MhsaError, closest
+from ..hashing import file_sha256  # noqa: F401  (recipe.run imports it from here)
 from ..tasks import hf_datasets
 
 
@@ -314,15 +315,6 @@ def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
             raise MhsaError(f"{at(key)}: stage '{name}' ({kind}) cannot take '{ref}': it makes "
                             f"{'a ' + got + ' checkpoint' if got in ('float', 'int8') else got + ' results'}{hint}")
     return list(refs)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _data_files(value: Any) -> dict[str, str]:

@@ -14,12 +14,12 @@ so the runtime registry below the export command can read folders.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import MhsaError
+from ..hashing import file_sha256  # noqa: F401  (export.command imports it from here)
 
 FORMAT = "mhsa-export"
 VERSION = 1
@@ -27,15 +27,6 @@ META = "export.json"
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # precision -> file name
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DTYPES = {"tokens": "int64", "features": "float32"}  # input kind -> ONNX input element type
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_export_folder(path: str | Path) -> bool:

@@ -157,17 +157,30 @@ def read_sources(opts: dict[str, Any]) -> dict[str, tuple[list[Row], str]]:
 
 
 # ---------------------------------------------------------------- reading
+def data_file_error(path: str, exc: OSError) -> MhsaError:
+    """The one-line error for a data file that cannot be opened or read (training and ``mhsa predict``).
+
+    Args:
+        path: the data file as the user named it.
+        exc: what ``open`` or the read raised.
+
+    Returns:
+        The error to raise (``from None``): not found, a directory, or the OS's reason.
+    """
+    if isinstance(exc, FileNotFoundError):
+        return MhsaError(f"data file {path} not found")
+    if isinstance(exc, IsADirectoryError):
+        return MhsaError(f"data file {path} is a directory, not a file")
+    return MhsaError(f"cannot read data file {path}: {exc.strerror or exc}")
+
+
 def _read_file(path: str) -> tuple[str, str]:
     """Return (decoded text, sha256 hex) of ``path``; BOM stripped."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
-    except FileNotFoundError:
-        raise MhsaError(f"data file {path} not found") from None
-    except IsADirectoryError:
-        raise MhsaError(f"data file {path} is a directory, not a file") from None
     except OSError as exc:
-        raise MhsaError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+        raise data_file_error(path, exc) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
