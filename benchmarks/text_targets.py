@@ -111,7 +111,7 @@ def recipe(data: Path, tmp: Path) -> Path:
         delta = 100 * (r["test_acc"] - base)
         print(f"recipe text-csv on trec: {name}: test acc {100 * r['test_acc']:.2f} % ({delta:+.2f} pts), "
               f"macro-F1 {r.get('test_macro_f1') or 0:.4f}, heads {r['heads']}"
-              + ("" if name == "baseline" else f", within 1 point: {'YES' if abs(delta) <= 1 else 'NO'}"), flush=True)
+              + ("" if name == "baseline" else f", within 1 point: {'YES' if round(abs(delta), 6) <= 1 else 'NO'}"), flush=True)
     print(f"recipe wall {wall:.1f} s [{before} -> {load()}]", flush=True)
     return out
 
