@@ -649,3 +649,20 @@ def test_busy_machine_warning_is_logged_before_timing(ckpts, monkeypatch):
     monkeypatch.setattr(environment, "busy_warning", lambda threads=0: None)
     bench(bench_cfg([ckpts / "base"], batch_sizes=[1]), progress=Log())
     assert not [e for e in events if e[0] == "log"]
+
+
+def test_ort_rows_carry_macro_f1_from_their_own_predictions(ort_run, ckpts):
+    from mhsa_cli.tasks import task_from_spec
+
+    result, _ = ort_run
+    data = task_from_spec(load_checkpoint(ckpts / "base").task_spec)
+    by = {r.name: r for r in result.rows}
+    for m in ("base", "student"):
+        t, q = by[m], by[f"{m} (ORT int8)"]
+        assert q.test_macro_f1 is not None and q.test_classes is not None
+        cm = torch.tensor(q.test_classes["confusion"])  # (true, predicted) counts, as measured in ORT
+        assert int(cm.sum()) == len(data.test) and cm.trace().item() / len(data.test) == pytest.approx(q.test_acc)
+        tp, pred, true = cm.diag().float(), cm.sum(0).float(), cm.sum(1).float()
+        f1 = [0.0 if tp[i] == 0 else float(2 * tp[i] / (pred[i] + true[i])) for i in range(len(tp))]
+        assert q.test_macro_f1 == pytest.approx(sum(f1) / len(f1))  # hand formula: 2TP / (P + T)
+        assert t.test_macro_f1 is not None

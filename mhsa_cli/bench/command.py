@@ -251,14 +251,16 @@ def _torch_row(e: Entry, data: Any) -> BenchRow:
 def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
     """The same for an ORT entry: accuracy measured in ORT, ONNX file and initializer bytes,
     parameters of the source model, and the logit gap to torch on validation rows."""
-    from ..runtimes import accuracy
+    from ..metrics import classification_report
+    from ..runtimes import predictions
 
     size, weights = onnx_sizes(e)
+    report = classification_report(data.test.y, predictions(e.model, data.test), data.labels)  # in ORT
     stored = e.ckpt.meta.get("metrics", {}).get("test_acc") if e.precision == "fp32" else None
     return BenchRow(
         name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt), heads=list(e.ckpt.model_config.heads),
         params=count_weights(float_model), size_bytes=size, weight_bytes=weights,
-        test_acc=accuracy(e.model, data.test),
+        test_acc=report.accuracy, test_macro_f1=report.macro_f1, test_classes=report.to_dict(),
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         runtime=e.runtime, precision=e.precision, model=e.model_name,
         parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]))

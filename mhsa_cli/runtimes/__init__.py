@@ -114,21 +114,23 @@ def load_runtime(name: str, path: str | Path, precision: str | None = None, thre
 
 
 @torch.inference_mode()
-def accuracy(call: Callable[[torch.Tensor], torch.Tensor], split: Any, batch_size: int = 256) -> float:
-    """Accuracy of ``call`` (any runtime's ``x -> logits``) on a task split, in batches.
+def predictions(call: Callable[[torch.Tensor], torch.Tensor], split: Any, batch_size: int = 256) -> torch.Tensor:
+    """Predicted class ids (N,) of ``call`` (any runtime's ``x -> logits``) on a task split, in batches.
 
     An ``nn.Module`` is put in eval mode (its mode restored after).
     """
     was = getattr(call, "training", None)
     if was is not None:
         call.eval()  # type: ignore[attr-defined]
-    correct = 0
-    for i in range(0, len(split), batch_size):
-        x, y = split.x[i: i + batch_size], split.y[i: i + batch_size]
-        correct += int((call(x).argmax(-1) == y).sum())
+    preds = [call(split.x[i: i + batch_size]).argmax(-1) for i in range(0, len(split), batch_size)]
     if was:
         call.train(was)  # type: ignore[attr-defined]
-    return correct / max(len(split), 1)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(call: Callable[[torch.Tensor], torch.Tensor], split: Any, batch_size: int = 256) -> float:
+    """Accuracy of ``call`` on a task split (see :func:`predictions`)."""
+    return int((predictions(call, split, batch_size) == split.y).sum()) / max(len(split), 1)
 
 
 from . import onnxruntime as _ort  # noqa: E402,F401  (registration)
