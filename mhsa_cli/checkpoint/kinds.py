@@ -98,15 +98,9 @@ KINDS = CHECKPOINT_KINDS  # kind name -> CheckpointKind (int8 is registered by m
 
 
 def load_state(model: MHSAClassifier, tensors: dict[str, torch.Tensor], where: Any) -> None:
-    """Strict state-dict load with a one-line error on any mismatch."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise MhsaError(f"checkpoint {where}: weights disagree with the JSON architecture ({what})")
-    for k, v in expected.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise MhsaError(f"checkpoint {where}: weights disagree with the JSON architecture "
-                            f"({k}: file {tuple(tensors[k].shape)}, JSON {tuple(v.shape)})")
+    """Strict state-dict load with a one-line error on any mismatch (:func:`check_tensors`)."""
+    try:
+        check_tensors(tensors, model.state_dict(), model.config.head_dim)
+    except MhsaError as exc:
+        raise MhsaError(f"checkpoint {where}: {exc}") from None
     model.load_state_dict(tensors, strict=True)
