@@ -35,6 +35,7 @@ from .errors import MhsaError
 # (BERT's [CLS] added by its tokenizer); mean / max: average / maximum over real tokens;
 # meanmax: their sum (the text task's default: the strongest cue anywhere in the text)
 POOLINGS = ("cls", "first", "mean", "max", "meanmax")
+FIRST_POSITION = ("cls", "first")  # poolings that read row 0 only
 NORMS = ("pre", "post")  # pre-LN: x + f(ln(x)); post-LN (BERT): ln(x + f(x))
 ACTIVATIONS = {  # feed-forward non-linearity; HF names gelu / gelu_new map to these
     "gelu": F.gelu,
@@ -169,16 +170,19 @@ class Attention(nn.Module):
         return t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, S)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                gate: torch.Tensor | None = None, need_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, D); attn_mask: (B, 1, 1, T) bool, True = attend; gate: (H,) or (B, H)."""
+                gate: torch.Tensor | None = None, need_weights: bool = False,
+                query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, D) keys and values (and queries unless ``query``: (B, Q, D), the rows whose
+        outputs are wanted); attn_mask: (B, 1, 1, T) bool, True = attend; gate: (H,) or (B, H).
+        Returns (B, Q, D) (Q = T without ``query``) and the probabilities (B, H, Q, T) or None."""
+        query = x if query is None else query
         if self.n_heads == 0:
-            return self.o_bias.expand_as(x), None
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+            return self.o_bias.expand_as(query), None
+        q, k, v = self._heads(self.q(query)), self._heads(self.k(x)), self._heads(self.v(x))
         p = self.dropout if self.training else 0.0
         probs = None
         if need_weights:  # explicit path: same math as SDPA, keeps the probabilities
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, T)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, Q, T)
             empty = None
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
@@ -189,13 +193,13 @@ class Attention(nn.Module):
             probs = scores.softmax(dim=-1)
             if empty is not None:
                 probs = probs.masked_fill(empty, 0.0)
-            y = F.dropout(probs, p, self.training) @ v  # (B, H, T, S)
+            y = F.dropout(probs, p, self.training) @ v  # (B, H, Q, S)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         if gate is not None:  # (H,) for all samples or (B, H) per sample; 0 == head removed
             y = y * (gate.view(1, -1, 1, 1) if gate.dim() == 1 else gate[:, :, None, None])
-        B, _, T, _ = y.shape
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*S)
+        B, _, Q, _ = y.shape
+        y = y.transpose(1, 2).reshape(B, Q, self.n_heads * self.head_dim)  # (B, Q, H*S)
         return self.o(y), probs
 
 
@@ -218,13 +222,20 @@ class Block(nn.Module):
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.ff2(self.act(self.ff1(x))))  # (B, T, D)
 
-    def forward(self, x, attn_mask=None, gate=None, need_weights=False):
+    def forward(self, x, attn_mask=None, gate=None, need_weights=False, first_only=False):
+        """x: (B, T, D) -> (B, T, D), or (B, 1, D) with ``first_only``: the first position's
+        output alone (every row still serves as key and value), the same numbers as row 0
+        of the full output for a fraction of the work (see :meth:`MHSAClassifier.forward`)."""
+        # contiguous: F.linear on a strided (B, 1, D) view rounds differently with the weights'
+        # memory alignment (measured: 4 results over 16 offsets), i.e. from one load to the next
         if self.post:
-            a, probs = self.attn(x, attn_mask, gate, need_weights)
-            x = self.ln1(x + self.drop(a))
+            q = x[:, :1].contiguous() if first_only else None
+            a, probs = self.attn(x, attn_mask, gate, need_weights, q)
+            x = self.ln1((x if q is None else q) + self.drop(a))
             return self.ln2(x + self._ff(x)), probs
-        a, probs = self.attn(self.ln1(x), attn_mask, gate, need_weights)
-        x = x + self.drop(a)
+        hx = self.ln1(x)
+        a, probs = self.attn(hx, attn_mask, gate, need_weights, hx[:, :1].contiguous() if first_only else None)
+        x = (x[:, :1] if first_only else x) + self.drop(a)
         return x + self._ff(self.ln2(x)), probs
 
 
@@ -290,7 +301,7 @@ class MHSAClassifier(nn.Module):
         """(B, T, D) -> (B, D): the first position (cls, first), or the mean / max / mean + max
         over real tokens (padding excluded, so the result does not depend on padding)."""
         kind = self.config.pooling
-        if kind in ("cls", "first"):
+        if kind in FIRST_POSITION:
             return h[:, 0]
         out = 0
         if kind in ("mean", "meanmax"):
@@ -331,6 +342,13 @@ class MHSAClassifier(nn.Module):
                 output_attentions: bool = False) -> torch.Tensor | EncoderOutput:
         """Logits (B, C): the fast path used for training, evaluation and latency.
 
+        In eval mode a first-position pooling (``cls``, ``first``) reads row 0 of
+        the last block alone, so that block computes only that row: queries,
+        attention, output projection and feed-forward for 1 position instead of
+        T (keys and values still for all T). Exact (the same formula; float
+        rounding may differ in the last bits); the exported ONNX graph has it
+        too. Training keeps the full last block (bitwise the same training runs).
+
         With ``features=True`` returns :meth:`forward_features`'s
         :class:`EncoderOutput` instead (so a DDP-wrapped model can give hidden
         states and attentions through its own ``forward``).
@@ -339,9 +357,15 @@ class MHSAClassifier(nn.Module):
             return self.forward_features(x, head_gates, output_attentions)
         h, pad = self._embed(x)
         attn_mask = pad[:, None, None, :] if pad is not None else None
-        for block in self.blocks:
-            h, _ = block(h, attn_mask)
+        first = self.first_only
+        for i, block in enumerate(self.blocks):
+            h, _ = block(h, attn_mask, first_only=first and i == len(self.blocks) - 1)
         return self._classify(h, pad)
+
+    @property
+    def first_only(self) -> bool:
+        """Whether :meth:`forward` computes only the pooled row in its last block."""
+        return not self.training and self.config.pooling in FIRST_POSITION
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> MHSAClassifier:
@@ -357,19 +381,22 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
-    """Multiply-accumulates x2 of one forward pass for one sample (matmuls only).
+    """Multiply-accumulates x2 of one inference forward pass for one sample (matmuls only).
 
     Used to explain speedups after pruning: q/k/v/o projections, scores and
-    weighted values per layer, feed-forward, classifier.
+    weighted values per layer, feed-forward, classifier. With a first-position
+    pooling the last block computes 1 query row (keys and values for all T),
+    as :meth:`MHSAClassifier.forward` does in eval mode.
     """
     c = config
     T = (seq_len or c.max_len) + (1 if c.pooling == "cls" else 0)
     embed = T * c.feature_dim * c.d_model if c.input_kind == "features" else 0
     total = embed
-    for h in c.heads:
+    for i, h in enumerate(c.heads):
+        rows = 1 if c.pooling in FIRST_POSITION and i == len(c.heads) - 1 else T  # query rows
         inner = h * c.head_dim
-        total += 4 * T * c.d_model * inner  # q, k, v, o
-        total += 2 * T * T * inner  # scores + probs @ v
-        total += 2 * T * c.d_model * c.d_ff  # ff1 + ff2
+        total += 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
+        total += 2 * rows * T * inner  # scores + probs @ v
+        total += 2 * rows * c.d_model * c.d_ff  # ff1 + ff2
     total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
     return 2 * total

@@ -109,12 +109,13 @@ def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_pat
     r = do_export(tiny_ckpt, tmp_path / "e")
     counts = op_counts(tmp_path / "e" / "model.int8.onnx")
     assert all(counts.get(op, 0) >= 1 for op in INT8_OPS)
-    # every Linear of a 2-layer model is an integer product: q|k|v (fused), o, ff1, ff2 per layer + classifier;
-    # the two activation x activation products per layer (scores, probs @ v) stay float
-    assert counts["MatMulInteger"] == 2 * 4 + 1 and counts["MatMul"] == 2 * 2 and counts["Split"] == 2
+    # every Linear of a 2-layer cls model is an integer product: q|k|v (fused), o, ff1, ff2 in layer 1;
+    # k|v (fused), q (the cls row alone), o, ff1, ff2 in layer 2; the classifier. The two
+    # activation x activation products per layer (scores, probs @ v) stay float
+    assert counts["MatMulInteger"] == 4 + 5 + 1 and counts["MatMul"] == 2 * 2 and counts["Split"] == 2
     g = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
     int8_weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
-    assert len(int8_weights) == 9
+    assert len(int8_weights) == 10
     data = load_task("order", 0, **TINY_TASK)
     fp32 = load_runtime("onnxruntime", tmp_path / "e", "fp32", threads=1).call(data.test.x)
     int8 = load_runtime("onnxruntime", tmp_path / "e", "int8", threads=1).call(data.test.x)

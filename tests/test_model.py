@@ -262,3 +262,49 @@ def test_bert_style_switches_shapes_padding_and_pooler():
 def test_bad_switches_are_clear_errors(kw, msg):
     with pytest.raises(MhsaError, match=msg):
         token_config(**kw)
+
+
+def _rows_seen_by_last_ff(m, x):
+    """How many positions the last block's feed-forward computes (a hook on ff1)."""
+    seen = []
+    hook = m.blocks[-1].ff1.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+    with torch.no_grad():
+        logits = m(x)
+    hook.remove()
+    return seen[0], logits
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(norm="post", pooling="first"), dict(heads=[4, 0]),
+                                dict(heads=[2], pooling="first")])
+def test_eval_forward_computes_only_the_pooled_row_of_the_last_block(kw):
+    m = build_model(token_config(**kw), seed=3).eval()
+    x = torch.randint(1, 20, (5, 12))
+    x[1, 4:] = 0  # padded rows
+    x[2, :] = 0  # all padding but the cls row (first pooling: an all-padding sample)
+    rows, fast = _rows_seen_by_last_ff(m, x)
+    assert rows == 1
+    # the independent oracle: the full forward (every row of every block), row 0 pooled
+    full = m(x, features=True).logits
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert m.first_only
+    m.train()  # training keeps the full last block (bitwise the same training as before)
+    assert not m.first_only and _rows_seen_by_last_ff(m, x)[0] == x.shape[1] + (kw.get("pooling", "cls") == "cls")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])
+def test_pooling_over_all_rows_keeps_the_full_last_block(pooling):
+    m = build_model(token_config(pooling=pooling), seed=3).eval()
+    assert not m.first_only and _rows_seen_by_last_ff(m, torch.randint(1, 20, (2, 12)))[0] == 12
+
+
+
+def test_flops_by_hand_for_full_and_pooled_row_last_blocks():
+    # D 32, heads [4, 2] x 8 (inner 32, 16), d_ff 48, 5 classes; matmul MACs x 2
+    mean = token_config(pooling="mean")  # T = 12, every block all rows
+    l1 = 4 * 12 * 32 * 32 + 2 * 12 * 12 * 32 + 2 * 12 * 32 * 48  # q k v o; scores, p @ v; ff1 ff2
+    l2 = 4 * 12 * 32 * 16 + 2 * 12 * 12 * 16 + 2 * 12 * 32 * 48
+    assert attention_flops(mean) == 2 * (l1 + l2 + 32 * 5)
+    cls = token_config()  # T = 13 (cls + 12); the last block computes the cls row alone
+    l1 = 4 * 13 * 32 * 32 + 2 * 13 * 13 * 32 + 2 * 13 * 32 * 48
+    l2 = 2 * 13 * 32 * 16 + 2 * 1 * 32 * 16 + 2 * 1 * 13 * 16 + 2 * 1 * 32 * 48  # k v; q o; 1 row
+    assert attention_flops(cls) == 2 * (l1 + l2 + 32 * 5)
