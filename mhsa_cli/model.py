@@ -195,7 +195,10 @@ class Attention(nn.Module):
                 probs = probs.masked_fill(empty, 0.0)
             y = F.dropout(probs, p, self.training) @ v  # (B, H, Q, S)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+            # the scale given (torch's default value, bitwise the same): the ONNX graph gets a
+            # constant instead of 6 nodes that compute it from the runtime shape
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,
+                                               scale=1 / math.sqrt(self.head_dim))
         if gate is not None:  # (H,) for all samples or (B, H) per sample; 0 == head removed
             y = y * (gate.view(1, -1, 1, 1) if gate.dim() == 1 else gate[:, :, None, None])
         B, _, Q, _ = y.shape
@@ -279,12 +282,13 @@ class MHSAClassifier(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T) ids or (B, T, F) -> (B, T', D) and pad mask (B, T') or None."""
         c = self.config
-        pad = (x != c.pad_id) if c.input_kind == "tokens" else None  # (B, T)
+        # (B, T'): with cls, id -1 (never the pad id) stands for the cls row; one Pad in the ONNX
+        # graph where concatenating a ones column took six nodes
+        ids = F.pad(x, (1, 0), value=-1) if self.cls is not None and c.input_kind == "tokens" else x
+        pad = (ids != c.pad_id) if c.input_kind == "tokens" else None
         h = self.embed(x)
         if self.cls is not None:
-            h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
-            if pad is not None:
-                pad = torch.cat([pad.new_ones(pad.shape[0], 1), pad], dim=1)
+            h = torch.cat([self.cls.expand_as(h[:, :1]), h], dim=1)
         T = h.shape[1]
         if c.pos_offset + T > self.pos.shape[1]:
             raise MhsaError(f"input length {x.shape[1]} exceeds the model's max_len {c.max_len}")
