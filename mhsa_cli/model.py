@@ -10,6 +10,9 @@ Design points that the compression stages rely on:
 * The default forward uses ``F.scaled_dot_product_attention``. Per-head gates
   (for importance scores) and attention probabilities (for distillation) are
   opt-in through :meth:`MHSAClassifier.forward_features`.
+* In eval mode a first-position pooling (``cls``, ``first``) computes only
+  row 0 of the last block (keys and values still for every row): the same
+  formula for a fraction of the work, in torch and in the exported graph.
 * A few switches (``norm``, ``embed_norm``, ``final_norm``, ``type_vocab_size``,
   ``pos_offset``, ``pad_id``, ``pooling="first"``, ``pooler``, ``activation``,
   ``ln_eps``) make the same modules and the same forward reproduce BERT-family

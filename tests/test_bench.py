@@ -473,6 +473,35 @@ def test_fastest_runtime_per_model_and_cell(ort_run):
     assert ",onnxruntime,int8," in bench_csv(result)
 
 
+def test_ort_threads_give_one_row_per_count_with_sessions_of_that_count(ckpts, monkeypatch):
+    from mhsa_cli.runtimes import onnxruntime as ort_rt
+
+    made = []  # intra-op thread counts of the sessions actually created
+    real = ort_rt.session_options
+
+    def recording(threads):
+        made.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(ort_rt, "session_options", recording)
+    result = bench(bench_cfg([ckpts / "base"], runtime=["torch", "onnxruntime"], batch_sizes=[1],
+                             ort_threads=[1, 2]))  # torch: --threads 1
+    assert [r.name for r in result.rows] == ["base", "base (ORT fp32, 1 thr)", "base (ORT int8, 1 thr)",
+                                             "base (ORT fp32, 2 thr)", "base (ORT int8, 2 thr)"]
+    assert [r.runtime_label for r in result.rows[1:3]] == ["ORT fp32 1 thr", "ORT int8 1 thr"]
+    assert made[-4:] == [1, 1, 2, 2]  # fp32 and int8 session at each count, in row order
+    assert result.environment["ort_threads"]["intra_op"] == [1, 2]
+    fastest = result.fastest[0]
+    best = min(result.rows, key=lambda r: r.latency[("cpu", 1)].latency_ms_p50)
+    assert fastest["row"] == best.name and fastest["label"] == best.runtime_label
+    md = bench_markdown(result)
+    assert "1, 2 intra-op threads (a row each; torch: 1)" in md and f"{best.runtime_label} (" in md
+    assert bench_csv(result).splitlines()[2].endswith(",1 thr")  # the variant column
+    same = bench(bench_cfg([ckpts / "base"], runtime=["onnxruntime"], batch_sizes=[1], ort_threads=[1]))
+    assert [r.name for r in same.rows] == ["base (ORT fp32)", "base (ORT int8)"]  # = torch's: no label
+    assert same.environment["ort_threads"]["intra_op"] == 1
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_torch_int8_checkpoint_gets_no_ort_rows(ckpts, monkeypatch):
     int8 = fake_int8(ckpts, monkeypatch)

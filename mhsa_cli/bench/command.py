@@ -67,12 +67,13 @@ class BenchRow:
     precision: str = "fp32"  # fp32 | int8 (in that runtime)
     model: str = ""  # the checkpoint's display name (a checkpoint's rows in several runtimes share it)
     parity_max_abs_gap: float | None = None  # ORT rows: max |logits - torch logits| on validation rows
+    variant: str = ""  # e.g. "1 thr": an ORT row at another intra-op thread count than torch's
 
     @property
     def runtime_label(self) -> str:
-        from .entries import RUNTIME_LABELS
+        from .entries import runtime_label
 
-        return f"{RUNTIME_LABELS.get(self.runtime, self.runtime)} {self.precision}"
+        return runtime_label(self.runtime, self.precision, self.variant)
     test_macro_f1: float | None = None
     test_classes: dict[str, Any] | None = None  # per-class metrics on the test split (ClassReport JSON)
 
@@ -262,7 +263,7 @@ def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
         params=count_weights(float_model), size_bytes=size, weight_bytes=weights,
         test_acc=report.accuracy, test_macro_f1=report.macro_f1, test_classes=report.to_dict(),
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
-        runtime=e.runtime, precision=e.precision, model=e.model_name,
+        runtime=e.runtime, precision=e.precision, model=e.model_name, variant=e.variant,
         parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]))
 
 
@@ -347,7 +348,7 @@ def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
             r.ratios.speedup[key] = b.latency_ms_p50 / st.latency_ms_p50 if b and st.latency_ms_p50 > 0 else None
 
 
-def _bench_environment(devices: list[str], runtimes: list[str]) -> dict[str, Any]:
+def _bench_environment(devices: list[str], runtimes: list[str], ort_threads: list[int]) -> dict[str, Any]:
     from ..environment import environment
     from ..runtimes import RUNTIMES
 
@@ -355,8 +356,9 @@ def _bench_environment(devices: list[str], runtimes: list[str]) -> dict[str, Any
     for name in runtimes:
         env.update(RUNTIMES[name].versions())
     env["runtimes"] = runtimes
-    if "onnxruntime" in runtimes:  # ORT sessions get torch's thread count (set before this is called)
-        env["ort_threads"] = {"intra_op": torch.get_num_threads(), "inter_op": 1, "spinning": False}
+    if "onnxruntime" in runtimes:  # ORT sessions: torch's thread count (set before this is called) or --ort-threads
+        counts, t = list(dict.fromkeys(ort_threads)), torch.get_num_threads()
+        env["ort_threads"] = {"intra_op": counts if counts and counts != [t] else t, "inter_op": 1, "spinning": False}
     env["torch_interop_threads"] = torch.get_num_interop_threads()
     env["clock"] = {"cpu": "time.perf_counter per call",
                     "cuda": "torch.cuda.Event pairs, synchronized"}
@@ -402,9 +404,10 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
             if busy:  # before the timing: a loaded machine makes every number slow and noisy
                 progress.log(busy)
             with progress.task("loading" + (" and exporting to ONNX" if ORT in runtimes else ""), total=1) as bar:
-                entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads())
+                entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads(),
+                                               list(cfg.ort_threads))
                 bar.advance(1)
-            env = _bench_environment(devices, runtimes)
+            env = _bench_environment(devices, runtimes, list(cfg.ort_threads))
             rows = _measure_rows(entries, data, progress)
             for key in [(d, b) for d in devices for b in sizes]:
                 _time_cell(entries, rows, key, timing_input(data, key[1], cfg.seq_len, cfg.seed), cfg, progress)

@@ -5,7 +5,9 @@
 (:func:`mhsa_cli.export.write_export`: the same files ``mhsa export`` writes)
 and gets an ORT fp32 and an ORT int8 row; torch-int8 checkpoints have no ONNX
 form (their float parent's ORT int8 row is the counterpart), which a note says.
-ORT sessions get torch's thread count (:mod:`mhsa_cli.runtimes.onnxruntime`).
+ORT sessions get torch's thread count (:mod:`mhsa_cli.runtimes.onnxruntime`),
+or each of ``--ort-threads`` (one row per count, labelled "N thr" where it is
+not torch's single count).
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ class Entry:
     precision: str = "fp32"
     folder: Path | None = None  # ORT: the export folder
     details: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # a setting beside runtime and precision ("1 thr"), "" when the default
 
     @property
     def label(self) -> str:
-        """``torch fp32``, ``ORT int8``, ..."""
-        return f"{RUNTIME_LABELS.get(self.runtime, self.runtime)} {self.precision}"
+        """``torch fp32``, ``ORT int8``, ``ORT int8 1 thr``, ..."""
+        return runtime_label(self.runtime, self.precision, self.variant)
+
+
+def runtime_label(runtime: str, precision: str, variant: str = "") -> str:
+    """What the runtime column shows: ``ORT int8``, ``ORT int8 1 thr``."""
+    return " ".join(x for x in (RUNTIME_LABELS.get(runtime, runtime), precision, variant) if x)
 
 
 def torch_entry(ckpt: Any, name: str) -> Entry:
@@ -46,8 +54,9 @@ def torch_entry(ckpt: Any, name: str) -> Entry:
     return Entry(ckpt, load_model(ckpt), name, name, TORCH, "int8" if ckpt.kind == "int8" else "fp32")
 
 
-def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int) -> list[Entry]:
-    """ORT fp32 and int8 entries of a float checkpoint, exported into ``tmp/<name>``."""
+def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list[int] | None = None) -> list[Entry]:
+    """ORT fp32 and int8 entries of a float checkpoint, exported into ``tmp/<name>``: one pair per
+    intra-op thread count (``ort_threads``, default ``[threads]``)."""
     from ..checkpoint import load_model
     from ..export import write_export
     from ..runtimes import load_runtime
@@ -57,12 +66,16 @@ def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int) -> list[Entry]:
     model = load_model(ckpt)
     exporter, quant = write_export(model, folder, int8=True)
     _write_meta(folder, ckpt)
+    counts = list(dict.fromkeys(ort_threads or [threads]))
     out = []
-    for precision in ("fp32", "int8"):
-        loaded = load_runtime(ORT, folder, precision, threads)
-        e = Entry(ckpt, loaded.call, f"{name} (ORT {precision})", name, ORT, precision, folder,
-                  {**loaded.details, "exporter": exporter, "quantization": quant if precision == "int8" else None})
-        out.append(e)
+    for n in counts:
+        variant = "" if counts == [threads] else f"{n} thr"
+        for precision in ("fp32", "int8"):
+            loaded = load_runtime(ORT, folder, precision, n)
+            label = ", ".join(x for x in (f"ORT {precision}", variant) if x)
+            out.append(Entry(ckpt, loaded.call, f"{name} ({label})", name, ORT, precision, folder,
+                             {**loaded.details, "exporter": exporter,
+                              "quantization": quant if precision == "int8" else None}, variant))
     return out
 
 
@@ -96,7 +109,7 @@ def onnx_sizes(entry: Entry) -> tuple[int, int]:
 
 
 def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: Path | None,
-                  threads: int) -> tuple[list[Entry], list[str]]:
+                  threads: int, ort_threads: list[int] | None = None) -> tuple[list[Entry], list[str]]:
     """Entries in table order (each checkpoint's runtimes together) and notes on what was left out."""
     entries, notes = [], []
     for ckpt, name in zip(ckpts, names):
@@ -107,7 +120,7 @@ def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: 
                 notes.append(f"{name}: a torch-{ckpt.kind} checkpoint has no ONNX export: not run in ORT "
                              "(its float parent's ORT int8 row is the counterpart).")
                 continue
-            entries.extend(ort_entries(ckpt, name, tmp, threads))  # type: ignore[arg-type]
+            entries.extend(ort_entries(ckpt, name, tmp, threads, ort_threads))  # type: ignore[arg-type]
     return entries, notes
 
 
@@ -133,6 +146,6 @@ def fastest_rows(rows: list[Any], keys: list[tuple[str, int]]) -> list[dict[str,
                 continue
             best = min(timed, key=lambda r: r.latency[key].latency_ms_p50)
             out.append({"model": model, "device": key[0], "batch_size": key[1], "row": best.name,
-                        "runtime": best.runtime, "precision": best.precision,
+                        "runtime": best.runtime, "precision": best.precision, "label": best.runtime_label,
                         "latency_ms_p50": best.latency[key].latency_ms_p50})
     return out

@@ -273,6 +273,10 @@ class BenchConfig:
     runtime: list[str] = opt(["torch"], "runtimes to measure each checkpoint in: torch, onnxruntime (float "
                              "checkpoints get ORT fp32 and ORT int8 rows, exported to a temporary folder)",
                              choices=_runtime_names)
+    ort_threads: list[int] = opt([], "ORT intra-op thread counts, one row per count for each ORT model "
+                                 "(default: torch's count). E.g. 1,2 on 2 cores: ORT's second thread can "
+                                 "cost more than it gives on a small model; the table says which is faster",
+                                 min=1, max=MAX_THREADS)
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")

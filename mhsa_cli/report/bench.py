@@ -194,8 +194,12 @@ def _runtime_notes(result: Any) -> list[str]:
     if not _several_runtimes(result):
         return notes
     ort = result.environment.get("ort_threads") or {}
+    intra = ort.get("intra_op")
+    threads = (f"{', '.join(map(str, intra))} intra-op threads (a row each; torch: "
+               f"{result.environment.get('torch_threads')})" if isinstance(intra, list)
+               else f"{intra} intra-op thread(s) (= torch's)")
     notes.append(f"ORT: onnxruntime {result.environment.get('onnxruntime')}, CPU provider, all graph optimisations, "
-                 f"{ort.get('intra_op')} intra-op thread(s) (= torch's), spinning off; fp32 = the exported graph, "
+                 f"{threads}, spinning off; fp32 = the exported graph, "
                  "int8 = ORT dynamic quantization (quantize_dynamic after quant_pre_process); accuracy measured "
                  "in each runtime.")
     gaps = [(r.name, r.parity_max_abs_gap) for r in result.rows if r.parity_max_abs_gap is not None
@@ -214,7 +218,7 @@ def _runtime_notes(result: Any) -> list[str]:
 
 
 def _label(f: dict[str, Any]) -> str:
-    return f"{'ORT' if f['runtime'] == 'onnxruntime' else f['runtime']} {f['precision']}"
+    return f.get("label") or f"{'ORT' if f['runtime'] == 'onnxruntime' else f['runtime']} {f['precision']}"
 
 
 def environment_line(env: dict[str, Any]) -> str:
@@ -345,7 +349,7 @@ STAT_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_
 CSV_COLUMNS = ["model", "path", "runtime", "precision", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
                "quantized_engine", "test_acc", "stored_test_acc", "compression", "acc_delta_pts", "device",
                "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap",
-               "test_macro_f1"]
+               "test_macro_f1", "variant"]
 
 
 def bench_csv(result: Any) -> str:
@@ -360,7 +364,7 @@ def bench_csv(result: Any) -> str:
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
                           _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap),
-                          _blank(r.test_macro_f1)])
+                          _blank(r.test_macro_f1), r.variant])
     return csv_text(CSV_COLUMNS, lines)
 
 
