@@ -37,8 +37,10 @@ class OrtCall:
         self.session, self.dtype = session, dtype
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # shares memory with a CPU tensor; the short path saves ~1 us a call (3 % of a 30 us model)
-        a = x.numpy() if not x.requires_grad and x.device.type == "cpu" else x.detach().cpu().numpy()
+        try:  # shares memory with a CPU tensor: ~0.6 us, where detach().cpu() first cost ~1.5 us (a 30 us
+            a = x.numpy()  # model's 5 %); raises for a tensor that needs grad or lives on a GPU
+        except (RuntimeError, TypeError):
+            a = x.detach().cpu().numpy()
         if a.dtype != self.dtype:
             a = a.astype(self.dtype)
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: a})[0])
