@@ -12,16 +12,19 @@ finished quickstart results folder. The float ones are exported with
 ``mhsa export`` (its own checks: parity and accuracy per runtime).
 
 Printed, for batch 1 and 32 and 1 and 2 threads, every latency from one
-interleaved run per cell (``mhsa bench``'s :func:`measure_interleaved`):
+interleaved run per cell (``mhsa bench``'s :func:`measure_interleaved`: round-robin
+in bursts of ``--burst-ms`` per model, warm caches; ``--burst-ms 0`` times one
+call per model per round, where the other models evict a small model's weights
+before each of its calls):
 
 1. ORT fp32 vs torch logits, max abs gap per checkpoint kind (target <= 1e-4);
 2. ORT int8 test accuracy vs the float model's (target: within 0.5 point);
 3. the best deployable model (pruned or student, ORT int8, <= 1 point accuracy
    loss) p50 / torch fp32 baseline p50 (target <= 0.08);
 4. that model vs ORT int8 of the uncompressed baseline (target >= 3x faster);
-3b. 3 and 4 again with the three models timed in alternating blocks (warm caches,
-   as a deployment serving one model sees them): round-robin per call evicts a
-   small model's weights between its calls and roughly doubles its batch-1 time;
+3b. 3 and 4 again with the three models timed in alternating blocks of
+   ``--min-time`` each (a cross-check of the bursts: warm caches, as a
+   deployment serving one model sees them);
 5. bench's ORT p50 vs a bare ``InferenceSession.run`` loop on the same input and
    session settings (target within 10 %), alternating blocks, median of 3.
 
@@ -52,6 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhsa_cli.bench import measure_interleaved, measure_latency, timing_input  # noqa: E402
+from mhsa_cli.bench.timer import BURST_MS  # noqa: E402
 from mhsa_cli.checkpoint import load_checkpoint, load_model  # noqa: E402
 from mhsa_cli.config import ExportConfig, RecipeConfig, build_config  # noqa: E402
 from mhsa_cli.export import export  # noqa: E402
@@ -149,7 +153,7 @@ def bare_vs_bench(args: argparse.Namespace, data: Any, threads: int, batch: int)
 def blocks(ms: dict[str, Any], data: Any, batch: int, args: argparse.Namespace, best: str) -> dict[str, Any]:
     """The targets' models timed in alternating blocks of ``min_time`` seconds each (3 rounds,
     median p50): each model's caches stay warm within its block, as in a deployment that serves one
-    model. Round-robin per call (:func:`cell`) evicts a small model's weights between its calls.
+    model (the bursts of :func:`cell` keep them warm too, at a finer grain).
     With @1t twins present, also the within-budget figures (each model at its faster setting)."""
     x = timing_input(data, batch)
     names = [n for n in ("torch fp32 baseline", best, "ORT int8 baseline", best + ONE, "ORT int8 baseline" + ONE)
@@ -173,10 +177,14 @@ def accuracies(data: Any, ms: dict[str, Any]) -> dict[str, float]:
 
 
 def cell(ms: dict[str, Any], data: Any, batch: int, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Per-call latencies (ms) of every model, timed round-robin: sample i of each model is round i."""
+    """Per-round latencies (ms) of every model, timed round-robin in bursts (``mhsa bench``'s timer,
+    ``--burst-ms`` per model and round; 0 = one call per round): the median of each burst, so
+    entry i of each model is round i."""
     x = timing_input(data, batch)
-    st = measure_interleaved({n: (m, x) for n, m in ms.items()}, "cpu", args.min_time, 20, 5)
-    return {n: s.samples_ms for n, s in st.items()}
+    st = measure_interleaved({n: (m, x) for n, m in ms.items()}, "cpu", args.min_time, 20, 5,
+                             burst_ms=args.burst_ms)
+    return {n: [statistics.median(s.samples_ms[i:i + s.burst]) for i in range(0, s.repeats, s.burst)]
+            for n, s in st.items()}
 
 
 def ratio(samples: dict[str, list[float]], a: str, b: str) -> float:
@@ -222,6 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = task_from_spec(load_checkpoint(src / "baseline").task_spec)
     ex = exports(src, args)
     out: dict[str, Any] = {"load_start": load_start, "results": str(src), "min_time": args.min_time,
+                           "burst_ms": args.burst_ms,
                            "parity": {n: ex[n]["checks"]["parity"]["max_abs_gap"] for n in FLOAT},
                            "export_test_acc": {n: ex[n]["checks"]["test_acc"] for n in FLOAT},
                            "optimized_ops": {n: {p: f["optimized_ops"] for p, f in ex[n]["files"].items()}
@@ -255,7 +264,8 @@ def _budget(b: dict[str, Any] | None, what: str) -> None:
 
 def render(r: dict[str, Any]) -> None:
     print(f"\nload average at start {r['load_start'][0]:.2f}, at end {r['load_end'][0]:.2f} "
-          f"(2 cores, shared); min_time {r['min_time']} s per model and cell")
+          f"(2 cores, shared); min_time {r['min_time']} s per model and cell; round-robin bursts of "
+          f"{r['burst_ms']:g} ms per model (0: one call per model per round)")
     print("\n1. ORT fp32 vs torch, max |logit gap| (target <= 1e-4):")
     for n, g in r["parity"].items():
         print(f"   {n:9s} {g:.2e}  {verdict(g <= TARGETS['parity'])}")
@@ -270,7 +280,8 @@ def render(r: dict[str, Any]) -> None:
           f"(8-bit: {100 * r['export_test_acc']['baseline']['ort_int8']:.2f})")
     names = list(next(iter(r["cells"].values()))["p50_ms"])
     cells = list(r["cells"])
-    print("\np50 ms (one interleaved run per cell) | latency / torch fp32 baseline (median of per-round ratios):")
+    print("\np50 ms of the per-round medians (one interleaved run per cell) | latency / torch fp32 baseline "
+          "(median of per-round ratios):")
     print(f"   {'model':24s}" + "".join(f"{c:>10s}" for c in cells) + " |" + "".join(f"{c:>9s}" for c in cells))
     names += [n for n in r["cells"][cells[-1]]["p50_ms"] if n not in names]
     for n in names:
@@ -314,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", help="a finished quickstart results folder (else the recipe runs into --workdir)")
     p.add_argument("--workdir", type=Path, default=Path("runs/ort-targets"), help="exports and results go here")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per model and cell")
+    p.add_argument("--burst-ms", type=float, default=BURST_MS,
+                   help="round-robin: ms each model runs per round (0 = one call per round, as before)")
     return p.parse_args(argv)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from mhsa_cli.bench.timer import CpuClock
 from mhsa_cli.bench import (LatencyStats, measure_interleaved, measure_latency, percentile,
                             summarize)
 from mhsa_cli.errors import MhsaError
@@ -67,7 +68,7 @@ class Recorder(nn.Module):
 def test_interleaved_round_robin_order_and_equal_repeats():
     log: list[str] = []
     models = {n: (Recorder(n, log), torch.zeros(4, 3)) for n in "ABC"}
-    stats = measure_interleaved(models, min_time=0.0, min_repeats=5, warmup=2)
+    stats = measure_interleaved(models, min_time=0.0, min_repeats=5, warmup=2, burst_ms=0)  # a call per round
     names = log[::3]
     assert names == list("ABC") * (2 + 5)  # 2 warm-up rounds, then 5 timed rounds
     assert set(log[1::3]) == {"nograd"} and set(log[2::3]) == {"eval"}
@@ -103,11 +104,55 @@ def test_warmup_fills_a_share_of_min_time():
         time.sleep(0.002)
 
     t0 = time.perf_counter()
-    _warm_up({"a": call}, 1, 0.05)
+    assert _warm_up({"a": call}, 1, 0.05) == {}  # no clock: nothing timed
     assert time.perf_counter() - t0 >= 0.05 and calls["n"] > 1  # kept going past 1 round
     calls["n"] = 0
-    _warm_up({"a": call}, 0, 0.05)
+    fastest = _warm_up({"a": call}, 1, 0.0, CpuClock())
+    assert calls["n"] == 2 and 2.0 <= fastest["a"] < 50.0  # 2 calls, the second timed (each sleeps 2 ms)
+    calls["n"] = 0
+    assert _warm_up({"a": call}, 0, 0.05, CpuClock()) == {}
     assert calls["n"] == 0  # warmup=0: no warm-up at all
+
+
+class CacheClock:
+    """A fake clock: a call costs ``cost[name][0]`` ms when the call before it was the same
+    model's (warm caches), ``cost[name][1]`` when it was another's or none (evicted)."""
+
+    def __init__(self, log: list[str], cost: dict[str, tuple[float, float]]):
+        self.log, self.cost = log, cost
+
+    def time_ms(self, call):
+        call()
+        name = self.log[-1]
+        return self.cost[name][len(self.log) < 2 or self.log[-2] != name]
+
+
+def _cache_models(monkeypatch, cost):
+    from mhsa_cli.bench import timer
+
+    log: list[str] = []
+    monkeypatch.setattr(timer, "make_clock", lambda device: CacheClock(log, cost))
+    return log, {n: ((lambda x, n=n: log.append(n)), torch.zeros(1)) for n in cost}
+
+
+def test_bursts_fill_burst_ms_at_warm_up_speed_after_one_untimed_call(monkeypatch):
+    log, models = _cache_models(monkeypatch, {"A": (0.5, 0.5), "B": (3.0, 3.0)})
+    stats = measure_interleaved(models, min_time=0.0, min_repeats=8, warmup=1, burst_ms=2.0)
+    assert log[:4] == ["A", "A", "B", "B"]  # 1 warm-up round, the second call timed: 0.5, 3 ms -> 4, 1
+    assert log[4:] == (["A"] * (1 + 4) + ["B"] * (1 + 1)) * 8  # B needs 8 rounds; each burst's first untimed
+    assert (stats["A"].burst, stats["A"].repeats, stats["B"].burst, stats["B"].repeats) == (4, 32, 1, 8)
+
+
+def test_bursts_time_warm_calls_where_a_call_per_round_times_evicted_ones(monkeypatch):
+    cost = {"small": (0.1, 1.0), "big": (5.0, 6.0)}  # warm / after another model's call
+    _, models = _cache_models(monkeypatch, cost)
+    warm = measure_interleaved(models, min_time=0.0, min_repeats=20, warmup=2, burst_ms=2.0)
+    # sized by its warm warm-up call (0.1 ms: 2 ms fits 20); every timed call warm
+    assert warm["small"].latency_ms_p50 == 0.1 and warm["small"].burst == 20  # = min_repeats, the cap
+    assert warm["big"].burst == 1 and warm["big"].latency_ms_p50 == 5.0
+    _, models = _cache_models(monkeypatch, cost)
+    cold = measure_interleaved(models, min_time=0.0, min_repeats=20, warmup=2, burst_ms=0)
+    assert cold["small"].latency_ms_p50 == 1.0 and cold["big"].latency_ms_p50 == 6.0
 
 
 def test_measure_latency_bad_settings():

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from . import csv_text, human_bytes, markdown_table, pct, small_test_note
 from ..bench.command import CPU_ONLY
-from ..bench.timer import WARMUP_FRACTION
+from ..bench.timer import BURST_MS, WARMUP_FRACTION
 
 BEST_STYLE = "bold green"
 MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
@@ -163,9 +163,11 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     n_warm = cfg.get("warmup")
     warm = (f"{n_warm} warm-up round{'s' * (n_warm != 1)} (at least {WARMUP_FRACTION:.0%} of the minimum time)"
             if n_warm else "no warm-up")
+    order = (f"round-robin in bursts of about {BURST_MS:g} ms per model (warm caches: each burst "
+             "starts with an untimed call)" if n_warm else "round-robin, one call per model per round")
     notes.append(f"Latency: per-call p50/p90 after {warm}, at least "
                  f"{cfg.get('min_repeats')} calls and {cfg.get('min_time')} s per model, models timed "
-                 f"round-robin; CPU threads: {env.get('torch_threads')}. Input: {result.timing_input}. "
+                 f"{order}; CPU threads: {env.get('torch_threads')}. Input: {result.timing_input}. "
                  "per s = samples per second at p50.")
     if "cuda" in result.devices:
         notes.append("peak MiB: torch.cuda.max_memory_allocated over one forward pass of the model "
