@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from mhsa_cli.bench.command import BenchResult, BenchRow, Ratios
+from mhsa_cli.bench.result import BenchResult, BenchRow, Ratios
 from mhsa_cli.bench.timer import summarize
 from mhsa_cli.report import bench as report_bench
 from mhsa_cli.report.bench import Column, _cells, bench_tables, columns, render_bench

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import csv_text, human_bytes, markdown_table, pct, small_test_note
-from ..bench.command import CPU_ONLY
+from ..bench.result import CPU_ONLY
 from ..bench.timer import BURST_MS, WARMUP_FRACTION
 
 BEST_STYLE = "bold green"

@@ -34,7 +34,7 @@ def render_recipe(result: Any, console: Console) -> None:
 
         resolve(RENDER[last.type])(last.result, console)
     if result.bench is not None:  # a skipped bench stage's result is its bench.json, read back
-        from ..bench.command import BenchResult
+        from ..bench.result import BenchResult
         from .bench import render_bench
 
         bench = BenchResult.from_dict(result.bench) if isinstance(result.bench, dict) else result.bench
