@@ -145,7 +145,7 @@ def time_batch(models: dict[str, nn.Module], b: int, args: argparse.Namespace) -
     cell: dict[str, Any] = {"rounds": st["fp32"].repeats}
     for n in models:
         cell[n] = {"p50_ms": st[n].latency_ms_p50, "p90_ms": st[n].latency_ms_p90,
-                   "ratio": statistics.median(a / f for a, f in zip(st[n].samples_ms, st["fp32"].samples_ms))}
+                   "ratio": statistics.median(a / f for a, f in zip(st[n].per_round_ms(), st["fp32"].per_round_ms()))}
     return cell
 
 

@@ -183,8 +183,7 @@ def cell(ms: dict[str, Any], data: Any, batch: int, args: argparse.Namespace) ->
     x = timing_input(data, batch)
     st = measure_interleaved({n: (m, x) for n, m in ms.items()}, "cpu", args.min_time, 20, 5,
                              burst_ms=args.burst_ms)
-    return {n: [statistics.median(s.samples_ms[i:i + s.burst]) for i in range(0, s.repeats, s.burst)]
-            for n, s in st.items()}
+    return {n: s.per_round_ms() for n, s in st.items()}
 
 
 def ratio(samples: dict[str, list[float]], a: str, b: str) -> float:

@@ -139,9 +139,9 @@ def latency_cell(models: dict[str, nn.Module], x: torch.Tensor, args: argparse.N
                                  args.min_repeats, args.warmup)
     cell = {f"{n}_ms_p50": s.latency_ms_p50 for n, s in st.items()}
     for n in models:
-        if n != "float":  # one call of each model per round: pair them round by round
-            cell[f"{n}_ratio"] = statistics.median(a / b for a, b in zip(st[n].samples_ms, st["float"].samples_ms))
-    cell["rounds"] = st["float"].repeats
+        if n != "float":  # each model's burst median per round: pair them round by round
+            cell[f"{n}_ratio"] = statistics.median(a / b for a, b in zip(st[n].per_round_ms(), st["float"].per_round_ms()))
+    cell["rounds"] = len(st["float"].per_round_ms())
     return cell
 
 

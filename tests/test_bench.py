@@ -740,3 +740,10 @@ def test_ort_rows_carry_macro_f1_from_their_own_predictions(ort_run, ckpts):
         f1 = [0.0 if tp[i] == 0 else float(2 * tp[i] / (pred[i] + true[i])) for i in range(len(tp))]
         assert q.test_macro_f1 == pytest.approx(sum(f1) / len(f1))  # hand formula: 2TP / (P + T)
         assert t.test_macro_f1 is not None
+
+
+def test_per_round_medians_pair_models_of_different_burst_sizes():
+    s = summarize([1.0, 3.0, 2.0, 10.0, 30.0, 20.0], burst=3)  # 2 rounds of 3 calls
+    assert s.per_round_ms() == [2.0, 20.0]
+    assert summarize([4.0, 6.0, 8.0, 9.0], burst=2).per_round_ms() == [5.0, 8.5]  # even bursts: the mean of the middle two
+    assert summarize([5.0, 7.0]).per_round_ms() == [5.0, 7.0]  # burst 1: the samples themselves

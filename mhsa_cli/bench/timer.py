@@ -74,6 +74,17 @@ class LatencyStats:
         """All fields, JSON-able (``samples_ms`` included)."""
         return asdict(self)
 
+    def per_round_ms(self) -> list[float]:
+        """The median of each round's burst: entry i is round i for every model of one
+        :func:`measure_interleaved` run (bursts differ in size; rounds do not)."""
+        b = max(1, self.burst)
+        return [_median(self.samples_ms[i:i + b]) for i in range(0, len(self.samples_ms), b)]
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
 
 def percentile(samples: list[float], q: float) -> float:
     """The ``q``-th percentile with linear interpolation (numpy's default method).
