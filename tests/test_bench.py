@@ -524,9 +524,9 @@ def test_ort_threads_give_one_row_per_count_with_sessions_of_that_count(ckpts, m
     made = []  # intra-op thread counts of the sessions actually created
     real = ort_rt.session_options
 
-    def recording(threads):
+    def recording(threads, spinning=False):
         made.append(threads)
-        return real(threads)
+        return real(threads, spinning)
 
     monkeypatch.setattr(ort_rt, "session_options", recording)
     result = bench(bench_cfg([ckpts / "base"], runtime=["torch", "onnxruntime"], batch_sizes=[1],

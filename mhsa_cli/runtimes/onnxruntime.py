@@ -46,20 +46,21 @@ class OrtCall:
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: a})[0])
 
 
-def session_options(threads: int) -> Any:
-    """The session settings every ORT row uses (see the module docstring)."""
+def session_options(threads: int, spinning: bool = False) -> Any:
+    """The session settings every ORT row uses (see the module docstring); ``spinning``: ORT's
+    default pool threads that spin-wait between calls, for a model timed alone (benchmarks)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3  # errors only
     return so
 
 
-def make_session(path: Path, threads: int, device: str = "cpu") -> Any:
+def make_session(path: Path, threads: int, device: str = "cpu", spinning: bool = False) -> Any:
     """An ``InferenceSession`` for an ONNX file.
 
     Raises:
@@ -69,7 +70,7 @@ def make_session(path: Path, threads: int, device: str = "cpu") -> Any:
 
     providers = [CUDA_PROVIDER, CPU_PROVIDER] if device == "cuda" else [CPU_PROVIDER]
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        return ort.InferenceSession(str(path), session_options(threads, spinning), providers=providers)
     except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MhsaError(f"{path} is not a loadable ONNX model ({first[:200]})") from None
