@@ -1,4 +1,4 @@
-"""model.py: shapes, padding masks, zero-head layers, gates, attention probabilities."""
+"""mhsa_cli.model: shapes, padding masks, zero-head layers, gates, attention probabilities."""
 
 from __future__ import annotations
 

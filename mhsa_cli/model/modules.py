@@ -1,23 +1,4 @@
-"""The attention model: a Transformer encoder classifier (pre-LN by default).
-
-Design points that the compression stages rely on:
-
-* Attention uses four plain ``nn.Linear`` projections (q, k, v, o), so dynamic
-  int8 quantization covers all of them and heads can be sliced out.
-* **Each layer has its own head count** (``ModelConfig.heads``); the head size
-  ``head_dim`` is shared and stays fixed when heads are removed. A layer with
-  zero heads is valid: its attention sub-layer adds only the output bias.
-* The default forward uses ``F.scaled_dot_product_attention``. Per-head gates
-  (for importance scores) and attention probabilities (for distillation) are
-  opt-in through :meth:`MHSAClassifier.forward_features`.
-* In eval mode a first-position pooling (``cls``, ``first``) computes only
-  row 0 of the last block (keys and values still for every row): the same
-  formula for a fraction of the work, in torch and in the exported graph.
-* A few switches (``norm``, ``embed_norm``, ``final_norm``, ``type_vocab_size``,
-  ``pos_offset``, ``pad_id``, ``pooling="first"``, ``pooler``, ``activation``,
-  ``ln_eps``) make the same modules and the same forward reproduce BERT-family
-  encoders (BERT, RoBERTa, DistilBERT; see :mod:`mhsa_cli.imports`). Their
-  defaults are the original mhsa model: same parameters, same names, same logits.
+"""The model's modules: attention, blocks and the classifier (see :mod:`mhsa_cli.model`).
 
 Shapes: B batch, T tokens (incl. CLS when used), D d_model, H heads, S head_dim.
 """
@@ -25,123 +6,14 @@ Shapes: B batch, T tokens (incl. CLS when used), D d_model, H heads, S head_dim.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MhsaError
-
-# cls: a learned token prepended to the input; first: the input's own first token
-# (BERT's [CLS] added by its tokenizer); mean / max: average / maximum over real tokens;
-# meanmax: their sum (the text task's default: the strongest cue anywhere in the text)
-POOLINGS = ("cls", "first", "mean", "max", "meanmax")
-FIRST_POSITION = ("cls", "first")  # poolings that read row 0 only
-NORMS = ("pre", "post")  # pre-LN: x + f(ln(x)); post-LN (BERT): ln(x + f(x))
-ACTIVATIONS = {  # feed-forward non-linearity; HF names gelu / gelu_new map to these
-    "gelu": F.gelu,
-    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
-    "relu": F.relu,
-}
-POOLERS = {  # dense + activation on the pooled vector before the classifier (BERT, RoBERTa: tanh)
-    "none": None,
-    "tanh": torch.tanh,
-    "relu": F.relu,  # DistilBERT's pre_classifier
-}
-
-
-@dataclass
-class ModelConfig:
-    """Architecture; stored in every checkpoint and enough to rebuild the model."""
-
-    input_kind: str  # "tokens" | "features"
-    max_len: int
-    num_classes: int
-    vocab_size: int = 0  # tokens only; id 0 is padding
-    feature_dim: int = 0  # features only
-    d_model: int = 64
-    heads: list[int] = field(default_factory=lambda: [4, 4])  # per layer
-    head_dim: int = 16
-    d_ff: int = 128
-    dropout: float = 0.0
-    pooling: str = "cls"
-    # BERT-family switches; the defaults are the original mhsa model
-    norm: str = "pre"  # "pre" | "post" LayerNorm blocks
-    embed_norm: bool = False  # LayerNorm (+ dropout) after summing the embeddings
-    final_norm: bool = True  # LayerNorm ln_f on the pooled vector (pre-LN blocks need it)
-    type_vocab_size: int = 0  # >0: token-type embeddings; inputs are one segment (type 0)
-    pos_offset: int = 0  # first position id (RoBERTa: padding_idx + 1 = 2)
-    pad_id: int = 0  # padding token id (masked out of attention); RoBERTa: 1
-    pooler: str = "none"  # dense + activation after pooling: none | tanh | relu
-    activation: str = "gelu"  # feed-forward activation: gelu | gelu_tanh | relu
-    ln_eps: float = 1e-5  # LayerNorm epsilon (BERT: 1e-12)
-
-    STYLE = ("norm", "embed_norm", "final_norm", "type_vocab_size", "pos_offset", "pad_id",
-             "pooler", "activation", "ln_eps", "pooling")  # kept by students and pruning
-
-    def style(self) -> dict[str, Any]:
-        """The architecture switches a student copies from its teacher."""
-        return {k: getattr(self, k) for k in self.STYLE}
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.heads)
-
-    def validate(self) -> "ModelConfig":
-        """Check the shape; raise :class:`MhsaError` with one line if it is unusable."""
-        if self.n_layers < 1:
-            raise MhsaError("model needs at least 1 layer")
-        if any(h < 0 for h in self.heads):
-            raise MhsaError(f"head counts must be >= 0, got {self.heads}")
-        if min(self.d_model, self.head_dim, self.d_ff, self.max_len, self.num_classes) < 1:
-            raise MhsaError("d_model, head_dim, d_ff, max_len and num_classes must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise MhsaError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("pooling", POOLINGS), ("norm", NORMS), ("activation", ACTIVATIONS),
-                              ("pooler", POOLERS)):
-            if getattr(self, name) not in allowed:
-                raise MhsaError(f"unknown {name} '{getattr(self, name)}'; choose from: {', '.join(allowed)}")
-        if min(self.type_vocab_size, self.pos_offset) < 0 or not self.ln_eps > 0:
-            raise MhsaError("type_vocab_size and pos_offset must be >= 0 and ln_eps > 0")
-        if self.input_kind == "tokens" and not 0 <= self.pad_id < max(self.vocab_size, 1):
-            raise MhsaError(f"pad_id {self.pad_id} is outside the vocabulary (size {self.vocab_size})")
-        if self.input_kind == "tokens" and self.vocab_size < 2:
-            raise MhsaError("a token model needs vocab_size >= 2")
-        if self.input_kind == "features" and self.feature_dim < 1:
-            raise MhsaError("a feature model needs feature_dim >= 1")
-        if self.input_kind not in ("tokens", "features"):
-            raise MhsaError(f"unknown input kind '{self.input_kind}'")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise MhsaError(f"model config has unknown keys: {', '.join(sorted(unknown))}")
-        return cls(**{**d, "heads": [int(h) for h in d.get("heads", [])]}).validate()
-
-
-def make_config(task_input_kind: str, max_len: int, num_classes: int, vocab_size: int,
-                feature_dim: int, layers: int, d_model: int, heads: int, d_ff: int,
-                dropout: float, pooling: str) -> ModelConfig:
-    """Config for a fresh model with ``heads`` heads in each of ``layers`` layers.
-
-    Raises:
-        MhsaError: zero layers, zero heads, or ``d_model`` not divisible by ``heads``.
-    """
-    if layers < 1:
-        raise MhsaError(f"layers must be >= 1, got {layers}")
-    if heads < 1 or d_model < 1 or d_model % heads:
-        raise MhsaError(f"d_model ({d_model}) must be divisible by heads ({heads}), both >= 1")
-    return ModelConfig(task_input_kind, max_len, num_classes, vocab_size, feature_dim, d_model,
-                       [heads] * layers, d_model // heads, d_ff, dropout, pooling).validate()
-
+from ..errors import MhsaError
+from .config import ACTIVATIONS, FIRST_POSITION, POOLERS, ModelConfig
 
 @dataclass
 class EncoderOutput:
@@ -380,30 +252,3 @@ def build_model(config: ModelConfig, seed: int | None = None) -> MHSAClassifier:
     if seed is not None:
         torch.manual_seed(seed)
     return MHSAClassifier(config)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of float parameters (quantized packed weights are counted by quantize.py)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
-    """Multiply-accumulates x2 of one inference forward pass for one sample (matmuls only).
-
-    Used to explain speedups after pruning: q/k/v/o projections, scores and
-    weighted values per layer, feed-forward, classifier. With a first-position
-    pooling the last block computes 1 query row (keys and values for all T),
-    as :meth:`MHSAClassifier.forward` does in eval mode.
-    """
-    c = config
-    T = (seq_len or c.max_len) + (1 if c.pooling == "cls" else 0)
-    embed = T * c.feature_dim * c.d_model if c.input_kind == "features" else 0
-    total = embed
-    for i, h in enumerate(c.heads):
-        rows = 1 if c.pooling in FIRST_POSITION and i == len(c.heads) - 1 else T  # query rows
-        inner = h * c.head_dim
-        total += 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
-        total += 2 * rows * T * inner  # scores + probs @ v
-        total += 2 * rows * c.d_model * c.d_ff  # ff1 + ff2
-    total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
-    return 2 * total

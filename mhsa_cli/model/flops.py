@@ -1,0 +1,33 @@
+"""Counting a model: float parameters and matmul FLOPs of one inference forward."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import FIRST_POSITION, ModelConfig
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of float parameters (quantized packed weights are counted by quantize.py)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
+    """Multiply-accumulates x2 of one inference forward pass for one sample (matmuls only).
+
+    Used to explain speedups after pruning: q/k/v/o projections, scores and
+    weighted values per layer, feed-forward, classifier. With a first-position
+    pooling the last block computes 1 query row (keys and values for all T),
+    as :meth:`MHSAClassifier.forward` does in eval mode.
+    """
+    c = config
+    T = (seq_len or c.max_len) + (1 if c.pooling == "cls" else 0)
+    embed = T * c.feature_dim * c.d_model if c.input_kind == "features" else 0
+    total = embed
+    for i, h in enumerate(c.heads):
+        rows = 1 if c.pooling in FIRST_POSITION and i == len(c.heads) - 1 else T  # query rows
+        inner = h * c.head_dim
+        total += 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
+        total += 2 * rows * T * inner  # scores + probs @ v
+        total += 2 * rows * c.d_model * c.d_ff  # ff1 + ff2
+    total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
+    return 2 * total
