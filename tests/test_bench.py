@@ -184,7 +184,8 @@ from mhsa_cli.config import BenchConfig, TrainConfig, build_config  # noqa: E402
 from mhsa_cli.model import build_model, count_parameters  # noqa: E402
 from mhsa_cli.progress import Progress  # noqa: E402
 from mhsa_cli.report import human_bytes  # noqa: E402
-from mhsa_cli.report.bench import _ms, bench_csv, bench_markdown, render_bench  # noqa: E402
+from mhsa_cli.report.bench import _ms, bench_markdown, render_bench  # noqa: E402
+from mhsa_cli.report.bench_files import bench_csv  # noqa: E402
 
 TINY_TASK = {"n_train": 300, "n_val": 100, "n_test": 100}
 
@@ -369,7 +370,7 @@ def test_existing_out_folder_refused_unless_force(ckpts, tmp_path):
 def test_rewrite_without_matplotlib_leaves_no_stale_png(tmp_path, monkeypatch):
     """A folder of bench files is one set: no bench.png of an earlier run beside a new bench.md."""
     import mhsa_cli.report as report
-    from mhsa_cli.report.bench import write_bench_files
+    from mhsa_cli.report.bench_files import write_bench_files
 
     out = tmp_path / "b"
     write_bench_files(synthetic_result(["cpu"]), out)

@@ -312,7 +312,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
                          f"{what} rows of the validation split (seed {cfg.seed}), same tensor for all models",
                          notes=notes, fastest=fastest_rows(rows, [(d, b) for d in devices for b in sizes]))
     if cfg.out:
-        from ..report.bench import write_bench_files
+        from ..report.bench_files import write_bench_files
 
         result.files = [str(p) for p in write_bench_files(result, cfg.out)]
     return result
