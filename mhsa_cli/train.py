@@ -3,7 +3,9 @@
 :func:`fit` trains any model on a task's train split, selects the best epoch on
 the validation split, and is reused by fine-tuning after pruning and by
 distillation (which passes its own loss). :func:`train` is ``mhsa train``.
-The test split is only evaluated once, at the end, for reporting.
+The test split is only evaluated once, at the end, for reporting. Batching and
+evaluation live in :mod:`mhsa_cli.batching`, the regularisers and the loss in
+:mod:`mhsa_cli.regularize` (their names are importable from here too).
 
 Under torchrun (see :mod:`mhsa_cli.distributed`) the same code trains with
 DistributedDataParallel: ``batch_size`` is the global batch, split evenly over
@@ -15,13 +17,11 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
@@ -33,9 +33,12 @@ from .metrics import ClassReport, classification_report
 from .model import build_model, count_parameters, make_config
 from .progress import NULL, Progress
 from .tasks import Split, TaskData, load_task
+# re-exported: fine-tuning, distillation and the tests import these from here
+from .batching import (BUCKET_CHUNK, shuffle_seed, batch_index, batches, evaluate,  # noqa: F401
+                       predict_logits, split_report)
+from .regularize import (UNK_ID, LossFn, Mixup, TokenDropout, check_mixup,  # noqa: F401
+                         cross_entropy_loss, make_mixup, make_token_dropout, mixed)
 
-# loss_fn(model, x, y) -> (loss, logits)
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -68,186 +71,6 @@ class FitResult:
     best_epoch: int = 0
     best_val_acc: float = 0.0
     seconds: float = 0.0
-
-
-class Mixup:
-    """mixup (Zhang et al., 2018): train on convex mixes of input pairs and of their labels.
-
-    Each call draws ``lam ~ Beta(strength, strength)`` and a permutation of the
-    batch and returns ``lam * x + (1 - lam) * x[perm]``; the loss is then
-    ``lam * L(y) + (1 - lam) * L(y[perm])`` (:func:`mixed`). Seeded: the same
-    seed gives the same mixes. Feature inputs only (token ids cannot be mixed).
-    """
-
-    def __init__(self, strength: float, seed: int):
-        if strength <= 0:
-            raise ValueError(f"mixup strength must be > 0, got {strength}")
-        self.strength = strength
-        self._rng = random.Random(seed)
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(mixed x, the partner labels ``y[perm]``, lam)."""
-        lam = self._rng.betavariate(self.strength, self.strength)
-        perm = torch.randperm(x.shape[0], generator=self._gen).to(x.device)
-        return lam * x + (1.0 - lam) * x[perm], y[perm], lam
-
-
-def make_mixup(loop: "LoopConfig") -> Mixup | None:
-    """The loop's :class:`Mixup` (seeded with ``loop.seed``), or None when ``loop.mixup`` is 0."""
-    return Mixup(loop.mixup, loop.seed) if loop.mixup > 0 else None
-
-
-def mixed(loss: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, y2: torch.Tensor | None,
-          lam: float = 1.0) -> torch.Tensor:
-    """``lam * loss(y) + (1 - lam) * loss(y2)``; just ``loss(y)`` without a partner ``y2``."""
-    return loss(y) if y2 is None else lam * loss(y) + (1.0 - lam) * loss(y2)
-
-
-UNK_ID = 1  # the text task's <unk> id (mhsa_cli.tasks.tokenizer)
-
-
-class TokenDropout:
-    """Word dropout: each real token of a training batch becomes ``<unk>`` with probability ``p``.
-
-    Token ids only (0 = padding and 1 = ``<unk>`` in every tokenizer of the text task;
-    both are left alone, so masks and lengths do not change). The model learns to use
-    the words around one it has not seen, as it must on new text. Seeded: the same
-    seed drops the same tokens.
-    """
-
-    def __init__(self, p: float, seed: int):
-        if not 0.0 < p < 1.0:
-            raise ValueError(f"token dropout must be in (0, 1), got {p}")
-        self.p = p
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T) int64 ids -> the same shape with dropped tokens set to 1 (``<unk>``)."""
-        drop = torch.rand(x.shape, generator=self._gen).to(x.device) < self.p  # (B, T) bool
-        return torch.where(drop & (x > UNK_ID), torch.full_like(x, UNK_ID), x)
-
-
-def make_token_dropout(loop: "LoopConfig") -> TokenDropout | None:
-    """The loop's :class:`TokenDropout` (seeded with ``loop.seed``), or None when ``loop.token_dropout`` is 0."""
-    return TokenDropout(loop.token_dropout, loop.seed) if loop.token_dropout > 0 else None
-
-
-def cross_entropy_loss(label_smoothing: float = 0.0, mixup: Mixup | None = None,
-                       token_dropout: TokenDropout | None = None) -> LossFn:
-    """Cross-entropy for :func:`fit`, on mixed inputs and labels when ``mixup`` is given,
-    on token ids with some replaced by ``<unk>`` when ``token_dropout`` is given."""
-    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        y2, lam = None, 1.0
-        if token_dropout is not None:
-            x = token_dropout(x)
-        if mixup is not None:
-            x, y2, lam = mixup(x, y)
-        logits = model(x)
-        return mixed(lambda t: F.cross_entropy(logits, t, label_smoothing=label_smoothing), y, y2, lam), logits
-
-    return loss_fn
-
-
-def check_mixup(strength: float, input_kind: str, task: str) -> None:
-    """Refuse mixup on token inputs (ids cannot be mixed) in one line."""
-    if strength > 0 and input_kind != "features":
-        what = "token ids" if input_kind == "tokens" else f"{input_kind} inputs"
-        raise MhsaError(f"--mixup mixes input features, but task '{task}' takes {what}; "
-                        "use it with a feature task such as digits")
-
-
-def _shuffle_seed(seed: int) -> int:
-    """The sampler seed of a run's ``--seed`` (the epoch is added by the sampler)."""
-    return seed * 100003
-
-
-BUCKET_CHUNK = 32  # bucketing sorts rows by length within windows of this many batches
-
-
-def batch_index(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                epoch: int = 0, bucket: bool = True) -> list[torch.Tensor]:
-    """This process's mini-batches as index tensors into ``split`` (``batch_size`` per process).
-
-    With ``shuffle`` (training) the order comes from a ``DistributedSampler``
-    seeded by (seed, epoch): one process gets the whole permutation
-    ``randperm(n, seed * 100003 + epoch)``; under torchrun each process gets every
-    ``world_size``-th index of it (padded to equal shares). With ``bucket`` and a
-    ragged split, rows are then sorted by length inside windows of
-    ``BUCKET_CHUNK`` batches and the batches shuffled (same seed and epoch), so a
-    batch holds rows of similar length and is cut short (same number of batches).
-    Without ``shuffle`` (evaluation) each process gets every ``world_size``-th
-    sample, unpadded, so every sample is counted once; a ragged split's rows are
-    taken in order of length (callers that need file order use the indices).
-    """
-    n = len(split)
-    if not shuffle:
-        order = dist.shard(torch.arange(n))
-        if split.ragged:
-            order = order[torch.sort(split.lengths[order], stable=True).indices]
-        return list(order.split(batch_size))
-    order = dist.train_order(n, _shuffle_seed(seed), epoch)
-    if not (bucket and split.ragged):
-        return list(order.split(batch_size))
-    out: list[torch.Tensor] = []
-    for start in range(0, len(order), batch_size * BUCKET_CHUNK):
-        window = order[start: start + batch_size * BUCKET_CHUNK]
-        window = window[torch.sort(split.lengths[window], stable=True).indices]
-        out.extend(window.split(batch_size))
-    gen = torch.Generator().manual_seed(_shuffle_seed(seed) + epoch + 1)
-    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
-
-
-def batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-            epoch: int = 0, bucket: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield this process's (x, y) mini-batches (see :func:`batch_index`); a ragged
-    split's x is cut to the longest row of the batch (:meth:`Split.rows`)."""
-    for idx in batch_index(split, batch_size, shuffle, seed, epoch, bucket):
-        yield split.rows(idx)
-
-
-@torch.inference_mode()
-def predict_logits(model: nn.Module, split: Split, device: torch.device | str = "cpu",
-                   batch_size: int = 256) -> torch.Tensor:
-    """(N, C) float32 CPU logits of every row of ``split``, in row order (one process).
-
-    Rows are batched by length (short batches for short rows) and put back in order.
-    """
-    was_training = model.training
-    model.eval()
-    out = None
-    for idx in batch_index(split, batch_size):
-        x, _ = split.rows(idx)
-        logits = model(x.to(device)).float().cpu()  # (B, C)
-        if out is None:
-            out = torch.empty(len(split), logits.shape[1])
-        out[idx] = logits
-    model.train(was_training)
-    return out if out is not None else torch.empty(0, 0)
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
-             batch_size: int = 256) -> float:
-    """Accuracy of ``model`` on ``split`` (eval mode restored to the caller's mode).
-
-    Under torchrun every rank must call it: each scores its unpadded shard and the
-    correct counts are summed, so all ranks return the same value.
-    """
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for x, y in batches(split, batch_size):
-        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
-    correct, total = dist.all_reduce_sum(correct), len(split)
-    model.train(was_training)
-    return correct / max(total, 1)
-
-
-def split_report(model: nn.Module, split: Split, labels: list[str], device: torch.device | str = "cpu",
-                 batch_size: int = 256) -> ClassReport:
-    """Per-class metrics and confusion matrix of ``model`` on ``split`` (one process)."""
-    return classification_report(split.y, predict_logits(model, split, device, batch_size).argmax(-1), labels)
 
 
 def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -299,7 +122,7 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     extra = list(extra_params or [])
     params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
-    steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), _shuffle_seed(loop.seed), 0)) / local_batch)
+    steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), shuffle_seed(loop.seed), 0)) / local_batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
     result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
     chance, noted = chance_level(data.val), False
