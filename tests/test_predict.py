@@ -188,12 +188,12 @@ def test_export_folder_predicts_through_onnx_runtime(text_ckpts, tmp_path):
 
 def test_predict_reader_and_text_task_name_an_unreadable_data_file_alike(tmp_path):
     from mhsa_cli.predict import reader
-    from mhsa_cli.tasks import text
+    from mhsa_cli.tasks import text_files
 
     missing, folder = str(tmp_path / "nope.csv"), str(tmp_path)
     for path, want in [(missing, f"data file {missing} not found"),
                        (folder, f"data file {folder} is a directory, not a file")]:
-        for read in (reader._open, text._read_file):
+        for read in (reader._open, text_files._read_file):
             with pytest.raises(MhsaError) as err:
                 read(path)
             assert str(err.value) == want

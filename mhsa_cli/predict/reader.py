@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ..errors import MhsaError
 from ..tasks import hf_datasets as hfd
-from ..tasks.text import _format_of, _missing_column, data_file_error
+from ..tasks.text_files import _format_of, _missing_column, data_file_error
 
 Row = tuple[int, str, "str | None"]  # (line number, text, label or None)
 
