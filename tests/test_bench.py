@@ -405,17 +405,22 @@ def test_every_timing_flag_reaches_the_timer(ckpts, monkeypatch):
 
     seen = []
 
-    def fake_measure(models, device, min_time, min_repeats, warmup, progress, desc):
-        seen.append((str(device), min_time, min_repeats, warmup, {n: tuple(x.shape) for n, (_, x) in models.items()}))
+    def fake_measure(models, device, min_time, min_repeats, warmup, progress, desc, burst_ms):
+        seen.append((str(device), min_time, min_repeats, warmup, burst_ms,
+                     {n: tuple(x.shape) for n, (_, x) in models.items()}))
         return {n: summarize([1.0], int(x.shape[0])) for n, (_, x) in models.items()}
 
     monkeypatch.setattr(bench_command, "measure_interleaved", fake_measure)
     result = bench(bench_cfg([ckpts / "base", ckpts / "base", ckpts / "pruned"], min_time=0.25, min_repeats=7,
                              warmup=2, batch_sizes=[3, 3, 5], seq_len=10))
     assert [r.name for r in result.rows] == ["base", "pruned"]  # a repeated checkpoint is benched once
-    assert seen == [("cpu", 0.25, 7, 2, {"base": (3, 10), "pruned": (3, 10)}),
-                    ("cpu", 0.25, 7, 2, {"base": (5, 10), "pruned": (5, 10)})]
+    assert seen == [("cpu", 0.25, 7, 2, 10.0, {"base": (3, 10), "pruned": (3, 10)}),
+                    ("cpu", 0.25, 7, 2, 10.0, {"base": (5, 10), "pruned": (5, 10)})]
     assert result.timing_input.startswith("10-token")
+    assert "round-robin in bursts of about 10 ms per model" in bench_markdown(result)
+    seen.clear()
+    cold = bench(bench_cfg([ckpts / "base"], batch_sizes=[1], burst_ms=0))  # the former order, said so
+    assert seen[0][4] == 0.0 and "round-robin, one call per model per round" in bench_markdown(cold)
 
 
 # ---------------------------------------------------------------- int8 + float + pruned in one bench

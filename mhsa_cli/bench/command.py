@@ -209,7 +209,7 @@ def _time_cell(entries: list[Entry], rows: list[BenchRow], key: Key, x: torch.Te
     if device.type == "cuda" and modules:
         peaks.update(_cuda_peaks(modules, device))
     stats = measure_interleaved(group, device, cfg.min_time, cfg.min_repeats, cfg.warmup,
-                                progress, desc=f"timing {key[0]} · batch {key[1]}")
+                                progress, desc=f"timing {key[0]} · batch {key[1]}", burst_ms=cfg.burst_ms)
     for row in rows:
         if row.name in stats:
             row.latency[key], row.peak_mem_bytes[key] = stats[row.name], peaks[row.name]

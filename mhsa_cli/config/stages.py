@@ -270,6 +270,9 @@ class BenchConfig:
     min_time: float = opt(1.0, "minimum seconds of timing per model, device and batch size", min=0.0, max=3600.0)
     min_repeats: int = opt(20, "minimum timed repeats per model, device and batch size", min=1)
     warmup: int = opt(5, "untimed warm-up rounds (0 = none; else they last at least 10 % of --min-time)", min=0)
+    burst_ms: float = opt(10.0, "per round each model runs about this long back to back, after one untimed "
+                                "call (warm caches, as a server of one model sees them); 0 = one call per model "
+                                "per round (every call after the other models': caches evicted)", min=0.0, max=1000.0)
     runtime: list[str] = opt(["torch"], "runtimes to measure each checkpoint in: torch, onnxruntime (float "
                              "checkpoints get ORT fp32 and ORT int8 rows, exported to a temporary folder)",
                              choices=_runtime_names)

@@ -161,8 +161,9 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     n_warm = cfg.get("warmup")
     warm = (f"{n_warm} warm-up round{'s' * (n_warm != 1)} (at least {WARMUP_FRACTION:.0%} of the minimum time)"
             if n_warm else "no warm-up")
-    order = (f"round-robin in bursts of about {BURST_MS:g} ms per model (warm caches: each burst "
-             "starts with an untimed call)" if n_warm else "round-robin, one call per model per round")
+    burst = cfg.get("burst_ms", BURST_MS)
+    order = (f"round-robin in bursts of about {burst:g} ms per model (warm caches: each burst "
+             "starts with an untimed call)" if n_warm and burst else "round-robin, one call per model per round")
     notes.append(f"Latency: per-call p50/p90 after {warm}, at least "
                  f"{cfg.get('min_repeats')} calls and {cfg.get('min_time')} s per model, models timed "
                  f"{order}; CPU threads: {env.get('torch_threads')}. Input: {result.timing_input}. "
