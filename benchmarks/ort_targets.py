@@ -275,10 +275,10 @@ def _num(v: float | None, width: int) -> str:
     return f"{v:{width}.3f}" if v is not None else " " * (width - 1) + "-"
 
 
-def _budget(b: dict[str, Any] | None, what: str) -> None:
-    """The within-budget line under a 2-thread cell (ORT may use 1 of the 2 threads)."""
+def _extra(b: dict[str, Any] | None, label: str) -> None:
+    """A line of extra figures under a 2-thread cell (within the budget; ORT's spinning)."""
     if b:
-        print(f"      within the 2-thread budget ({what}): {b['best_vs_torch']:.3f}x torch fp32 baseline "
+        print(f"      {label}: {b['best_vs_torch']:.3f}x torch fp32 baseline "
               f"{verdict(b['best_vs_torch'] <= TARGETS['best_vs_torch'])}; {b['ort_int8_base_vs_best']:.2f}x "
               f"faster than ORT int8 baseline {verdict(b['ort_int8_base_vs_best'] >= TARGETS['best_vs_ort_int8_base'])}")
 
@@ -318,7 +318,8 @@ def render(r: dict[str, Any]) -> None:
               f"{verdict(x['best_vs_torch'] <= TARGETS['best_vs_torch'])}; "
               f"{x['ort_int8_base_vs_best']:.2f}x faster than ORT int8 baseline (target >= 3) "
               f"{verdict(x['ort_int8_base_vs_best'] >= TARGETS['best_vs_ort_int8_base'])}")
-        _budget(x.get("budget"), f"{x['budget']['best']} vs {x['budget']['ort_int8_base']}" if x.get("budget") else "")
+        if x.get("budget"):
+            _extra(x["budget"], f"within the 2-thread budget ({x['budget']['best']} vs {x['budget']['ort_int8_base']})")
     print("\n3b. the same targets timed in alternating blocks (warm caches; median p50 of 3 rounds):")
     for c, x in r["cells"].items():
         if x.get("blocks"):
@@ -327,13 +328,8 @@ def render(r: dict[str, Any]) -> None:
                   f"{verdict(k['best_vs_torch'] <= TARGETS['best_vs_torch'])}; "
                   f"{k['ort_int8_base_vs_best']:.2f}x faster than ORT int8 baseline "
                   f"{verdict(k['ort_int8_base_vs_best'] >= TARGETS['best_vs_ort_int8_base'])}")
-            _budget(k.get("budget"), "each at its faster ORT setting")
-            sp = k.get("spinning")
-            if sp:
-                print(f"      ORT on both threads with its default spinning (blocks only): {sp['best_vs_torch']:.3f}x "
-                      f"torch fp32 baseline {verdict(sp['best_vs_torch'] <= TARGETS['best_vs_torch'])}; "
-                      f"{sp['ort_int8_base_vs_best']:.2f}x faster than ORT int8 baseline "
-                      f"{verdict(sp['ort_int8_base_vs_best'] >= TARGETS['best_vs_ort_int8_base'])}")
+            _extra(k.get("budget"), "within the 2-thread budget (each at its faster ORT setting)")
+            _extra(k.get("spinning"), "ORT on both threads with its default spinning (blocks only)")
     print("\n5. bench p50 / bare InferenceSession.run loop p50 (target within 10 %):")
     for c in cells:
         print(f"   {c}: " + ", ".join(f"{n} {v:.3f} {verdict(abs(v - 1) <= TARGETS['bare_gap'])}"

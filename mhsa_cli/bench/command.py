@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from .entries import (ORT, PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
-                      parity_gap)
+                      ort_thread_counts, parity_gap)
 from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
 from .timer import measure_interleaved
 
@@ -243,8 +243,9 @@ def _bench_environment(devices: list[str], runtimes: list[str], ort_threads: lis
         env.update(RUNTIMES[name].versions())
     env["runtimes"] = runtimes
     if "onnxruntime" in runtimes:  # ORT sessions: torch's thread count (set before this is called) or --ort-threads
-        counts, t = list(dict.fromkeys(ort_threads)), torch.get_num_threads()
-        env["ort_threads"] = {"intra_op": counts if counts and counts != [t] else t, "inter_op": 1, "spinning": False}
+        t = torch.get_num_threads()
+        counts = ort_thread_counts(t, ort_threads)
+        env["ort_threads"] = {"intra_op": counts if counts != [t] else t, "inter_op": 1, "spinning": False}
     env["torch_interop_threads"] = torch.get_num_interop_threads()
     env["clock"] = {"cpu": "time.perf_counter per call",
                     "cuda": "torch.cuda.Event pairs, synchronized"}

@@ -66,7 +66,7 @@ def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list
     model = load_model(ckpt)
     exporter, quant = write_export(model, folder, int8=True)
     _write_meta(folder, ckpt)
-    counts = list(dict.fromkeys(ort_threads or [threads]))
+    counts = ort_thread_counts(threads, ort_threads)
     out = []
     for n in counts:
         variant = "" if counts == [threads] else f"{n} thr"
@@ -77,6 +77,12 @@ def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list
                              {**loaded.details, "exporter": exporter,
                               "quantization": quant if precision == "int8" else None}, variant))
     return out
+
+
+def ort_thread_counts(threads: int, ort_threads: list[int] | None) -> list[int]:
+    """The intra-op thread counts ORT rows get: ``ort_threads`` without repeats, else torch's
+    ``threads``; ``== [threads]`` means the default (rows unlabelled, one count recorded)."""
+    return list(dict.fromkeys(ort_threads or [threads]))
 
 
 def _write_meta(folder: Path, ckpt: Any) -> None:

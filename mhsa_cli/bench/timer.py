@@ -78,12 +78,7 @@ class LatencyStats:
         """The median of each round's burst: entry i is round i for every model of one
         :func:`measure_interleaved` run (bursts differ in size; rounds do not)."""
         b = max(1, self.burst)
-        return [_median(self.samples_ms[i:i + b]) for i in range(0, len(self.samples_ms), b)]
-
-
-def _median(v: list[float]) -> float:
-    s = sorted(v)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+        return [percentile(self.samples_ms[i:i + b], 50) for i in range(0, len(self.samples_ms), b)]
 
 
 def percentile(samples: list[float], q: float) -> float:
