@@ -110,9 +110,10 @@ def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_pat
     counts = op_counts(tmp_path / "e" / "model.int8.onnx")
     assert all(counts.get(op, 0) >= 1 for op in INT8_OPS)
     # every Linear of a 2-layer cls model is an integer product: q|k|v (fused), o, ff1, ff2 in layer 1;
-    # k|v (fused), q (the cls row alone), o, ff1, ff2 in layer 2; the classifier. The two
-    # activation x activation products per layer (scores, probs @ v) stay float
-    assert counts["MatMulInteger"] == 4 + 5 + 1 and counts["MatMul"] == 2 * 2 and counts["Split"] == 2
+    # k|v (fused), q (the cls row alone), o, ff1, ff2 in layer 2; the classifier. The attention itself
+    # (scores, probs @ v) stays float, one MultiHeadAttention node per layer
+    assert counts["MatMulInteger"] == 4 + 5 + 1 and counts["Split"] == 2
+    assert counts["MultiHeadAttention"] == 2 and "MatMul" not in counts
     g = onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph
     int8_weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
     assert len(int8_weights) == 10
@@ -205,3 +206,55 @@ def test_unfused_qkv_same_logits_three_products(tiny_ckpt, tmp_path):
     a = load_runtime("onnxruntime", tmp_path / "f", "fp32", threads=1).call(x)
     b = load_runtime("onnxruntime", tmp_path / "p", "fp32", threads=1).call(x)
     assert float((a - b).abs().max()) <= 1e-6
+
+
+def _mha_nodes(path: Path) -> list:
+    import onnx
+
+    return [n for n in onnx.load(str(path)).graph.node if n.op_type == "MultiHeadAttention"]
+
+
+def test_fused_attention_one_node_per_layer_with_heads_or_standard_ops(order, tmp_path):
+    ckpt = random_ckpt(tmp_path / "pruned", order, operation="prune", heads=(3, 0, 2))
+    fused = do_export(ckpt, tmp_path / "f")
+    plain = do_export(ckpt, tmp_path / "p", fuse_attention=False)
+    assert fused.meta["exporter"]["fused_attention_layers"] == 2
+    assert plain.meta["exporter"]["fused_attention_layers"] == 0
+    nodes = _mha_nodes(tmp_path / "f" / "model.onnx")
+    heads = [next(a.i for a in n.attribute if a.name == "num_heads") for n in nodes]
+    assert heads == [3, 2] and all(n.domain == "com.microsoft" for n in nodes)
+    assert len(_mha_nodes(tmp_path / "f" / "model.int8.onnx")) == 2
+    import onnx
+
+    for f in ("model.onnx", "model.int8.onnx"):  # standard ONNX only: no op outside the default domain
+        g = onnx.load(str(tmp_path / "p" / f)).graph
+        assert {n.domain for n in g.node} <= {"", "ai.onnx"}, f
+    x = order.test.x[:9, :13]
+    assert independent_gap(ckpt, tmp_path / "f", x) <= 1e-4 and independent_gap(ckpt, tmp_path / "p", x) <= 1e-4
+
+
+def test_all_padding_row_gives_torchs_answer_without_cls(tmp_path):
+    """Without a cls token a sample can be all padding: no key to attend. SDPA gives 0 there; the
+    fused node alone would average every (masked) value, so the export multiplies by "any key"."""
+    from .test_tasks import write_rows
+
+    rows = [(" ".join(["good"] * (1 + i % 5) + [f"w{i % 7}"]), "pos" if i % 2 else "neg") for i in range(60)]
+    data = load_task("text", 0, path=write_rows(tmp_path / "t.csv", rows), max_len=8)
+    # first-token pooling: the row's output is its attention's (mean pooling over no token would be 0 anyway)
+    ckpt = random_ckpt(tmp_path / "first", data, pooling="first", heads=(2, 2))
+    do_export(ckpt, tmp_path / "e", int8=False)
+    x = data.test.x[:4].clone()
+    x[1] = 0  # the padding id: a row with no real token
+    assert len(_mha_nodes(tmp_path / "e" / "model.onnx")) == 2
+    assert independent_gap(ckpt, tmp_path / "e", x) <= 1e-4
+
+
+def test_export_leaves_the_model_in_eval_mode(order, tmp_path):
+    """The exporter restores the traced wrapper's mode recursively: a wrapper left in its default
+    (training) mode switched the model's dropout on after export (parity then failed for BERT)."""
+    from mhsa_cli.export import to_onnx
+    from mhsa_cli.export.command import tracing_input
+
+    model = load_model(random_ckpt(tmp_path / "m", order))
+    to_onnx(model, tracing_input(model), tmp_path / "m.onnx", 17)
+    assert not any(m.training for m in model.modules())

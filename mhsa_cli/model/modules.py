@@ -156,6 +156,11 @@ class MHSAClassifier(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T) ids or (B, T, F) -> (B, T', D) and pad mask (B, T') or None."""
+        h, pad = self._tokens(x)
+        return self._add_positions(h), pad
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x -> token (or feature) embeddings with the cls row first (B, T', D), pad mask (B, T')."""
         c = self.config
         # (B, T'): with cls, id -1 (never the pad id) stands for the cls row; one Pad in the ONNX
         # graph where concatenating a ones column took six nodes
@@ -164,17 +169,22 @@ class MHSAClassifier(nn.Module):
         h = self.embed(x)
         if self.cls is not None:
             h = torch.cat([self.cls.expand_as(h[:, :1]), h], dim=1)
+        return h, pad
+
+    def _add_positions(self, h: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) + position rows (``pos``: those rows, (1, T, D), else sliced here) + segment 0,
+        then the embedding norm / dropout."""
+        c = self.config
         T = h.shape[1]
         if c.pos_offset + T > self.pos.shape[1]:
-            raise MhsaError(f"input length {x.shape[1]} exceeds the model's max_len {c.max_len}")
-        h = h + self.pos[:, c.pos_offset: c.pos_offset + T]  # right padding: RoBERTa's positions
+            raise MhsaError(f"input length {T - (self.cls is not None)} exceeds the model's max_len {c.max_len}")
+        # right padding: RoBERTa's positions
+        h = h + (self.pos[:, c.pos_offset: c.pos_offset + T] if pos is None else pos)
         if c.type_vocab_size:
             h = h + self.type_embed.weight[0]
         if c.embed_norm:
-            h = self.embed_drop(self.embed_ln(h))
-        else:  # our own models: dropout on the embeddings too (no weights; p = 0 is a no-op)
-            h = self.drop(h)
-        return h, pad
+            return self.embed_drop(self.embed_ln(h))
+        return self.drop(h)  # our own models: dropout on the embeddings too (no weights; p = 0 is a no-op)
 
     def _pool(self, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         """(B, T, D) -> (B, D): the first position (cls, first), or the mean / max / mean + max
