@@ -155,6 +155,24 @@ def test_bursts_time_warm_calls_where_a_call_per_round_times_evicted_ones(monkey
     assert cold["small"].latency_ms_p50 == 1.0 and cold["big"].latency_ms_p50 == 6.0
 
 
+def test_timer_repeats_a_models_timed_call_made_once(monkeypatch):
+    """A model with ``timed_call(x)`` (ONNX Runtime) is timed through the call it returns, made once
+    for its input; its ``__call__`` (torch wrapping per call) is never timed."""
+    log: list[str] = []
+
+    class Runtime:
+        def __call__(self, x):
+            log.append("wrapped")
+
+        def timed_call(self, x):
+            log.append(f"made {tuple(x.shape)}")
+            return lambda: log.append("bare")
+
+    s = measure_interleaved({"ort": (Runtime(), torch.zeros(3, 5))}, min_time=0.0, min_repeats=4, warmup=1,
+                            burst_ms=0)["ort"]
+    assert log == ["made (3, 5)"] + ["bare"] * (1 + 4) and s.repeats == 4
+
+
 def test_measure_latency_bad_settings():
     with pytest.raises(MhsaError):
         measure_latency(lambda x: x, torch.zeros(1), min_repeats=0)

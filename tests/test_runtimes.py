@@ -53,6 +53,19 @@ def test_both_runtimes_give_the_checkpoints_logits(tiny_ckpt, folder, data):
     assert accuracy(o.call, data.test) == accuracy(t.call, data.test)
 
 
+def test_ort_timed_call_is_a_bare_session_run_on_the_same_array(folder, data):
+    """What the timer repeats for an ORT row: ``session.run`` on numpy made once, the call's logits."""
+    import numpy as np
+
+    o = load_runtime("onnxruntime", folder, "int8", threads=1)
+    x = data.val.x[:5]
+    run = o.call.timed_call(x)
+    assert run.func == o.call.session.run  # the session's own run, nothing wrapped around it
+    fed = run.keywords or run.args[1]
+    assert isinstance(fed["input"], np.ndarray) and np.shares_memory(fed["input"], x.numpy())
+    assert np.array_equal(run()[0], o.call(x).numpy())
+
+
 def test_accuracy_against_hand_count():
     class Fixed:  # predicts class 1 for every row
         def __call__(self, x):
