@@ -143,6 +143,18 @@ def test_bursts_fill_burst_ms_at_warm_up_speed_after_one_untimed_call(monkeypatc
     assert (stats["A"].burst, stats["A"].repeats, stats["B"].burst, stats["B"].repeats) == (4, 32, 1, 8)
 
 
+def test_burst_sizes_fill_burst_ms_up_to_what_a_model_needs():
+    from mhsa_cli.bench.timer import MAX_BURST, burst_sizes
+
+    warm = {"tiny": 0.04, "small": 0.5, "slow": 30.0}
+    # 10 ms at the warm speed: 250, 20, 1 (at least 1) ...
+    assert burst_sizes(warm, 10.0, min_repeats=20, min_time=0.25) == {"tiny": 250, "small": 20, "slow": 1}
+    # ... but never more calls than the model needs in all: max(min_repeats, min_time / warm speed)
+    assert burst_sizes(warm, 10.0, min_repeats=20, min_time=0.0) == {"tiny": 20, "small": 20, "slow": 1}
+    assert burst_sizes(warm, 10.0, min_repeats=3, min_time=0.004) == {"tiny": 100, "small": 8, "slow": 1}
+    assert burst_sizes({"fast": 0.001}, 10.0, min_repeats=20, min_time=1.0) == {"fast": MAX_BURST}
+
+
 def test_bursts_time_warm_calls_where_a_call_per_round_times_evicted_ones(monkeypatch):
     cost = {"small": (0.1, 1.0), "big": (5.0, 6.0)}  # warm / after another model's call
     _, models = _cache_models(monkeypatch, cost)

@@ -258,11 +258,22 @@ def _warm_up(calls: Mapping[str, Callable[[], Any]], rounds: int, min_seconds: f
     return best
 
 
-def burst_sizes(warm_ms: Mapping[str, float], burst_ms: float, most: int = MAX_BURST) -> dict[str, int]:
-    """Timed calls per round: as many as fill ``burst_ms`` at the warm speed, 1 to ``most``
-    (at most MAX_BURST)."""
-    top = max(1, min(most, MAX_BURST))
-    return {n: max(1, min(top, int(burst_ms / max(t, 1e-6)))) for n, t in warm_ms.items()}
+def burst_sizes(warm_ms: Mapping[str, float], burst_ms: float, min_repeats: int = MAX_BURST,
+                min_time: float = 0.0) -> dict[str, int]:
+    """Timed calls per round: as many as fill ``burst_ms`` at the warm speed, at least 1, at most
+    MAX_BURST and at most what the model needs in all (``min_repeats``, or ``min_time`` s of calls
+    at the warm speed if more), so short runs stay short.
+
+    Capped at ``min_repeats`` alone (20 in ``mhsa bench``), a 0.04 ms model's bursts were 20
+    calls, 0.8 ms: inside the spin-wait of the previous torch model's OpenMP threads, which took
+    the core ORT's second thread needed (quickstart, 2 threads, batch 1: ORT int8 student 0.049-
+    0.054 ms in 20-call bursts, 0.039-0.043 ms in 250-call bursts; 0.040 ms alone)."""
+    out = {}
+    for n, t in warm_ms.items():
+        t = max(t, 1e-6)
+        need = max(min_repeats, math.ceil(min_time * 1e3 / t))
+        out[n] = max(1, min(MAX_BURST, need, int(burst_ms / t)))
+    return out
 
 
 def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.device | str = "cpu",
@@ -308,8 +319,7 @@ def measure_interleaved(models: Mapping[str, tuple[Any, Any]], device: torch.dev
     with _timing_mode([m for m, _ in models.values()]):
         bursts = burst_ms > 0 and warmup > 0  # else one timed call per model and round, no lead call
         warm = _warm_up(calls, warmup, WARMUP_FRACTION * min_time, clock if bursts else None)
-        # a burst holds at most min_repeats calls (short runs stay short)
-        burst = burst_sizes(warm, burst_ms, min_repeats) if bursts else {name: 1 for name in calls}
+        burst = burst_sizes(warm, burst_ms, min_repeats, min_time) if bursts else {name: 1 for name in calls}
         with progress.task(desc, total=100) as bar:
             total_ms = {name: 0.0 for name in calls}
             shown, done = 0, 0.0 if calls else 1.0
