@@ -219,7 +219,7 @@ def test_fused_attention_one_node_per_layer_with_heads_or_standard_ops(order, tm
     fused = do_export(ckpt, tmp_path / "f")
     plain = do_export(ckpt, tmp_path / "p", fuse_attention=False)
     assert fused.meta["exporter"]["fused_attention_layers"] == 2
-    assert plain.meta["exporter"]["fused_attention_layers"] == 0
+    assert plain.meta["exporter"]["fused_attention_layers"] == 0 and plain.meta["requires"] == {}
     nodes = _mha_nodes(tmp_path / "f" / "model.onnx")
     heads = [next(a.i for a in n.attribute if a.name == "num_heads") for n in nodes]
     assert heads == [3, 2] and all(n.domain == "com.microsoft" for n in nodes)

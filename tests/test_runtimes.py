@@ -66,6 +66,22 @@ def test_ort_timed_call_is_a_bare_session_run_on_the_same_array(folder, data):
     assert np.array_equal(run()[0], o.call(x).numpy())
 
 
+def test_fused_attention_folders_need_a_recent_onnxruntime(folder, monkeypatch):
+    """onnxruntime 1.17-1.20 computed MultiHeadAttention wrongly for the cls-row query (measured):
+    such a folder is refused there in one line, and export.json says what it needs."""
+    import onnxruntime as ort
+
+    meta = json.loads((folder / "export.json").read_text())
+    assert meta["exporter"]["fused_attention_layers"] == 2
+    assert meta["requires"] == {"onnxruntime": ">=1.21", "ops": "com.microsoft.MultiHeadAttention"}
+    monkeypatch.setattr(ort, "__version__", "1.20.1")
+    with pytest.raises(MhsaError, match=r"onnxruntime 1.20.1 computes wrongly; install onnxruntime>=1.21, or "
+                                        r"re-export with --no-fuse-attention"):
+        load_runtime("onnxruntime", folder)
+    monkeypatch.setattr(ort, "__version__", "1.21.0")
+    assert load_runtime("onnxruntime", folder).precision == "fp32"
+
+
 def test_accuracy_against_hand_count():
     class Fixed:  # predicts class 1 for every row
         def __call__(self, x):
@@ -102,14 +118,14 @@ def tampered(folder, tmp_path, content: bytes | None = None, fix_sha=True, name=
 
 
 def foreign_onnx() -> bytes:
-    """A valid ONNX model of something else: y = x (float, rank 2)."""
-    import onnx
+    """A valid ONNX model of something else: y = x (float, rank 2); IR version 8, which every
+    onnxruntime mhsa supports reads (the onnx package's newest is too new for older ones)."""
     from onnx import TensorProto, helper
 
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
 def test_bad_export_folders(folder, tmp_path):

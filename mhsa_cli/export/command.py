@@ -106,6 +106,16 @@ def _file_facts(folder: Path, precisions: list[str], threads: int) -> dict[str, 
     return out
 
 
+def _requires(exporter: dict[str, Any]) -> dict[str, str]:
+    """What a runtime needs to run the files right (recorded for whoever deploys them)."""
+    from ..runtimes.onnxruntime import FUSED_ATTENTION_MIN_ORT
+
+    if exporter.get("fused_attention_layers"):
+        return {"onnxruntime": ">=" + ".".join(map(str, FUSED_ATTENTION_MIN_ORT)),
+                "ops": "com.microsoft.MultiHeadAttention"}
+    return {}
+
+
 def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] | None,
           files: dict[str, Any], parity: dict[str, Any], acc: dict[str, float], cfg: Any) -> dict[str, Any]:
     from ..config import to_dict
@@ -126,6 +136,7 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
         "model": mc.to_dict(),
         "files": files,
         "exporter": exporter,
+        "requires": _requires(exporter),
         "quantization": quant,
         "source": {"path": str(ckpt.path), "id": ckpt.meta.get("id"), "kind": ckpt.kind,
                    "metrics": ckpt.meta.get("metrics", {}), "lineage": ckpt.meta.get("lineage", [])},

@@ -29,6 +29,26 @@ from . import Loaded, Runtime, register
 from .folder import DTYPES, FILES, INPUT_NAME, OUTPUT_NAME, onnx_file, read_export_meta
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+# export folders whose graph has MultiHeadAttention nodes need this ORT: 1.17-1.20 computed them
+# wrongly for a query of other length than the keys (the cls row alone; logit gaps 0.3-8.7, measured)
+FUSED_ATTENTION_MIN_ORT = (1, 21)
+
+
+def check_version(meta: dict[str, Any], where: Path) -> None:
+    """Refuse a folder whose graph this onnxruntime computes wrongly (see FUSED_ATTENTION_MIN_ORT).
+
+    Raises:
+        MhsaError: fused attention layers and an older onnxruntime.
+    """
+    import onnxruntime as ort
+
+    fused = (meta.get("exporter") or {}).get("fused_attention_layers")
+    have = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
+    if fused and have < FUSED_ATTENTION_MIN_ORT:
+        need = ".".join(map(str, FUSED_ATTENTION_MIN_ORT))
+        raise MhsaError(f"{where}: its attention runs as MultiHeadAttention nodes, which onnxruntime "
+                        f"{ort.__version__} computes wrongly; install onnxruntime>={need}, or re-export with "
+                        f"--no-fuse-attention")
 
 
 class OrtCall:
@@ -110,6 +130,7 @@ def _precisions(path: Path) -> list[str]:
 def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
     meta = read_export_meta(path)
     f = onnx_file(path, meta, precision)
+    check_version(meta, path)
     session = make_session(f, threads, device)
     check_signature(session, meta, f)
     dtype = np.dtype(DTYPES[meta["input"]["kind"]])
