@@ -19,9 +19,12 @@ export-only changes, each exact:
   softmax weight underflows to 0 as -inf does; a sample with no valid key (all
   padding, only possible without a cls token) is multiplied by 0, as SDPA gives 0.
 
-Measured, quickstart student, ORT int8, p50 in one run (5 alternating blocks):
-48 -> 26 nodes; 1 thread batch 1 0.0311 -> 0.0256 ms, 2 threads batch 1
-0.0437 -> 0.0370 ms; batch 32 0.281 -> 0.272 / 0.317 -> 0.270 ms.
+Measured, quickstart student, ORT int8, p50 in one run (5 alternating blocks of
+0.3 s): 48 -> 29 nodes; batch 1: 1 thread 0.0316 -> 0.0272 ms, 2 threads 0.0447 ->
+0.0398 ms (the attention node alone: 0.0289 / 0.0409); batch 32: 0.294 -> 0.295 /
+0.338 -> 0.313 ms. A Slice of the position rows from ``Shape(h, start=1, end=2)``
+would save 2 more nodes (~1 us), but an autograd Function that reads its input's
+shape breaks the TorchScript exporter's peephole pass, so positions stay as traced.
 """
 
 from __future__ import annotations
