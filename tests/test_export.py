@@ -180,6 +180,10 @@ def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
     assert meta["config"]["threads"] == 1
     with pytest.raises(MhsaError, match="has no int8 model"):
         load_runtime("onnxruntime", out, "int8")
+    # opset 21 is past the TorchScript exporter (it warned and went on): refused before any work
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "o21"), "--opset", "21"])
+    assert_one_line_error(result, "opset")
+    assert not (tmp_path / "o21").exists()
 
 
 def test_per_channel_scales(tiny_ckpt, tmp_path):

@@ -331,7 +331,8 @@ class ExportConfig:
                                      "(com.microsoft domain, needs onnxruntime >= 1.21; same logits; the quickstart "
                                      "student's ORT int8 5-9 % faster at batch 1); "
                                      "--no-fuse-attention: standard ONNX ops only, for other runtimes")
-    opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention)", min=14, max=21)
+    opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention; <= 20, the TorchScript exporter's "
+                          "highest)", min=14, max=20)
     check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
     tolerance: float = opt(1e-4, "largest allowed absolute logit gap torch vs ORT fp32", min=0.0, min_open=True)
     threads: int = _threads()
