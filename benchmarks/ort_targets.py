@@ -66,6 +66,7 @@ from mhsa_cli.bench.timer import BURST_MS  # noqa: E402
 from mhsa_cli.checkpoint import load_checkpoint, load_model  # noqa: E402
 from mhsa_cli.config import ExportConfig, RecipeConfig, build_config  # noqa: E402
 from mhsa_cli.export import export  # noqa: E402
+from mhsa_cli.report.export import FUSED_SHOWN  # noqa: E402
 from mhsa_cli.runtimes import accuracy, load_runtime  # noqa: E402
 from mhsa_cli.tasks import task_from_spec  # noqa: E402
 
@@ -335,9 +336,7 @@ def render(r: dict[str, Any]) -> None:
     for c in cells:
         print(f"   {c}: " + ", ".join(f"{n} {v:.3f} {verdict(abs(v - 1) <= TARGETS['bare_gap'])}"
                                       for n, v in r["cells"][c]["bench_vs_bare"].items()))
-    fused = ("MultiHeadAttention", "FusedMatMul", "BiasGelu", "FastGelu", "SkipLayerNormalization", "Attention",
-             "DynamicQuantizeMatMul",
-             "MatMulIntegerToFloat", "QAttention")
+    fused = FUSED_SHOWN + ("QAttention",)
     print("\nORT-optimised graphs (fused ops / all nodes):")
     for n, per in r["optimized_ops"].items():
         for p, ops in per.items():

@@ -111,8 +111,7 @@ def _requires(exporter: dict[str, Any]) -> dict[str, str]:
     from ..runtimes.onnxruntime import FUSED_ATTENTION_MIN_ORT
 
     if exporter.get("fused_attention_layers"):
-        return {"onnxruntime": ">=" + ".".join(map(str, FUSED_ATTENTION_MIN_ORT)),
-                "ops": "com.microsoft.MultiHeadAttention"}
+        return {"onnxruntime": ">=" + ".".join(map(str, FUSED_ATTENTION_MIN_ORT)), "ops": exporter["attention_op"]}
     return {}
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DOMAIN, OP = "com.microsoft", "MultiHeadAttention"
+ATTENTION_OP = f"{DOMAIN}.{OP}"  # as export.json names it
 OPSET = {DOMAIN: 1}  # torch.onnx.export(custom_opsets=...)
 
 
@@ -103,7 +104,8 @@ class ExportAttention(nn.Module):
     def forward(self, x: torch.Tensor, masks: Masks | None = None, gate: Any = None, need_weights: bool = False,
                 query: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         a = self.inner
-        y = _MHA.apply(a.q(x if query is None else query), a.k(x), a.v(x), masks and masks.kpm, a.n_heads)
+        kpm = None if masks is None else masks.kpm
+        y = _MHA.apply(a.q(x if query is None else query), a.k(x), a.v(x), kpm, a.n_heads)
         if masks is not None and masks.valid is not None:
             y = y * masks.valid
         return a.o(y), None

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..runtimes.folder import INPUT_NAME, OUTPUT_NAME
+from .lean import ATTENTION_OP, OPSET, lean_export
 
 DYNAMO = False  # see the module docstring
 QKV = ("q", "k", "v")
@@ -41,8 +42,6 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
     Returns:
         What was used: exporter, opset, dynamic axes, attention layers fused.
     """
-    from .lean import OPSET, lean_export
-
     axes = {INPUT_NAME: {0: "batch", 1: "sequence"}, OUTPUT_NAME: {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad(), lean_export(model.eval(), fuse_attention) as (lean, fused):
         # known notices only: tracing the max_len check, the TorchScript exporter's deprecation, a Slice
@@ -59,7 +58,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
                           do_constant_folding=True, custom_opsets=OPSET if fused else None)
     return {"exporter": "torch.onnx.export (TorchScript)", "dynamo": DYNAMO, "opset": opset,
             "dynamic_axes": {"batch": True, "sequence": True},
-            "fused_attention_layers": fused, "attention_op": "com.microsoft.MultiHeadAttention" if fused else None}
+            "fused_attention_layers": fused, "attention_op": ATTENTION_OP if fused else None}
 
 
 def _linear_after(node: Any, consumers: dict[str, list[Any]], inits: dict[str, Any]) -> tuple[Any, str] | None:

@@ -171,15 +171,14 @@ class MHSAClassifier(nn.Module):
             h = torch.cat([self.cls.expand_as(h[:, :1]), h], dim=1)
         return h, pad
 
-    def _add_positions(self, h: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D) + position rows (``pos``: those rows, (1, T, D), else sliced here) + segment 0,
-        then the embedding norm / dropout."""
+    def _add_positions(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) + its position rows + segment 0, then the embedding norm / dropout."""
         c = self.config
         T = h.shape[1]
         if c.pos_offset + T > self.pos.shape[1]:
             raise MhsaError(f"input length {T - (self.cls is not None)} exceeds the model's max_len {c.max_len}")
         # right padding: RoBERTa's positions
-        h = h + (self.pos[:, c.pos_offset: c.pos_offset + T] if pos is None else pos)
+        h = h + self.pos[:, c.pos_offset: c.pos_offset + T]
         if c.type_vocab_size:
             h = h + self.type_embed.weight[0]
         if c.embed_norm:
