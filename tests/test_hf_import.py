@@ -424,3 +424,75 @@ def test_export_to_onnx_matches_transformers_and_the_gated_original(with_data, t
         assert meta["task"]["tokenizer"] == json.loads((folder / "tokenizer.json").read_text())
         s = ort.InferenceSession(str(tmp_path / src.name / "model.onnx"), providers=["CPUExecutionProvider"])
         assert float(abs(s.run(None, {"input": x.numpy()})[0] - ref.numpy()).max()) <= TOL
+
+
+# --------------------------------------------------------------------------- the transformers check
+
+
+def test_import_records_its_gap_to_transformers(imported):
+    """The recorded gap is the logit gap an independent comparison finds (same rows: built-in texts)."""
+    from mhsa_cli.imports.hf_check import SAMPLE_TEXTS
+
+    family, hf, folder, ckpt = imported
+    metrics = load_checkpoint(ckpt).meta["metrics"]
+    assert metrics["hf_check"].startswith(f"logits vs transformers {transformers.__version__} on 6 rows")
+    model = load_model(ckpt)
+    x = encode(list(SAMPLE_TEXTS), json.loads((folder / "tokenizer.json").read_text()), 32, model.config.pad_id)
+    with torch.no_grad():
+        want = float((model(x) - hf_logits(hf, x, model.config.pad_id)).abs().max())
+    assert metrics["hf_max_gap"] == pytest.approx(want, abs=1e-7) and metrics["hf_max_gap"] <= TOL
+    assert "vs transformers" in invoke("info", ckpt).output
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_base_model_check_compares_hidden_states(family, tmp_path):
+    make_hf(family, tmp_path / "hf", base=True)
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    metrics = load_checkpoint(tmp_path / "ckpt").meta["metrics"]
+    pooled = " + pooler output" if family == "bert" else ""  # DistilBERT's pooler is fresh: not compared
+    assert metrics["hf_check"].startswith(f"last hidden states{pooled} vs transformers")
+    assert metrics["hf_max_gap"] <= TOL
+
+
+def test_a_wrong_mapping_shows_in_the_recorded_gap(tmp_path, monkeypatch):
+    """The check can fail: swap two layers' query weights at import and the gap is large and noted."""
+    from mhsa_cli import imports
+
+    make_hf("bert", tmp_path / "hf")
+    real_map = imports.map_weights
+
+    def swapped(model, *args, **kw):
+        out = real_map(model, *args, **kw)
+        with torch.no_grad():
+            model.blocks[0].attn.q.weight.mul_(-1.0)
+        return out
+
+    monkeypatch.setattr(imports, "map_weights", swapped)
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    gap = load_checkpoint(tmp_path / "ckpt").meta["metrics"]["hf_max_gap"]
+    assert gap > 1e-2 and "exceeds" in r.output
+
+
+def test_without_transformers_the_check_is_recorded_as_not_run(tmp_path, monkeypatch):
+    from mhsa_cli.imports import hf_check
+
+    make_hf("bert", tmp_path / "hf")
+    monkeypatch.setattr(hf_check, "_transformers", lambda: None)
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    metrics = load_checkpoint(tmp_path / "ckpt").meta["metrics"]
+    assert "hf_max_gap" not in metrics and metrics["hf_check"].startswith("not run: transformers is not installed")
+
+
+def test_sentence_transformers_extras_are_ignored_with_a_note(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    (tmp_path / "hf" / "modules.json").write_text("[]")
+    (tmp_path / "hf" / "sentence_bert_config.json").write_text("{}")
+    (tmp_path / "hf" / "1_Pooling").mkdir()
+    (tmp_path / "hf" / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "sentence-transformers files ignored (modules.json, sentence_bert_config.json, 1_Pooling)" in flat

@@ -24,11 +24,15 @@ from ..config import ImportConfig, to_dict
 from ..errors import MhsaError
 from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
 from ..progress import NULL, Progress
+from . import hf_check
 from .families import FAMILIES, Family, family_of, supported
 
 __all__ = ["import_hf", "ImportResult", "FAMILIES", "supported", "read_folder"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# what a sentence-transformers folder adds beside the Hugging Face files (ignored: mhsa pools the
+# first token through the model's own pooler and fine-tunes it; their pooling/normalise modules are not used)
+SENTENCE_TRANSFORMERS = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
 SHARD_INDEX = "model.safetensors.index.json"
 
 
@@ -126,6 +130,14 @@ def load_weights(files: list[Path]) -> dict[str, torch.Tensor]:
             raise MhsaError(f"{f} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
         tensors.update({k: v.float() if v.is_floating_point() else v for k, v in loaded.items()})
     return tensors
+
+
+def sentence_transformers_extras(folder: Path) -> list[str]:
+    """The sentence-transformers files and module folders (``1_Pooling``, ...) in ``folder``."""
+    found = [n for n in SENTENCE_TRANSFORMERS if (folder / n).is_file()]
+    if found:
+        found += sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[:1].isdigit() and "_" in p.name)
+    return found
 
 
 # --------------------------------------------------------------------------- mapping
@@ -269,12 +281,21 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
     fresh, ignored = map_weights(model, fam, tensors, keep_head)
     model.eval()
     metrics: dict[str, Any] = {"params": count_parameters(model)}
+    with progress.task("import: checking against transformers", total=1) as bar:
+        x = hf_check.sample_rows(model, folder.tokenizer, data)
+        metrics.update(hf_check.compare(model, str(folder.path), x, logits=keep_head, fresh=fresh))
+        bar.advance(1)
     if data is not None:
         from ..train import evaluate
 
         metrics.update(val_acc=evaluate(model, data.val, torch.device("cpu")),
                        test_acc=evaluate(model, data.test, torch.device("cpu")))
     notes = [f"fresh {m} (seed {cfg.seed}): fine-tune before use" for m in fresh]
+    if extras := sentence_transformers_extras(folder.path):
+        notes.append(f"sentence-transformers files ignored ({', '.join(extras)}): mhsa pools the first token "
+                     "([CLS]) through the model's pooler; fine-tune before use")
+    if gap_note := hf_check.note(metrics):
+        notes.append(gap_note)
     if folder.tokenizer is None:
         notes.append("no tokenizer.json: the checkpoint has no tokenizer (needed by --data and train --init)")
     elif not folder.tokenizer.get("post_processor"):

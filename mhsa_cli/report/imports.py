@@ -25,6 +25,10 @@ def render_imports(result: Any, console: Console) -> None:
     ]
     rows += [(name, pct(metrics[key])) for key, name in (("val_acc", "validation accuracy"),
                                                          ("test_acc", "test accuracy")) if key in metrics]
+    if "hf_max_gap" in metrics:
+        rows.append(("vs transformers", f"max |gap| {metrics['hf_max_gap']:.2g} ({metrics['hf_check']})"))
+    else:
+        rows.append(("vs transformers", metrics.get("hf_check", "not run")))
     rows.append(("checkpoint", str(result.out)))
     console.print(kv_table("Imported", rows))
     for note in result.notes:
