@@ -37,8 +37,8 @@ def _data(cfg: Any, ckpt: Checkpoint, mcfg: ModelConfig) -> TaskData:
     if not spec.get("tokenizer"):
         raise MhsaError(f"--init {ckpt.path} stores no tokenizer, so it cannot read a new data file; "
                         "drop --data to fine-tune on its own task (or import a model with tokenizer.json)")
-    opts = {"max_len": min(int(spec.get("max_len") or 128), mcfg.max_len), **opts}
-    data = hf_text.build(cfg.seed, spec["tokenizer"], mcfg.pad_id, list(spec.get("labels") or []), **opts)
+    data = hf_text.build(cfg.seed, spec["tokenizer"], mcfg.pad_id, list(spec.get("labels") or []),
+                         max_positions=mcfg.max_len, **opts)  # max_len: auto from the data unless given
     if data.max_len > mcfg.max_len:
         raise MhsaError(f"max_len {data.max_len} exceeds the {mcfg.max_len} positions of {ckpt.path}")
     return data

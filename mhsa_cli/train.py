@@ -49,6 +49,7 @@ class LoopConfig:
     batch_size: int = 64
     lr: float = 3e-3
     warmup: float = 0.05
+    schedule: str = "cosine"  # after warm-up: cosine or linear decay to zero (SCHEDULES)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
@@ -73,15 +74,23 @@ class FitResult:
     seconds: float = 0.0
 
 
-def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup`` x steps, then cosine decay to zero."""
+# decay after warm-up, t in [0, 1] -> lr factor (linear: BERT's fine-tuning schedule)
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+    "linear": lambda t: 1.0 - t,
+}
+
+
+def lr_lambda(total_steps: int, warmup: float, schedule: str = "cosine") -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` x steps, then ``schedule``'s decay to zero."""
     warm = max(1, int(total_steps * warmup)) if warmup > 0 else 0
+    decay = SCHEDULES[schedule]
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+        return decay(min(t, 1.0))
 
     return f
 
@@ -123,7 +132,8 @@ def fit(model: nn.Module, data: TaskData, loop: LoopConfig, device: torch.device
     params = [p for p in model.parameters() if p.requires_grad] + extra
     opt = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
     steps_per_epoch = math.ceil(len(dist.sampler(len(data.train), shuffle_seed(loop.seed), 0)) / local_batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * loop.epochs, loop.warmup,
+                                                                   loop.schedule))
     result, best_state, stale, start = FitResult(best_val_acc=-1.0), None, 0, time.perf_counter()
     chance, noted = chance_level(data.val), False
     for epoch in range(1, loop.epochs + 1):
@@ -228,6 +238,7 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
             or (under torchrun) a batch size not divisible by the process count.
     """
     data, mcfg, model, device, parent = dist.agree(_prepare, cfg)
+    progress.log(loop_summary(cfg, data.max_len))
     fitted = fit(model, data, LoopConfig.from_config(cfg), device, progress=progress)
     report = split_report(model, data.test, data.labels, device)
     precision = "bf16 autocast" if cfg.amp and device.type == "cuda" else "float32"
@@ -250,6 +261,13 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
     # outcome doubles as the barrier, and a failed write fails every rank alike
     dist.agree(lambda: save_model(cfg.out, model.cpu(), meta, force=cfg.force) if dist.is_main() else None)
     return TrainResult(cfg.out, metrics, fitted.history, data.summary())
+
+
+def loop_summary(cfg: TrainConfig, max_len: int) -> str:
+    """One line with the resolved loop settings (``--init`` picks its own; printed before training)."""
+    what = "fine-tuning" if cfg.init else "training"
+    return (f"{what}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g} ({cfg.warmup:g} warm-up, "
+            f"{cfg.schedule} decay), weight decay {cfg.weight_decay:g}, input length {max_len} tokens")
 
 
 def _input_files(cfg: TrainConfig) -> list[str]:

@@ -87,3 +87,19 @@ def test_init_refusals(tiny_ckpt, tmp_path, bert):
     r = invoke("train", "--init", tiny_ckpt, "--d-model", 64, "--out", tmp_path / "z")
     assert_one_line_error(r, "--d-model has no effect with --init")
     assert not any((tmp_path / n).exists() for n in "xyz")
+
+
+def test_init_picks_fine_tuning_defaults_and_explicit_values_win(bert, tmp_path):
+    """--init resolves to BERT's fine-tuning recipe (stored in the lineage); a fresh model keeps its own."""
+    imported, csv = bert
+    cfg = _cfg(tmp_path, imported, data=str(csv))
+    got = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "warmup", "schedule", "weight_decay")}
+    assert got == dict(epochs=3, batch_size=32, lr=5e-5, warmup=0.1, schedule="linear", weight_decay=0.01)
+    assert _cfg(tmp_path, imported, lr=1e-4, schedule="cosine").lr == 1e-4
+    fresh = build_config(TrainConfig, {"out": str(tmp_path / "o")})
+    assert (fresh.lr, fresh.warmup, fresh.schedule) == (1e-3, 0.05, "cosine")
+    r = invoke("train", "--init", imported, "--data", csv, "--epochs", 1, "--device", "cpu", "--out", tmp_path / "ft")
+    assert r.exit_code == 0, r.output
+    assert "fine-tuning: 1 epochs, batch 32, lr 5e-05 (0.1 warm-up, linear decay)" in r.output
+    settings = load_checkpoint(tmp_path / "ft").meta["lineage"][-1]["settings"]
+    assert (settings["lr"], settings["schedule"], settings["warmup"]) == (5e-5, "linear", 0.1)

@@ -58,3 +58,30 @@ def test_spec_without_data_says_how_to_attach_it(tok):
         task_from_spec(hf_text.data_spec(tok, 0, ["a", "b"], 16))
     with pytest.raises(MhsaError, match="needs a checkpoint's tokenizer"):
         hf_text.build(0, None, 0, None, path="x.csv")
+
+
+def test_max_len_auto_is_the_99th_percentile_of_training_rows_with_specials(tok, tmp_path):
+    """100 rows of 1..100 words: [CLS]/[SEP] add 2, so training-split token counts are 3..102;
+    the nearest-rank 99th percentile of the split's counts, computed here by hand, is max_len."""
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\n" + "".join(f"{' '.join(['a'] * n)},{'x' if n % 2 else 'y'}\n" for n in range(1, 101)))
+    data = hf_text.build(0, tok, 0, None, path=str(csv))
+    counts = sorted(int((row != 0).sum()) for row in data.train.x)  # no truncation below the percentile rank
+    k = -(-len(counts) * 99 // 100) - 1
+    assert data.max_len == counts[k] and data.spec["max_len_auto"] is True
+    assert hf_text.build(0, tok, 0, None, path=str(csv), max_positions=16).max_len == 16  # the model's positions cap it
+    assert hf_text.build(0, tok, 0, None, path=str(csv), max_len=7).spec["max_len_auto"] is False
+
+
+def test_splits_are_ragged_and_cut_at_the_models_pad_id(tok, tmp_path):
+    """Length-aware batching: a batch is cut to its longest row, counted with the model's pad id (RoBERTa: 1)."""
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\n" + "".join(f"{' '.join(['b'] * (1 + i % 5))},{'x' if i % 2 else 'y'}\n" for i in range(40)))
+    data = hf_text.build(0, tok, 1, None, path=str(csv), max_len=12)
+    split = data.train
+    assert split.ragged and split.pad_id == 1
+    want = (split.x != 1).sum(dim=1)  # rows are [CLS] b.. [SEP] then pad 1: length = non-pad count
+    assert torch.equal(split.lengths, want)
+    idx = torch.tensor([i for i in range(len(split)) if int(want[i]) == 4][:3])
+    x, _ = split.rows(idx)
+    assert x.shape == (3, 4)

@@ -70,6 +70,7 @@ def test_warmup_then_cosine_schedule():
 @pytest.mark.parametrize("change", [
     {"lr": 3e-3}, {"warmup": 0.5}, {"weight_decay": 0.3}, {"grad_clip": 0.01}, {"label_smoothing": 0.2},
     {"dropout": 0.3}, {"pooling": "mean"}, {"batch_size": 32}, {"seed": 3}, {"d_ff": 48}, {"layers": 1},
+    {"schedule": "linear"},
 ])
 def test_every_training_flag_changes_the_result(tmp_path, change):
     base = tiny_train_config(tmp_path / "base", epochs=1, d_model=16, heads=2)
@@ -312,3 +313,11 @@ def test_predict_logits_keeps_row_order_and_evaluate_agrees():
         ref = model.eval()(split.x)
     assert torch.allclose(logits, ref, atol=1e-5)
     assert evaluate(model, split, batch_size=7) == pytest.approx(float((ref.argmax(-1) == split.y).float().mean()))
+
+
+def test_warmup_then_linear_schedule():
+    """BERT's fine-tuning schedule: 10 warm-up steps to 1, then linear to 0 over the remaining 90."""
+    f = lr_lambda(100, 0.1, "linear")
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
+    assert f(64) == pytest.approx(1 - 54 / 90)

@@ -53,7 +53,11 @@ INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling"
 # defaults of tasks that do not (order, digits: the int8 quickstart model, see README).
 TRAIN_DEFAULTS: dict[str, Any] = dict(layers=2, d_model=256, heads=8, d_ff=512, dropout=0.0, pooling="cls",
                                       epochs=12, batch_size=64, lr=1e-3, weight_decay=0.01, patience=0,
-                                      token_dropout=0.0)
+                                      token_dropout=0.0, warmup=0.05, schedule="cosine")
+# ``mhsa train --init``: fine-tuning a pretrained encoder (BERT's recipe: small peak lr, 10 % warm-up,
+# linear decay, weight decay; chosen on trec / sms *validation*, README "Bring a pretrained encoder")
+FINETUNE_DEFAULTS: dict[str, Any] = dict(epochs=3, batch_size=32, lr=5e-5, weight_decay=0.01, patience=0,
+                                         warmup=0.1, schedule="linear")
 
 
 @dataclass
@@ -87,10 +91,14 @@ class TrainConfig:
                                 "early stopping; with --init 3)", min=1, max=MAX_EPOCHS)
     batch_size: Optional[int] = opt(None, "global batch size (under torchrun split evenly over the processes: "
                                     "must be divisible by their number) (default: the task's: order/digits 64, "
-                                    "text 32)", min=1, max=MAX_BATCH)
-    lr: Optional[float] = opt(None, "peak learning rate, AdamW (default: the task's: order/digits 1e-3, text 3e-3)",
+                                    "text 32; with --init 32)", min=1, max=MAX_BATCH)
+    lr: Optional[float] = opt(None, "peak learning rate, AdamW (default: the task's: order/digits 1e-3, text 3e-3; "
+                              "with --init 5e-5)",
                               min=0.0, min_open=True, max=MAX_LR)
-    warmup: float = opt(0.05, "fraction of steps for linear warm-up", min=0.0, max=1.0)
+    warmup: Optional[float] = opt(None, "fraction of steps for linear warm-up (default 0.05; with --init 0.1)",
+                                  min=0.0, max=1.0)
+    schedule: Optional[str] = opt(None, "learning-rate decay after warm-up (default cosine; with --init linear)",
+                                  choices=("cosine", "linear"))
     weight_decay: Optional[float] = opt(None, "AdamW weight decay (default: the task's: 0.01)",
                                         min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
@@ -130,9 +138,7 @@ class TrainConfig:
             if self.token_dropout:
                 raise MhsaError("--token-dropout replaces words by the text task's <unk> (id 1); an --init "
                                 "checkpoint's tokenizer may number it differently: drop --token-dropout")
-            if self.epochs is None:
-                self.epochs = 3
-            for name, default in TRAIN_DEFAULTS.items():  # loop settings; the shape is the checkpoint's
+            for name, default in {**TRAIN_DEFAULTS, **FINETUNE_DEFAULTS}.items():  # the shape is the checkpoint's
                 if name not in INIT_FIXED and getattr(self, name) is None:
                     setattr(self, name, default)
             return

@@ -226,8 +226,8 @@ def _task(cfg: ImportConfig, folder: HFFolder, own_labels: list[str], max_len: i
     from ..tasks import hf_text
 
     if cfg.data:
-        data = hf_text.build(cfg.seed, folder.tokenizer, pad_id, own_labels,
-                             **{"max_len": min(128, max_len), **cfg.task_options, "path": cfg.data})
+        data = hf_text.build(cfg.seed, folder.tokenizer, pad_id, own_labels, max_positions=max_len,
+                             **{**cfg.task_options, "path": cfg.data})  # max_len: auto from the data
         if data.max_len > max_len:
             raise MhsaError(f"max_len {data.max_len} exceeds the model's {max_len} positions")
         return data, data.spec, data.labels

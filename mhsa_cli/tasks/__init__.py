@@ -26,10 +26,11 @@ class Split:
 
     x: torch.Tensor
     y: torch.Tensor  # (N,) int64 class ids
-    # Rows of variable length, padded at the end with 0: batches are cut to their
+    # Rows of variable length, padded at the end with pad_id: batches are cut to their
     # longest row (length-aware batching). Off for the synthetic tasks, whose
     # published results come from fixed-shape batches.
     ragged: bool = False
+    pad_id: int = 0  # the padding id of x (imported RoBERTa models pad with 1)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -40,7 +41,7 @@ class Split:
         cached = getattr(self, "_lengths", None)
         if cached is None or cached.shape[0] != self.x.shape[0]:
             pos = torch.arange(1, self.x.shape[1] + 1)  # (T,)
-            cached = ((self.x != 0).long() * pos).amax(dim=1) if self.x.dim() == 2 else \
+            cached = ((self.x != self.pad_id).long() * pos).amax(dim=1) if self.x.dim() == 2 else \
                 torch.full((self.x.shape[0],), self.x.shape[1], dtype=torch.long)
             self._lengths = cached
         return cached

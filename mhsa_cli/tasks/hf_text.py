@@ -81,7 +81,8 @@ def _labels(rows: list, test_rows: list, opts: dict[str, Any], known: list[str] 
 
 
 def build(seed: int = 0, tokenizer: dict[str, Any] | None = None, pad_id: int = 0,
-          labels: list[str] | None = None, stored: dict[str, Any] | None = None, **options: Any) -> TaskData:
+          labels: list[str] | None = None, stored: dict[str, Any] | None = None,
+          max_positions: int = 512, **options: Any) -> TaskData:
     """Read, split and tokenize the user's file.
 
     Args:
@@ -90,7 +91,10 @@ def build(seed: int = 0, tokenizer: dict[str, Any] | None = None, pad_id: int = 
         pad_id: padding id of the model.
         labels: the model's labels; kept (with their order) if the data's labels are among them.
         stored: a spec to match (sha256 of the files).
-        **options: the ``text`` task's file options (:data:`FILE_OPTIONS`); ``max_len`` default 128.
+        max_positions: the model's positions: the most ``max_len`` may be.
+        **options: the ``text`` task's file options (:data:`FILE_OPTIONS`); ``max_len`` default
+            ``auto``: the 99th percentile of the training split's token counts (special tokens
+            included), at most ``max_positions``.
 
     Raises:
         MhsaError: no tokenizer, a bad option, or what the ``text`` task refuses.
@@ -101,23 +105,30 @@ def build(seed: int = 0, tokenizer: dict[str, Any] | None = None, pad_id: int = 
     unknown = sorted(set(options) - set(FILE_OPTIONS))
     if unknown:
         raise MhsaError(f"task '{NAME}' has no option '{unknown[0]}'; options: {', '.join(FILE_OPTIONS)}")
-    opts = _text._options({"max_len": 128, **options})
+    opts = _text._options({"max_len": "auto", **options})
     read = _text.read_sources(opts)  # files or hf: splits, as the text task reads them
     if stored is not None:
         _text.check_unchanged(read, opts, stored)
     rows, test_rows = read["path"][0], read["test_path"][0] if "test_path" in read else None
     labels = _labels(rows, test_rows or [], opts, labels)
     parts = _text._split_rows(rows, test_rows, labels, opts, seed)
+    auto = opts["max_len"] is None
+    if auto:  # from the training split only (as the text task)
+        counts = [len(e.ids) for e in make_tokenizer(tokenizer, max_positions).encode_batch(
+            [r[1] for _, r in parts["train"]])]
+        opts = {**opts, "max_len": min(max_positions, _text.auto_max_len(counts))}
     class_id = {label: i for i, label in enumerate(labels)}
     splits = []
     for name in ("train", "val", "test"):
         texts = [r[1] for _, r in parts[name]]
         split = Split(encode(texts, tokenizer, opts["max_len"], pad_id),  # (N, max_len)
-                      torch.tensor([class_id[r[2]] for _, r in parts[name]], dtype=torch.long))
+                      torch.tensor([class_id[r[2]] for _, r in parts[name]], dtype=torch.long),
+                      ragged=True, pad_id=pad_id)  # batches cut to their longest row
         split._texts = texts
         splits.append(split)
     spec = dict(name=NAME, seed=seed, **{k: opts[k] for k in FILE_OPTIONS}, labels=labels, pad_id=pad_id,
                 sha256={key: sha for key, (_, sha) in read.items()}, tokenizer=tokenizer)
+    spec["max_len_auto"] = bool(stored.get("max_len_auto", False)) if stored is not None else auto
     vocab = make_tokenizer(tokenizer, opts["max_len"]).get_vocab_size(with_added_tokens=True)
     return TaskData(spec, "tokens", vocab, 0, opts["max_len"], list(labels), *splits)
 
