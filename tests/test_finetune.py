@@ -103,3 +103,32 @@ def test_init_picks_fine_tuning_defaults_and_explicit_values_win(bert, tmp_path)
     assert "fine-tuning: 1 epochs, batch 32, lr 5e-05 (0.1 warm-up, linear decay)" in r.output
     settings = load_checkpoint(tmp_path / "ft").meta["lineage"][-1]["settings"]
     assert (settings["lr"], settings["schedule"], settings["warmup"]) == (5e-5, "linear", 0.1)
+
+
+def test_prune_and_distill_inherit_the_fine_tuning_loop_of_an_init_model(bert, tmp_path):
+    """After train --init, pruning's fine-tuning and distillation use the model's own lr / warm-up /
+    schedule (5e-5, 0.1, linear) unless given; a from-scratch checkpoint keeps the stage defaults."""
+    from mhsa_cli.checkpoint import finetune_loop
+
+    imported, csv = bert
+    r = invoke("train", "--init", imported, "--data", csv, "--epochs", 1, "--lr", 7e-5, "--device", "cpu",
+               "--out", tmp_path / "ft")
+    assert r.exit_code == 0, r.output
+    assert finetune_loop(load_checkpoint(tmp_path / "ft").meta) == {"lr": 7e-5, "warmup": 0.1, "schedule": "linear"}
+    r = invoke("prune", tmp_path / "ft", "--ratio", 0.25, "--finetune-epochs", 1, "--warmup", 0.2,
+               "--device", "cpu", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    s = load_checkpoint(tmp_path / "p").meta["lineage"][-1]["settings"]
+    assert (s["lr"], s["warmup"], s["schedule"]) == (7e-5, 0.2, "linear")  # the explicit warm-up wins
+    r = invoke("distill", "--teacher", tmp_path / "p", "--layers", 1, "--epochs", 1, "--device", "cpu",
+               "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    s = load_checkpoint(tmp_path / "s").meta["lineage"][-1]["settings"]
+    assert (s["lr"], s["warmup"], s["schedule"]) == (7e-5, 0.1, "linear")  # the latest train --init's
+
+
+def test_stages_after_a_scratch_model_keep_their_defaults(tiny_ckpt, tmp_path):
+    r = invoke("prune", tiny_ckpt, "--ratio", 0.25, "--device", "cpu", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    s = load_checkpoint(tmp_path / "p").meta["lineage"][-1]["settings"]
+    assert (s["lr"], s["warmup"], s["schedule"]) == (1e-3, 0.05, "cosine")

@@ -57,6 +57,21 @@ class Checkpoint:
                             + (f"; {hint}" if hint else ""))
 
 
+FINETUNE_LOOP = ("lr", "warmup", "schedule")  # what later stages take from an --init fine-tune
+
+
+def finetune_loop(meta: dict[str, Any]) -> dict[str, Any]:
+    """The loop settings of the latest ``train --init`` step in a checkpoint's lineage ({} if none).
+
+    A model fine-tuned from a pretrained encoder is fine-tuned again (after pruning) or
+    distilled with its own small learning rate and schedule, not a from-scratch default."""
+    for step in reversed(meta.get("lineage") or []):
+        settings = step.get("settings") or {}
+        if step.get("operation") == "train" and settings.get("init"):
+            return {k: settings[k] for k in FINETUNE_LOOP if settings.get(k) is not None}
+    return {}
+
+
 def weights_id(path: Path) -> str:
     """Content hash of a weights file (first 16 hex digits of SHA-256)."""
     return file_sha256(path)[:16]

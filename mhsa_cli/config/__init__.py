@@ -18,11 +18,13 @@ from .fields import (ConfigFactory, _base_type, _check_choice, _check_range, _co
                      build_config, field_types, load_yaml, opt, parse_assignments, to_dict)
 from .stages import (INIT_FIXED, MAX_BATCH, MAX_EPOCHS, MAX_FF, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_THREADS,
                      MAX_WIDTH, TRAIN_DEFAULTS, BenchConfig, DistillConfig, ExportConfig, ImportConfig,
-                     PredictConfig, PruneConfig, QuantizeConfig, RecipeConfig, TrainConfig, task_names)
+                     PredictConfig, PruneConfig, QuantizeConfig, RecipeConfig, TrainConfig, resolve_loop,
+                     task_names)
 
 __all__ = [
     "INIT_FIXED", "MAX_BATCH", "MAX_EPOCHS", "MAX_FF", "MAX_LAYERS", "MAX_LR", "MAX_SEED", "MAX_THREADS",
     "MAX_WIDTH", "TRAIN_DEFAULTS", "BenchConfig", "ConfigFactory", "DistillConfig", "ExportConfig",
     "ImportConfig", "PredictConfig", "PruneConfig", "QuantizeConfig", "RecipeConfig", "TrainConfig",
-    "build_config", "field_types", "load_yaml", "opt", "parse_assignments", "task_names", "to_dict",
+    "build_config", "field_types", "load_yaml", "opt", "parse_assignments", "resolve_loop", "task_names",
+    "to_dict",
 ]

@@ -165,6 +165,15 @@ class TrainConfig:
             raise MhsaError(str(exc), key="task_options") from None
 
 
+def resolve_loop(cfg: Any, inherited: dict[str, Any], lr: float) -> None:
+    """Fill a prune / distill config's unset ``lr``, ``warmup`` and ``schedule``: from the
+    checkpoint's ``train --init`` fine-tuning (``inherited``, see
+    :func:`mhsa_cli.checkpoint.finetune_loop`), else the stage's defaults."""
+    for name, default in (("lr", lr), ("warmup", 0.05), ("schedule", "cosine")):
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, inherited.get(name, default))
+
+
 def _importance_names() -> list[str]:
     from ..registry import IMPORTANCE  # filled by prune.importance: config never imports prune
 
@@ -193,8 +202,12 @@ class PruneConfig:
                                        "(test accuracy without fine-tuning)", min=0.0, max=1.0, max_open=True)
     random_seeds: int = opt(3, "sweep: seeds for the random method (mean and spread)", min=1, max=1000)
     batch_size: int = opt(64, "batch size of importance scoring and fine-tuning", min=1, max=MAX_BATCH)
-    lr: float = opt(1e-3, "fine-tuning peak learning rate", min=0.0, min_open=True, max=MAX_LR)
-    warmup: float = opt(0.05, "fine-tuning warm-up fraction", min=0.0, max=1.0)
+    lr: Optional[float] = opt(None, "fine-tuning peak learning rate (default 1e-3; a model fine-tuned with "
+                              "train --init: its own)", min=0.0, min_open=True, max=MAX_LR)
+    warmup: Optional[float] = opt(None, "fine-tuning warm-up fraction (default 0.05; after train --init: its own)",
+                                  min=0.0, max=1.0)
+    schedule: Optional[str] = opt(None, "fine-tuning decay after warm-up (default cosine; after train --init: its "
+                                  "own)", choices=("cosine", "linear"))
     weight_decay: float = opt(0.01, "fine-tuning weight decay", min=0.0)
     seed: int = opt(0, "seed (random importance, fine-tuning order)", min=0, max=MAX_SEED)
     device: str = _device()
@@ -244,8 +257,12 @@ class DistillConfig:
     epochs: Optional[int] = opt(None, "training epochs (default: the teacher's training epochs)", min=1, max=MAX_EPOCHS)
     batch_size: int = opt(64, "global batch size (under torchrun split evenly over the "
                           "processes: must be divisible by their number)", min=1, max=MAX_BATCH)
-    lr: float = opt(3e-3, "peak learning rate", min=0.0, min_open=True, max=MAX_LR)
-    warmup: float = opt(0.05, "warm-up fraction", min=0.0, max=1.0)
+    lr: Optional[float] = opt(None, "peak learning rate (default 3e-3; a teacher fine-tuned with train --init: "
+                              "its own)", min=0.0, min_open=True, max=MAX_LR)
+    warmup: Optional[float] = opt(None, "warm-up fraction (default 0.05; after train --init: the teacher's)",
+                                  min=0.0, max=1.0)
+    schedule: Optional[str] = opt(None, "decay after warm-up (default cosine; after train --init: the teacher's)",
+                                  choices=("cosine", "linear"))
     weight_decay: float = opt(0.01, "weight decay", min=0.0)
     grad_clip: float = opt(1.0, "gradient norm clip (0 = off)", min=0.0)
     mixup: float = opt(0.0, "mixup strength a (0 = off; feature tasks only): the student and the teacher see "

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..checkpoint import Checkpoint, check_output_dir, load_checkpoint, load_model, make_meta, save_model
-from ..config import DistillConfig, to_dict
+from ..checkpoint import (Checkpoint, check_output_dir, finetune_loop, load_checkpoint, load_model, make_meta,
+                          save_model)
+from ..config import DistillConfig, resolve_loop, to_dict
 from ..environment import resolve_device, set_threads
 from ..errors import MhsaError
 from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
@@ -178,6 +179,7 @@ def _prepare(cfg: DistillConfig) -> tuple[Checkpoint, MHSAClassifier, DistillPla
     if dist.is_main():
         check_output_dir(cfg.out, cfg.force, inputs=[cfg.teacher])
     ckpt, teacher = load_teacher(cfg.teacher)
+    resolve_loop(cfg, finetune_loop(ckpt.meta), lr=3e-3)
     check_mixup(cfg.mixup, ckpt.model_config.input_kind, ckpt.task_spec.get("name", "?"))
     if cfg.epochs is None:  # resolved here so the student records the real number
         cfg.epochs = teacher_epochs(ckpt)

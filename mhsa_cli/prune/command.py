@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, load_checkpoint, load_model,
+from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, finetune_loop, load_checkpoint, load_model,
                           make_meta, save_model, write_files)
-from ..config import PruneConfig, to_dict
+from ..config import PruneConfig, resolve_loop, to_dict
 from ..environment import resolve_device, set_threads
 from ..errors import MhsaError, choice
 from ..model import MHSAClassifier, attention_flops, count_parameters
@@ -126,6 +126,7 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     set_threads(cfg.threads)
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     ckpt = _load_float(cfg.checkpoint)
+    resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
     _validate(cfg, ckpt.model_config.heads)
     device = resolve_device(cfg.device)
     data = task_from_spec(ckpt.task_spec)
