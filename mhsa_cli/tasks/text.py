@@ -2,8 +2,9 @@
 or from a Hugging Face data set read offline (``path=hf:NAME[:CONFIG]`` or
 ``hf:FOLDER``, splits ``split`` / ``test_split``; :mod:`.hf_datasets`).
 
-Rows are read by :mod:`.text_files` (quoted fields, embedded commas and
-newlines, utf-8 with optional BOM). Class ids follow the sorted
+Rows are read by :mod:`.text_files` (the one reader, shared with ``mhsa predict``:
+quoted fields, embedded commas and newlines, utf-8 with optional BOM, a row with
+more or fewer fields than the header refused). Class ids follow the sorted
 unique label strings. The split is stratified and deterministic from ``seed``;
 the tokenizer (:mod:`.tokenizer`: word, char or bpe) is trained on the
 training split only (0 = ``<pad>``, 1 = ``<unk>``).
@@ -137,7 +138,7 @@ def read_sources(opts: dict[str, Any]) -> dict[str, tuple[list[Row], str]]:
         {"path": (rows, sha256)[, "test_path": (rows, sha256)]}: a file's sha256, or of an hf: split's rows.
 
     Raises:
-        MhsaError: see :func:`_read_rows` and :func:`.hf_datasets.read_rows`.
+        MhsaError: see :func:`.text_files.read_rows` and :func:`.hf_datasets.read_rows`.
     """
     keys = ["path"] + (["test_path"] if opts["test_path"] or opts["test_split"] is not None else [])
     out = {}
