@@ -145,7 +145,8 @@ def test_other_bad_input(text_ckpts, tiny_ckpt, tmp_path):
     export = tmp_path / "export"
     export.mkdir()
     (export / "model.onnx").write_bytes(b"")
-    assert_one_line_error(run(export, "--text", "hi"), "no ONNX runtime is registered")
+    # (the test used to assert "no ONNX runtime is registered": untrue, ORT is; the folder lacks export.json)
+    assert_one_line_error(run(export, "--text", "hi"), "holds ONNX files but no export.json: not an export folder")
 
 
 def test_a_failure_mid_stream_leaves_no_file(text_ckpts, tmp_path, monkeypatch):

@@ -309,7 +309,8 @@ class PredictConfig:
     out: Optional[str] = opt(None, "write every prediction to this .csv or .jsonl file (atomic)")
     show: int = opt(20, "rows shown in the table for --data", min=0)
     batch_size: int = opt(256, "rows per forward call", min=1)
-    runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
+    runtime: str = opt("auto", "runtime (mhsa_cli.runtimes): auto picks by folder content (a checkpoint: torch; "
+                               "an export folder: onnxruntime)", choices=_predict_loader_names)
     precision: Optional[str] = opt(None, "export folders: fp32 or int8 ONNX model (default: the first the folder "
                                    "offers)", choices=("fp32", "int8"))
     threads: int = _threads()
