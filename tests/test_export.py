@@ -154,7 +154,7 @@ def test_torch_int8_checkpoint_refused_naming_parent(tiny_ckpt, tmp_path):
 
 
 def test_parity_failure_and_existing_out_write_nothing(tiny_ckpt, tmp_path):
-    with pytest.raises(MhsaError, match="differ from torch by .* nothing written"):
+    with pytest.raises(MhsaError, match="ORT fp32 vs torch .*: logits differ by up to .* nothing written"):
         do_export(tiny_ckpt, tmp_path / "e", tolerance=1e-12)
     assert list(tmp_path.iterdir()) == []  # no folder, no temporary left behind
     (tmp_path / "e").mkdir()
@@ -263,3 +263,43 @@ def test_export_leaves_the_model_in_eval_mode(order, tmp_path):
     model = load_model(random_ckpt(tmp_path / "m", order))
     to_onnx(model, tracing_input(model), tmp_path / "m.onnx", 17)
     assert not any(m.training for m in model.modules())
+
+
+def _fake_ort(monkeypatch, ckpt: Path, logits):
+    """Export's ORT fp32 call replaced by ``logits(torch_model, x)``: what a broken runtime returns."""
+    import mhsa_cli.export.command as cmd
+
+    model = load_model(ckpt)
+    monkeypatch.setattr(cmd, "_ort_call", lambda path, kind, threads: (lambda x: logits(model, x)))
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda m, x: m(x).masked_fill(torch.arange(m(x).shape[0])[:, None] == 1, float("nan")),
+     "compared logits are not finite"),
+    (lambda m, x: m(x)[:1], "where (8, "),  # (1, C) vs (B, C): broadcast, gap 0 on equal rows
+])
+def test_nan_or_broadcast_logits_fail_export(tiny_ckpt, tmp_path, monkeypatch, broken, message):
+    _fake_ort(monkeypatch, tiny_ckpt, broken)
+    with pytest.raises(MhsaError, match="ORT fp32 vs torch"):
+        do_export(tiny_ckpt, tmp_path / "e", int8=False, check_rows=8, tolerance=1e9)
+    assert not (tmp_path / "e").exists()
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e"), "--no-int8",
+                                      "--check-rows", "8", "--tolerance", "1e9", "--threads", "1"])
+    assert_one_line_error(result, message, "nothing written")
+
+
+def test_rtol_scales_with_each_logit(tiny_ckpt, tmp_path, monkeypatch):
+    # ORT logits 0.1 % off torch's: |gap| = 1e-3 x |logit| exactly (up to float32 rounding)
+    _fake_ort(monkeypatch, tiny_ckpt, lambda m, x: m(x) * 1.001)
+    with pytest.raises(MhsaError, match="past atol 1e-12 \\+ rtol 0.0005"):
+        do_export(tiny_ckpt, tmp_path / "a", int8=False, tolerance=1e-12, rtol=5e-4)
+    out = tmp_path / "b"
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(out), "--no-int8", "--threads", "1",
+                                      "--tolerance", "1e-12", "--rtol", "0.002"])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((out / "export.json").read_text())["checks"]["parity"]
+    assert parity["rtol"] == 0.002 and parity["tolerance"] == 1e-12
+    data = load_task("order", 0, **TINY_TASK)
+    with torch.inference_mode():
+        biggest = float(load_model(tiny_ckpt)(data.val.x[:256]).abs().max())
+    assert parity["max_abs_gap"] == pytest.approx(1e-3 * biggest, rel=1e-3)

@@ -46,11 +46,15 @@ def test_build_and_rebuild_from_spec(tok, tmp_path):
         task_from_spec(data.spec)
 
 
-def test_encode_texts_follows_the_spec_even_without_data(tok):
+def test_a_spec_without_data_encodes_as_predict_does(tok):
+    from mhsa_cli.predict.command import spec_encoder
+
     spec = hf_text.data_spec(tok, 1, ["x", "y"], 5)
-    assert hf_text.encode_texts(["a", "b c d e f"], spec).tolist() == [[2, 4, 3, 1, 1], [2, 5, 6, 7, 3]]
-    with pytest.raises(MhsaError, match="needs an 'hf-text' task spec"):
-        hf_text.encode_texts(["a"], {"name": "text"})
+    assert hf_text.encode(["a", "b c d e f"], spec["tokenizer"], spec["max_len"], spec["pad_id"]).tolist() == [
+        [2, 4, 3, 1, 1], [2, 5, 6, 7, 3]]
+    enc, special, pad_id = spec_encoder(spec)  # predict: truncated to max_len, specials added, pad id 1
+    assert special and pad_id == 1
+    assert [e.ids for e in enc.encode_batch(["a", "b c d e f"], add_special_tokens=True)] == [[2, 4, 3], [2, 5, 6, 7, 3]]
 
 
 def test_spec_without_data_says_how_to_attach_it(tok):

@@ -145,7 +145,8 @@ def test_other_bad_input(text_ckpts, tiny_ckpt, tmp_path):
     export = tmp_path / "export"
     export.mkdir()
     (export / "model.onnx").write_bytes(b"")
-    assert_one_line_error(run(export, "--text", "hi"), "no ONNX runtime is registered")
+    # (the test used to assert "no ONNX runtime is registered": untrue, ORT is; the folder lacks export.json)
+    assert_one_line_error(run(export, "--text", "hi"), "holds ONNX files but no export.json: not an export folder")
 
 
 def test_a_failure_mid_stream_leaves_no_file(text_ckpts, tmp_path, monkeypatch):
@@ -193,7 +194,55 @@ def test_predict_reader_and_text_task_name_an_unreadable_data_file_alike(tmp_pat
     missing, folder = str(tmp_path / "nope.csv"), str(tmp_path)
     for path, want in [(missing, f"data file {missing} not found"),
                        (folder, f"data file {folder} is a directory, not a file")]:
-        for read in (reader._open, text_files._read_file):
+        for read in (lambda p: reader.scan(p, "csv", "text", "label"),
+                     lambda p: text_files.read_rows(p, {"format": "csv", "text_column": "text",
+                                                        "label_column": "label"})):
             with pytest.raises(MhsaError) as err:
                 read(path)
             assert str(err.value) == want
+
+
+SPILLED = [  # files whose rows training and predict must both refuse, with the same line
+    ("spill.csv", "text,label\ngood,pos\ngreat food, cold service,neg\n",
+     "line 3: 3 fields, the header has 2 (an unquoted ','"),
+    ("two.tsv", "text\tlabel\na\tpos\nb\tpos\tneg\n", "line 3: 3 fields, the header has 2 (an unquoted '\\t'"),
+    ("short.csv", "text,label\na,pos\nb\n", "line 3: 1 field, the header has 2 (fields missing)"),
+    ("quote.csv", 'text,label\na,pos\n\n"b,neg\nc,pos\n', "line 4: a quote opened here is never closed "
+                                                         "(the field runs on to line 5)"),
+    ("bad.jsonl", '{"text": "a", "label": "pos"}\n{"text": oops}\n', "line 2: invalid JSON"),
+    ("latin.csv", b"text,label\na,pos\ncaf\xe9,pos\n", "is not valid utf-8 (line 3, byte 20)"),  # 11 + 6 + 3 bytes before \xe9
+]
+
+
+@pytest.mark.parametrize("name,content,msg", SPILLED)
+def test_one_reader_refuses_a_bad_row_in_training_and_predict_alike(text_ckpts, tmp_path, name, content, msg):
+    from mhsa_cli.tasks.text_files import read_rows
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(MhsaError) as trained:
+        read_rows(str(path), {"format": "auto", "text_column": "text", "label_column": "label"})
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--data", str(path), "--out", str(out)])
+    assert_one_line_error(result, msg)
+    assert msg in str(trained.value) and result.output.strip() == f"error: {trained.value}"
+    assert not out.exists()
+
+
+def test_a_one_column_row_spilling_into_two_fields_is_refused_not_cut(text_ckpts, tmp_path):
+    # predict used to read this row as "great food" (csv's extra fields were dropped)
+    path = tmp_path / "one.csv"
+    path.write_text("text\ngood\ngreat food, cold service\n", encoding="utf-8")
+    for args in (["--data", str(path)], ["--data", str(path), "--format", "csv", "--out", str(tmp_path / "p.jsonl")]):
+        result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), *args])
+        assert_one_line_error(result, f"{path} line 3: 2 fields, the header has 1 (an unquoted ',' in a text? "
+                                      "quote the field)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv"]
+
+
+def test_a_one_column_file_with_a_quoted_comma_predicts_the_whole_text(text_ckpts, tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text('text\ngood\n"great food, cold service"\n', encoding="utf-8")
+    r = predict(cfg(checkpoint=str(text_ckpts / "float"), data=str(path), show=5))
+    assert [(p.line, p.text) for p in r.shown] == [(2, "good"), (3, "great food, cold service")]
+    assert r.label_column is None and "no label column 'label'" in r.label_note

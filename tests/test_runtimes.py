@@ -151,3 +151,95 @@ def test_bad_export_folders(folder, tmp_path):
         "file": "model.onnx"}}, "model": {}, "task": {}}))
     with pytest.raises(MhsaError, match="has no int8 model"):
         load_runtime("onnxruntime", bad, "int8")
+
+
+# ---------------------------------------------------------------- one registry: a new runtime is one entry
+class _Doubled(torch.nn.Module):
+    """A checkpoint's model with its logits doubled: same predictions, sharper probabilities."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * self.model(x)
+
+
+def _fake_runtime():
+    from mhsa_cli.checkpoint import load_checkpoint
+    from mhsa_cli.runtimes import Loaded, Runtime
+
+    def load(path, precision, threads, device):
+        ckpt = load_checkpoint(path)
+        return Loaded(_Doubled(load_model(ckpt)), "fake", precision, threads, str(path), {"scale": 2},
+                      dict(ckpt.task_spec), ckpt.kind)
+
+    is_ckpt = lambda p: (p / "checkpoint.json").is_file()  # noqa: E731
+    return Runtime("fake", "a checkpoint with doubled logits (a test runtime)", load,
+                   lambda p: ["fp32"] if is_ckpt(p) else [], lambda device, precision: None,
+                   lambda: {"fake": "0.1"}, is_ckpt, "checkpoint")
+
+
+@pytest.fixture
+def fake_runtime():
+    from mhsa_cli.runtimes import register, unregister
+
+    register(_fake_runtime())
+    yield "fake"
+    unregister("fake")
+
+
+@pytest.fixture(scope="module")
+def text_ckpt(tmp_path_factory):
+    from mhsa_cli.train import train
+
+    from .conftest import tiny_train_config
+    from .test_predict import write_csv
+
+    root = tmp_path_factory.mktemp("fake-rt")
+    train(tiny_train_config(root / "model", task="text", task_options={"path": write_csv(root / "d.csv", 60)},
+                            epochs=1))
+    return root / "model"
+
+
+def test_a_registered_runtime_is_offered_by_bench_and_predict(fake_runtime, text_ckpt):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.bench import bench
+    from mhsa_cli.cli import app
+    from mhsa_cli.config import BenchConfig, PredictConfig
+    from mhsa_cli.predict import load_for_predict, predict, predict_texts
+    from mhsa_cli.predict.loaders import runtime_names as predict_runtimes
+
+    assert runtime_names() == ["torch", "onnxruntime", "fake"] and predict_runtimes()[-1] == "fake"
+    # bench: a row per checkpoint in the new runtime, measured like torch's (same predictions)
+    cfg = build_config(BenchConfig, {"checkpoints": [str(text_ckpt)], "runtime": ["fake", "torch"], "threads": 1,
+                                     "min_time": 0.0, "min_repeats": 3, "warmup": 1, "batch_sizes": [1]})
+    result = bench(cfg)
+    assert [(r.name, r.runtime, r.precision) for r in result.rows] == [
+        ("model", "torch", "fp32"), ("model (fake fp32)", "fake", "fp32")]  # registry order
+    torch_row, fake_row = result.rows
+    assert fake_row.test_acc == torch_row.test_acc and fake_row.params == torch_row.params
+    assert result.environment["runtimes"] == ["fake", "torch"] and result.environment["fake"] == "0.1"
+    assert fake_row.latency[("cpu", 1)].latency_ms_p50 > 0
+    # predict: by name, its probabilities are softmax(2 x logits) = p^2 / sum p^2 of torch's p
+    texts = ["good thing, number1", "bad stuff", "fine day"]
+    p = predict_texts(load_for_predict(text_ckpt, "torch"), texts)
+    q = predict_texts(load_for_predict(text_ckpt, "fake"), texts)
+    assert torch.allclose(q, p ** 2 / (p ** 2).sum(-1, keepdim=True), atol=1e-6)
+    r = predict(build_config(PredictConfig, {"checkpoint": str(text_ckpt), "runtime": "fake", "text": texts}))
+    assert r.runtime == "fake" and [s.label for s in r.shown] == [
+        r.labels[k] for k in p.argmax(-1).tolist()]
+    out = CliRunner().invoke(app, ["predict", str(text_ckpt), "--runtime", "fake", "--text", "good"])
+    assert out.exit_code == 0 and "runtime fake" in out.output, out.output
+    assert load_for_predict(text_ckpt).runtime == "torch"  # auto: the first runtime that takes the folder
+
+
+def test_runtimes_register_in_table_order_without_being_rebound():
+    import mhsa_cli.runtimes as rt
+
+    assert rt.RUNTIME_MODULES == ("torch_eager", "onnxruntime")  # a new runtime: one module + one entry here
+    assert [r.reads for r in rt.RUNTIMES.values()] == ["checkpoint", "export"]
+    with pytest.raises(ValueError, match="reads must be one of"):
+        rt.register(rt.Runtime("bad", "", None, None, None, None, None, "folder"))
+    assert "bad" not in rt.RUNTIMES

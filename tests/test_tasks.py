@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 
 import pytest
@@ -12,8 +13,19 @@ import torch
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.tasks import TASKS, TaskData, load_task, task_from_spec
 from mhsa_cli.tasks.split import stratified_split
-from mhsa_cli.tasks.text import auto_max_len, encode_texts, spec_tokenizer, tokenize
+from mhsa_cli.tasks import tokenizer as tk
+from mhsa_cli.tasks.text import auto_max_len, spec_tokenizer
 from mhsa_cli.tasks.tokenizer import from_vocab, to_json, token_counts, vocab_list
+
+
+def tokenize(text: str) -> list[str]:
+    """The word tokenizer's split, written out as a test oracle: lowercase, then the regex."""
+    return re.findall(tk.WORD_PATTERN, text.lower())
+
+
+def encode(texts: list[str], spec: dict) -> torch.Tensor:
+    """(N, max_len) ids of new texts as a stored spec's tokenizer makes them (training's encoder)."""
+    return tk.encode(spec_tokenizer(spec), texts, int(spec["max_len"]))
 
 SPLITS = ("train", "val", "test")
 SMALL_ORDER = dict(n_train=200, n_val=50, n_test=60)
@@ -177,7 +189,8 @@ def test_text_messy_csv(tmp_path):
     assert data.train.x.dtype == torch.long and data.train.x.shape[1] == data.max_len == data.spec["max_len"]
     assert data.spec["max_len_auto"] is True
     assert vocab_of(data)[:2] == ["<pad>", "<unk>"] and data.vocab_size == len(vocab_of(data))
-    assert tokenize("Café 😀, ok!", "word", True) == ["café", "😀", ",", "ok", "!"]
+    word = tk.train_tokenizer("word", ["Café 😀, ok!"], min_freq=1)  # the tokenizer training uses
+    assert tk.tokens_of(word, "Café 😀, ok!") == tokenize("Café 😀, ok!") == ["café", "😀", ",", "ok", "!"]
 
 
 def test_text_imbalanced_labels_and_split(csv_path):
@@ -241,7 +254,7 @@ def test_text_vocab_from_train_only(csv_path):
 
     data = load_task("text", path=csv_path, seed=0, min_freq=1)
     vocab = vocab_of(data)
-    counts = Counter(tok for t in data.train._texts for tok in tokenize(t, "word", True))
+    counts = Counter(tok for t in data.train._texts for tok in tokenize(t))
     assert set(vocab[2:]) == set(counts)
     default = load_task("text", path=csv_path, seed=0)  # min_freq 2 by default: words seen once -> <unk>
     assert default.spec["min_freq"] == 2 and min(counts.values()) == 1
@@ -261,21 +274,21 @@ def test_text_char_tokenizer_and_options(csv_path):
     assert data.train.x.shape[1] == 5 and data.max_len == 5
     assert len(vocab_of(data)) <= 10 and data.spec["lowercase"] is False
     assert all(len(tok) == 1 for tok in vocab_of(data)[2:])
-    enc = encode_texts(["good!"], data.spec)
+    enc = encode(["good!"], data.spec)
     vocab = vocab_of(data)
     assert enc.tolist() == [[vocab.index(c) if c in vocab else 1 for c in "good!"]]
 
 
 def test_encode_texts_truncates_and_pads(csv_path):
     data = load_task("text", path=csv_path, max_len=6)
-    enc = encode_texts(["Good fine", "good " * 20, ""], data.spec)
+    enc = encode(["Good fine", "good " * 20, ""], data.spec)
     vocab = vocab_of(data)
     assert enc.dtype == torch.long and enc.shape == (3, 6)
     assert enc[0].tolist() == [vocab.index("good"), vocab.index("fine"), 0, 0, 0, 0]
     assert enc[1].tolist() == [vocab.index("good")] * 6
     assert enc[2].tolist() == [1, 0, 0, 0, 0, 0]  # empty text -> a lone <unk>
-    with pytest.raises(MhsaError, match="needs a 'text' task spec"):
-        encode_texts(["x"], {"name": "order"})
+    with pytest.raises(MhsaError, match="spec has no tokenizer"):
+        spec_tokenizer({"name": "order"})
 
 
 # ---------------------------------------------------------------- text: from_spec
@@ -295,7 +308,7 @@ def test_text_older_spec_with_vocab_list_still_loads(csv_path):
     old = {k: v for k, v in json.loads(json.dumps(data.spec)).items() if k not in ("tokenizer_kind", "max_len_auto")}
     old["tokenizer"], old["vocab"] = "word", vocab_of(data)
     assert same_tensors(data, task_from_spec(old))
-    assert encode_texts(["good fine"], old).tolist() == encode_texts(["good fine"], data.spec).tolist()
+    assert encode(["good fine"], old).tolist() == encode(["good fine"], data.spec).tolist()
 
 
 def test_text_auto_max_len_is_99th_percentile_of_train(csv_path):

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..progress import NULL, Progress
-from .entries import (ORT, PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
+from .entries import (PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
                       ort_thread_counts, parity_gap)
 from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
 from .timer import measure_interleaved
@@ -160,9 +160,10 @@ def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> list[B
     rows, float_models = [], {}
     with progress.task("accuracy (test split)", total=len(entries)) as bar:
         for e in entries:
-            if e.runtime == TORCH:
+            if e.folder is None:  # a runtime that reads the checkpoint itself (torch and the like)
                 rows.append(_torch_row(e, data))
-                float_models.setdefault(e.ckpt.path, e.model)
+                if e.runtime == TORCH:
+                    float_models.setdefault(e.ckpt.path, e.model)
             else:
                 if e.ckpt.path not in float_models:
                     float_models[e.ckpt.path] = load_model(e.ckpt)
@@ -190,7 +191,8 @@ def _cell_model(e: Entry, device: torch.device) -> tuple[Any, str | None]:
     reason = RUNTIMES[e.runtime].unavailable("cuda", e.precision)
     if reason:
         return None, reason
-    return load_runtime(e.runtime, e.folder, e.precision, torch.get_num_threads(), "cuda").call, None
+    folder = e.folder if e.folder is not None else e.ckpt.path
+    return load_runtime(e.runtime, folder, e.precision, torch.get_num_threads(), "cuda").call, None
 
 
 def _time_cell(entries: list[Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,
@@ -232,6 +234,13 @@ def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
         for key, st in r.latency.items():
             b = base.latency.get(key)
             r.ratios.speedup[key] = b.latency_ms_p50 / st.latency_ms_p50 if b and st.latency_ms_p50 > 0 else None
+
+
+def _exports(runtimes: list[str]) -> bool:
+    """True when a chosen runtime reads export folders (bench exports each float checkpoint)."""
+    from ..runtimes import RUNTIMES
+
+    return any(RUNTIMES[r].reads == "export" for r in runtimes)
 
 
 def _bench_environment(devices: list[str], runtimes: list[str], ort_threads: list[int]) -> dict[str, Any]:
@@ -290,7 +299,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
             busy = busy_warning(cfg.threads)
             if busy:  # before the timing: a loaded machine makes every number slow and noisy
                 progress.log(busy)
-            with progress.task("loading" + (" and exporting to ONNX" if ORT in runtimes else ""), total=1) as bar:
+            with progress.task("loading" + (" and exporting to ONNX" if _exports(runtimes) else ""), total=1) as bar:
                 entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads(),
                                                list(cfg.ort_threads))
                 bar.advance(1)

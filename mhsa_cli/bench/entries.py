@@ -48,32 +48,37 @@ def runtime_label(runtime: str, precision: str, variant: str = "") -> str:
     return " ".join(x for x in (RUNTIME_LABELS.get(runtime, runtime), precision, variant) if x)
 
 
-def torch_entry(ckpt: Any, name: str) -> Entry:
-    from ..checkpoint import load_model
+def checkpoint_entry(ckpt: Any, name: str, runtime: str = TORCH) -> Entry:
+    """An entry of a runtime that reads checkpoint folders as they are (``torch``: the row named
+    after the checkpoint; another runtime's row gets its label in brackets)."""
+    from ..runtimes import load_runtime
 
-    return Entry(ckpt, load_model(ckpt), name, name, TORCH, "int8" if ckpt.kind == "int8" else "fp32")
+    loaded = load_runtime(runtime, ckpt.path)
+    row = name if runtime == TORCH else f"{name} ({runtime_label(runtime, loaded.precision)})"
+    return Entry(ckpt, loaded.call, row, name, runtime, loaded.precision, details=dict(loaded.details))
 
 
-def ort_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list[int] | None = None) -> list[Entry]:
-    """ORT fp32 and int8 entries of a float checkpoint, exported into ``tmp/<name>``: one pair per
+def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list[int] | None = None,
+                   runtime: str = ORT) -> list[Entry]:
+    """Entries of a runtime that reads export folders: the float checkpoint exported into
+    ``tmp/<n>`` (the files ``mhsa export`` writes), one entry per precision the folder offers and
     intra-op thread count (``ort_threads``, default ``[threads]``)."""
     from ..checkpoint import load_model
     from ..export import write_export
-    from ..runtimes import load_runtime
+    from ..runtimes import get_runtime, load_runtime
 
     folder = tmp / f"{len(list(tmp.iterdir()))}"
     folder.mkdir()
-    model = load_model(ckpt)
-    exporter, quant = write_export(model, folder, int8=True)
-    _write_meta(folder, ckpt)
+    exporter, quant = write_export(load_model(ckpt), folder, int8=True)
+    _write_meta(folder, ckpt, exporter)
     counts = ort_thread_counts(threads, ort_threads)
     out = []
     for n in counts:
         variant = "" if counts == [threads] else f"{n} thr"
-        for precision in ("fp32", "int8"):
-            loaded = load_runtime(ORT, folder, precision, n)
-            label = ", ".join(x for x in (f"ORT {precision}", variant) if x)
-            out.append(Entry(ckpt, loaded.call, f"{name} ({label})", name, ORT, precision, folder,
+        for precision in get_runtime(runtime).precisions(folder):
+            loaded = load_runtime(runtime, folder, precision, n)
+            label = ", ".join(x for x in (runtime_label(runtime, precision), variant) if x)
+            out.append(Entry(ckpt, loaded.call, f"{name} ({label})", name, runtime, precision, folder,
                              {**loaded.details, "exporter": exporter,
                               "quantization": quant if precision == "int8" else None}, variant))
     return out
@@ -85,8 +90,9 @@ def ort_thread_counts(threads: int, ort_threads: list[int] | None) -> list[int]:
     return list(dict.fromkeys(ort_threads or [threads]))
 
 
-def _write_meta(folder: Path, ckpt: Any) -> None:
-    """A minimal export.json so the ORT runtime loads the temporary folder like any export."""
+def _write_meta(folder: Path, ckpt: Any, exporter: dict[str, Any] | None = None) -> None:
+    """A minimal export.json so the ORT runtime loads the temporary folder like any export (with the
+    exporter's settings, so its onnxruntime version guard sees fused attention as for any export)."""
     from ..checkpoint import _write_json
     from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, VERSION, file_sha256
 
@@ -95,13 +101,21 @@ def _write_meta(folder: Path, ckpt: Any) -> None:
         "format": FORMAT, "version": VERSION, "model": ckpt.meta["model"], "task": ckpt.task_spec,
         "input": {"name": INPUT_NAME, "kind": kind, "dtype": DTYPES[kind]},
         "files": {p: {"file": f, "sha256": file_sha256(folder / f)} for p, f in FILES.items()},
+        "exporter": exporter or {},
         "source": {"path": str(ckpt.path), "id": ckpt.meta.get("id")}, "temporary": "made by mhsa bench"})
 
 
 def parity_gap(torch_model: Any, entry: Entry, x: torch.Tensor) -> float:
-    """Max abs logit gap of an ORT entry vs the checkpoint's torch model on ``x``."""
+    """Max abs logit gap of an ORT entry vs the checkpoint's torch model on ``x`` (recorded, not
+    bounded: an int8 row differs by design).
+
+    Raises:
+        ParityError: the entry's logits have another shape than torch's, or are not finite.
+    """
+    from ..runtimes.parity import logit_gap
+
     with torch.inference_mode():
-        return float((torch_model(x) - entry.model(x)).abs().max())
+        return logit_gap(torch_model(x), entry.model(x), f"bench row {entry.name} vs torch")
 
 
 def onnx_sizes(entry: Entry) -> tuple[int, int]:
@@ -116,17 +130,22 @@ def onnx_sizes(entry: Entry) -> tuple[int, int]:
 
 def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: Path | None,
                   threads: int, ort_threads: list[int] | None = None) -> tuple[list[Entry], list[str]]:
-    """Entries in table order (each checkpoint's runtimes together) and notes on what was left out."""
+    """Entries in table order (each checkpoint's runtimes together, in registry order) and notes on
+    what was left out."""
+    from ..runtimes import RUNTIMES
+
     entries, notes = [], []
+    chosen = [r for r in RUNTIMES if r in runtimes]
     for ckpt, name in zip(ckpts, names):
-        if TORCH in runtimes:
-            entries.append(torch_entry(ckpt, name))
-        if ORT in runtimes:
-            if ckpt.kind != "float":
-                notes.append(f"{name}: a torch-{ckpt.kind} checkpoint has no ONNX export: not run in ORT "
-                             "(its float parent's ORT int8 row is the counterpart).")
-                continue
-            entries.extend(ort_entries(ckpt, name, tmp, threads, ort_threads))  # type: ignore[arg-type]
+        for runtime in chosen:
+            if RUNTIMES[runtime].reads == "checkpoint":
+                entries.append(checkpoint_entry(ckpt, name, runtime))
+            elif ckpt.kind != "float":
+                notes.append(f"{name}: a torch-{ckpt.kind} checkpoint has no ONNX export: not run in "
+                             f"{RUNTIME_LABELS.get(runtime, runtime)} (its float parent's int8 row is the "
+                             "counterpart).")
+            else:
+                entries.extend(export_entries(ckpt, name, tmp, threads, ort_threads, runtime))  # type: ignore[arg-type]
     return entries, notes
 
 

@@ -332,7 +332,8 @@ class PredictConfig:
     out: Optional[str] = opt(None, "write every prediction to this .csv or .jsonl file (atomic)")
     show: int = opt(20, "rows shown in the table for --data", min=0)
     batch_size: int = opt(256, "rows per forward call", min=1)
-    runtime: str = opt("auto", "loader: auto picks by folder content", choices=_predict_loader_names)
+    runtime: str = opt("auto", "runtime (mhsa_cli.runtimes): auto picks by folder content (a checkpoint: torch; "
+                               "an export folder: onnxruntime)", choices=_predict_loader_names)
     precision: Optional[str] = opt(None, "export folders: fp32 or int8 ONNX model (default: the first the folder "
                                    "offers)", choices=("fp32", "int8"))
     threads: int = _threads()
@@ -357,7 +358,10 @@ class ExportConfig:
     opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention; <= 20, the TorchScript exporter's "
                           "highest)", min=14, max=20)
     check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
-    tolerance: float = opt(1e-4, "largest allowed absolute logit gap torch vs ORT fp32", min=0.0, min_open=True)
+    tolerance: float = opt(1e-4, "absolute logit tolerance torch vs ORT fp32 (atol: each logit may differ by "
+                                 "tolerance + rtol x |torch logit|)", min=0.0, min_open=True)
+    rtol: float = opt(1e-5, "relative logit tolerance torch vs ORT fp32 (times each torch logit's size; "
+                            "torch.testing.assert_close's rule)", min=0.0)
     threads: int = _threads()
     out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()

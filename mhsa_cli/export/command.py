@@ -8,7 +8,8 @@ then renames it into place:
 
 * parity: ORT fp32 logits vs torch on validation rows, at full length, at
   half length (the dynamic sequence axis) and for one row (the dynamic batch
-  axis); the largest absolute gap must be <= ``--tolerance`` (1e-4);
+  axis); shapes must match, every logit be finite and within ``--tolerance``
+  (atol, 1e-4) + ``--rtol`` (1e-5) x its torch value (:mod:`mhsa_cli.runtimes.parity`);
 * accuracy: test accuracy of the checkpoint in torch, of ORT fp32 and ORT int8;
 * the int8 graph holds ``DynamicQuantizeLinear`` and ``MatMulInteger`` nodes.
 """
@@ -67,28 +68,37 @@ def _ort_call(path: Path, kind: str, threads: int) -> Any:
     return OrtCall(make_session(path, threads), np.dtype(DTYPES[kind]))
 
 
-def _parity(model: Any, call: Any, x: torch.Tensor) -> dict[str, float]:
-    """Max abs logit gap torch vs ORT: rows at full length, at half length, one row."""
+def _parity(model: Any, call: Any, x: torch.Tensor, atol: float, rtol: float) -> dict[str, float]:
+    """Max abs logit gap torch vs ORT per case: rows at full length, at half length, one row.
+
+    Raises:
+        ParityError: a case whose shapes differ, whose logits are not finite, or
+            where a logit is past ``atol + rtol * |torch logit|``.
+    """
+    from ..runtimes.parity import check_close
+
     half = max(1, x.shape[1] // 2)
     cases = {"full_length": x, "half_length": x[:, :half].contiguous(), "one_row": x[:1]}
     with torch.inference_mode():
-        return {name: float((model(v) - call(v)).abs().max()) for name, v in cases.items()}
+        return {name: check_close(model(v), call(v), atol, rtol, f"ORT fp32 vs torch ({name.replace('_', ' ')})")
+                for name, v in cases.items()}
 
 
 def _checks(model: Any, folder: Path, files: list[str], data: Any, cfg: Any, threads: int,
             progress: Progress) -> tuple[dict[str, Any], dict[str, float]]:
     """Parity on validation rows (raises past the tolerance) and test accuracy per runtime."""
     from ..runtimes import accuracy
+    from ..runtimes.parity import ParityError
 
     kind = model.config.input_kind
     calls = {p: _ort_call(folder / FILES[p], kind, threads) for p in files}
     with progress.task("checking torch vs ORT", total=1 + len(files)) as bar:
-        gaps = _parity(model, calls["fp32"], data.val.x[: cfg.check_rows])
+        try:
+            gaps = _parity(model, calls["fp32"], data.val.x[: cfg.check_rows], cfg.tolerance, cfg.rtol)
+        except ParityError as exc:
+            raise ParityError(f"{exc} on validation rows; nothing written") from None
         parity = {"rows": int(min(cfg.check_rows, len(data.val))), "split": "val", "tolerance": cfg.tolerance,
-                  "max_abs_gap": max(gaps.values()), "max_abs_gap_by_case": gaps}
-        if parity["max_abs_gap"] > cfg.tolerance:
-            raise MhsaError(f"ORT fp32 logits differ from torch by {parity['max_abs_gap']:.3g} "
-                            f"(> tolerance {cfg.tolerance:g}) on validation rows; nothing written")
+                  "rtol": cfg.rtol, "max_abs_gap": max(gaps.values()), "max_abs_gap_by_case": gaps}
         bar.advance(1)
         acc = {"checkpoint": accuracy(model, data.test)}
         for p, call in calls.items():
@@ -185,7 +195,8 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
     Raises:
         MhsaError: missing/corrupt or torch-int8 checkpoint (its float parent
             named), an existing ``--out`` without ``--force``, ORT fp32 logits
-            further than ``--tolerance`` from torch. Nothing is written then.
+            of another shape than torch's, not finite, or past ``--tolerance`` +
+            ``--rtol`` x |torch logit| (a ParityError). Nothing is written then.
     """
     from ..checkpoint import _write_json, atomic_dir, load_model
     from ..environment import set_threads

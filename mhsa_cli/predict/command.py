@@ -1,7 +1,8 @@
 """``mhsa predict``: labels and probabilities for new text, tokenized exactly as at training.
 
-The model comes from a loader (:mod:`.loaders`: float or int8 checkpoints now,
-other runtimes by registration); the text is encoded with the tokenizer stored
+The model comes from the runtime registry (:mod:`.loaders` picks the runtime:
+float or int8 checkpoints in torch, export folders in ONNX Runtime, any other
+registered runtime by name); the text is encoded with the tokenizer stored
 in the checkpoint. Files are streamed in chunks (memory bounded), each chunk
 sorted by length into batches cut to their longest row (as in training), and
 the predictions written in file order to a temporary file that is renamed into
@@ -125,8 +126,10 @@ def predict_texts(loaded: Loaded, texts: list[str], batch_size: int = 256, token
     """
     own, special, pad_id = spec_encoder(loaded.spec)
     probs = torch.empty(len(texts), len(loaded.spec["labels"]))
-    for pos, x in _encode_sorted(tokenizer or own, texts, int(loaded.spec["max_len"]), batch_size, special, pad_id):
-        probs[pos] = loaded.forward(x).float().softmax(-1)
+    with torch.inference_mode():
+        for pos, x in _encode_sorted(tokenizer or own, texts, int(loaded.spec["max_len"]), batch_size, special,
+                                     pad_id):
+            probs[pos] = loaded.call(x).float().softmax(-1)
     return probs
 
 

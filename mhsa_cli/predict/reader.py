@@ -1,30 +1,27 @@
-"""Streaming reader of the rows to predict: CSV / TSV / JSONL, the same formats and
-column options as the ``text`` task, one row at a time (memory bounded); or one
-split of an ``hf:`` data set (:mod:`mhsa_cli.tasks.hf_datasets`), read in batches.
+"""The rows to predict: a CSV / TSV / JSONL file read by the one text reader
+(:class:`mhsa_cli.tasks.text_files.TextRows`, streamed, the same errors as
+training), ``--text`` values, or one split of an ``hf:`` data set
+(:mod:`mhsa_cli.tasks.hf_datasets`), read in batches.
 
 :func:`scan` reads the file once before any prediction (counts rows; checks
-utf-8, the text column and that no text is empty) so bad input fails before
-anything is written; :func:`rows` then streams ``(line, text, label or None)``.
+utf-8, the header, every row's field count and that no text is empty) so bad
+input fails before anything is written; :func:`rows` then streams
+``(line, text, label or None)``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import MhsaError
 from ..tasks import hf_datasets as hfd
-from ..tasks.text_files import _format_of, _missing_column, data_file_error
-
-Row = tuple[int, str, "str | None"]  # (line number, text, label or None)
+from ..tasks.text_files import Row, TextRows
 
 
 @dataclass
 class Source:
-    """A file to predict and how to read it."""
+    """A file (or hf: split) to predict and how to read it."""
 
     path: str
     format: str  # csv | tsv | jsonl (resolved) | hf
@@ -34,85 +31,31 @@ class Source:
     rows: int = 0  # set by scan()
     split: str | None = None  # hf: the split read
     dataset: Any = None  # hf: that split (a datasets.Dataset)
+    reader: TextRows | None = None  # a file's reader
 
 
-def _open(path: str):
-    try:
-        return open(path, encoding="utf-8-sig", newline="", errors="strict")
-    except OSError as exc:
-        raise data_file_error(path, exc) from None
-
-
-def _csv_rows(src: Source, fh) -> Iterator[Row]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.DictReader(fh, delimiter="\t" if src.format == "tsv" else ",")
-    columns = list(reader.fieldnames or [])
-    if not columns:
-        raise MhsaError(f"data file {src.path} is empty (no header, no rows)")
-    if src.text_column not in columns:
-        raise _missing_column(src.path, src.text_column, "text", columns)
-    src.has_labels = src.label_column in columns
-    try:
-        for record in reader:
-            label = record.get(src.label_column) if src.has_labels else None
-            yield reader.line_num, record.get(src.text_column) or "", label
-    except csv.Error as exc:
-        raise MhsaError(f"{src.path} line {reader.line_num}: bad row: {exc}") from None
-
-
-def _jsonl_rows(src: Source, fh) -> Iterator[Row]:
-    first = True
-    for num, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MhsaError(f"{src.path} line {num}: invalid JSON ({exc.msg}); expected one object per line") from None
-        if not isinstance(obj, dict):
-            raise MhsaError(f"{src.path} line {num}: expected a JSON object, got {type(obj).__name__}")
-        if src.text_column not in obj:
-            if first:
-                raise _missing_column(src.path, src.text_column, "text", list(obj))
-            raise MhsaError(f"{src.path} line {num}: no '{src.text_column}' field")
-        if first:
-            src.has_labels, first = src.label_column in obj, False
-        label = obj.get(src.label_column) if src.has_labels else None
-        text = obj[src.text_column]
-        yield num, "" if text is None else str(text), None if label is None else str(label)
-
-
-def _hf_rows(src: Source, _fh: Any = None) -> Iterator[Row]:
+def _hf_rows(src: Source) -> Iterator[Row]:
     label = src.label_column if src.has_labels else None
     for i, text, truth in hfd.stream(src.path, str(src.split), src.dataset, src.text_column, label):
-        yield i, "" if text is None else str(text), truth
+        text = "" if text is None else str(text)
+        if not text.strip():
+            raise MhsaError(f"{src.path} split '{src.split}' row {i}: empty text in column "
+                            f"'{src.text_column}' (every row needs text)")
+        yield i, text, None if truth is None else truth.strip()
 
 
 def rows(src: Source) -> Iterator[Row]:
     """Stream ``(line, text, label or None)``; labels only when the label column exists.
 
     Raises:
-        MhsaError: unreadable file, not utf-8, no text column, malformed row, empty text.
+        MhsaError: unreadable file, not utf-8, no text column, a malformed row
+            (e.g. more fields than the header), an empty text; each names its line.
     """
-    if src.format == "hf":
-        for line, text, label in _hf_rows(src):
-            if not text.strip():
-                raise MhsaError(f"{src.path} split '{src.split}' row {line}: empty text in column "
-                                f"'{src.text_column}' (every row needs text to predict)")
-            yield line, text, None if label is None else label.strip()
+    if src.reader is None:
+        yield from _hf_rows(src)
         return
-    fh = _open(src.path)
-    with fh:
-        parse = _jsonl_rows if src.format == "jsonl" else _csv_rows
-        line = 0
-        try:
-            for line, text, label in parse(src, fh):
-                if not text.strip():
-                    raise MhsaError(f"{src.path} line {line}: empty text in column '{src.text_column}' "
-                                    "(every row needs text to predict)")
-                yield line, text, None if label is None else label.strip()
-        except UnicodeDecodeError:
-            raise MhsaError(f"data file {src.path} is not valid utf-8 (after line {line})") from None
+    yield from src.reader
+    src.has_labels = bool(src.reader.has_labels)
 
 
 def scan(path: str, fmt: str, text_column: str, label_column: str, split: str | None = None) -> Source:
@@ -130,7 +73,8 @@ def scan(path: str, fmt: str, text_column: str, label_column: str, split: str | 
     elif split is not None:
         raise MhsaError("--split is for hf: data (--data hf:NAME); a file has no splits")
     else:
-        src = Source(path, _format_of(path, fmt), text_column, label_column)
+        reader = TextRows(path, fmt, text_column, label_column, label="optional", empty_text="error")
+        src = Source(path, reader.format, text_column, label_column, reader=reader)
     src.rows = sum(1 for _ in rows(src))
     if not src.rows:
         raise MhsaError(f"data file {path} has no rows to predict")

@@ -93,16 +93,22 @@ def max_logit_gap(original: MHSAClassifier, pruned: MHSAClassifier, removed: dic
 
 def _gap_and_scale(original: MHSAClassifier, pruned: MHSAClassifier, removed: dict[int, list[int]],
                    x: torch.Tensor) -> tuple[float, float]:
-    """(max |logit gap|, max |reference logit|)."""
+    """(max |logit gap|, max |reference logit|); shapes must match and logits be finite
+    (:func:`mhsa_cli.runtimes.parity.logit_gap`)."""
+    from ..runtimes.parity import logit_gap
+
     modes = [(m, m.training) for m in (original, pruned)]
     for m, _ in modes:
         m.eval()
-    with torch.inference_mode():
-        gates = gates_for(original.heads, removed, x.device)
-        ref = original.forward_features(x, head_gates=gates).logits  # (B, C)
-        gap, scale = float((pruned(x) - ref).abs().max()), float(ref.abs().max())
-    for m, was in modes:
-        m.train(was)
+    try:
+        with torch.inference_mode():
+            gates = gates_for(original.heads, removed, x.device)
+            ref = original.forward_features(x, head_gates=gates).logits  # (B, C)
+            gap = logit_gap(ref, pruned(x), "pruned vs head-gated original")
+            scale = float(ref.abs().max()) if ref.numel() else 0.0
+    finally:
+        for m, was in modes:
+            m.train(was)
     return gap, scale
 
 
@@ -148,7 +154,8 @@ def remove_heads(model: MHSAClassifier, heads_to_remove: dict[int, list[int]]) -
         The pruned model (same device and train/eval mode).
 
     Raises:
-        MhsaError: a layer or head index that does not exist.
+        MhsaError: a layer or head index that does not exist; NaN or Inf logits
+            (a ParityError: no gap can be measured).
         RuntimeError: the pruned model's logits differ from the gated original's by
             more than :func:`gap_tolerance` allows, or its shapes disagree with its config.
     """

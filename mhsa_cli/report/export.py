@@ -27,7 +27,8 @@ def render_export(result: Any, console: Console) -> None:
                                  f"ORT runs {sum(f['optimized_ops'].values())})"))
     gap = result.parity
     rows.append(("parity torch vs ORT fp32", f"max |logit gap| {gap['max_abs_gap']:.2e} on {gap['rows']} validation "
-                                             f"rows (full, half length, one row; tolerance {gap['tolerance']:g})"))
+                                             f"rows (full, half length, one row; tolerance {gap['tolerance']:g}"
+                                             f" + {gap.get('rtol', 0.0):g} x |logit|)"))
     rows.append(("test acc torch", pct(acc["checkpoint"])))
     for p in result.files:
         rows.append((f"test acc ORT {p}", f"{pct(acc[f'ort_{p}'])} ({100 * (acc[f'ort_{p}'] - acc['checkpoint']):+.2f} pts)"))

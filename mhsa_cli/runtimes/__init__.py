@@ -1,13 +1,14 @@
-"""Runtimes: name -> a loader that turns a checkpoint or export folder into ``x -> logits``.
+"""Runtimes: the one registry of what runs a model, looked up by name by ``mhsa bench
+--runtime``, ``mhsa predict --runtime``, export's checks and recipes.
 
-A runtime is a registry entry (:data:`RUNTIMES`), looked up by name by
-``mhsa bench --runtime``, recipes and (later) ``mhsa predict``. The interface is
-deliberately small::
+A runtime turns a checkpoint or an export folder into ``x -> logits``. The interface
+is deliberately small::
 
     from mhsa_cli.runtimes import load_runtime
     m = load_runtime("onnxruntime", "runs/export", precision="int8", threads=1)
     logits = m.call(x)          # x: CPU tensor (B, T) int64 ids or (B, T, F) float32
     m.runtime, m.precision, m.threads, m.details   # what ran, recorded beside every number
+    m.spec, m.kind              # the task spec (tokenizer, labels) and what was loaded
 
 * ``torch``: eager PyTorch; loads a checkpoint folder (float or torch-int8, its
   own precision); ``call`` is the ``nn.Module`` itself.
@@ -17,9 +18,15 @@ deliberately small::
   build has it. ``call`` returns a torch tensor, so accuracy and the timer
   treat both runtimes alike.
 
-Each :class:`Runtime` says which precisions it can run from a folder
-(:meth:`Runtime.precisions`) and why a device is unavailable
-(:meth:`Runtime.unavailable`).
+Each :class:`Runtime` says which folders are its own (:attr:`Runtime.detect`:
+``mhsa predict --runtime auto`` takes the first that accepts a folder), what it
+reads (:attr:`Runtime.reads`: ``checkpoint`` folders as they are, or ``export``
+folders that bench makes from a float checkpoint), which precisions it can run
+from a folder (:attr:`Runtime.precisions`) and why a device is unavailable
+(:attr:`Runtime.unavailable`).
+
+A new runtime is one module that calls :func:`register` plus one entry in
+:data:`RUNTIME_MODULES` (the table order); bench and predict offer it from there.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class Loaded:
     threads: int  # intra-op threads it runs with
     source: str  # the folder loaded
     details: dict[str, Any] = field(default_factory=dict)  # provider, file, graph optimisation, ...
+    spec: dict[str, Any] = field(default_factory=dict)  # the task spec: tokenizer, max_len, labels, columns
+    kind: str = ""  # what was loaded, for tables: float | int8 (checkpoints), onnx fp32 | onnx int8
 
 
 @dataclass
@@ -51,7 +60,9 @@ class Runtime:
 
     ``load(path, precision, threads, device) -> Loaded``; ``precisions(path)``
     lists what it can run from that folder (empty: nothing); ``unavailable(device,
-    precision)`` is None or the reason it cannot run there.
+    precision)`` is None or the reason it cannot run there; ``detect(path)`` says
+    whether a folder is this runtime's own kind (without raising); ``reads`` is
+    ``checkpoint`` or ``export``.
     """
 
     name: str
@@ -60,14 +71,31 @@ class Runtime:
     precisions: Callable[[Path], list[str]]
     unavailable: Callable[[str, str], str | None]
     versions: Callable[[], dict[str, str | None]]
+    detect: Callable[[Path], bool]
+    reads: str = "checkpoint"
 
 
 RUNTIMES: dict[str, Runtime] = {}
+READS = ("checkpoint", "export")
+RUNTIME_MODULES = ("torch_eager", "onnxruntime")  # built-in runtimes, in table order
 
 
 def register(runtime: Runtime) -> Runtime:
+    """Add (or replace) a runtime; bench's and predict's ``--runtime`` choices are the registry's keys."""
+    if runtime.reads not in READS:
+        raise ValueError(f"runtime {runtime.name}: reads must be one of {READS}, not {runtime.reads!r}")
     RUNTIMES[runtime.name] = runtime
     return runtime
+
+
+def unregister(name: str) -> None:
+    """Remove a runtime (tests that register a fake one)."""
+    RUNTIMES.pop(name, None)
+
+
+def runtime_for(path: str | Path) -> Runtime | None:
+    """The first runtime whose ``detect`` accepts the folder ``path``, or None."""
+    return next((rt for rt in RUNTIMES.values() if rt.detect(Path(path))), None)
 
 
 def runtime_names() -> list[str]:
@@ -133,7 +161,11 @@ def accuracy(call: Callable[[torch.Tensor], torch.Tensor], split: Any, batch_siz
     return int((predictions(call, split, batch_size) == split.y).sum()) / max(len(split), 1)
 
 
-from . import onnxruntime as _ort  # noqa: E402,F401  (registration)
-from . import torch_eager as _torch  # noqa: E402,F401
+def _register_builtins() -> None:
+    import importlib
 
-RUNTIMES = {"torch": RUNTIMES["torch"], "onnxruntime": RUNTIMES["onnxruntime"]}  # table order
+    for module in RUNTIME_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_builtins()

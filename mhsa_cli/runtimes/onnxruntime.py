@@ -26,7 +26,7 @@ import torch
 from ..environment import package_version
 from ..errors import MhsaError
 from . import Loaded, Runtime, register
-from .folder import DTYPES, FILES, INPUT_NAME, OUTPUT_NAME, onnx_file, read_export_meta
+from .folder import DTYPES, FILES, INPUT_NAME, OUTPUT_NAME, is_export_folder, onnx_file, read_export_meta
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 # export folders whose graph has MultiHeadAttention nodes need this ORT: 1.17-1.20 computed them
@@ -136,7 +136,8 @@ def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
     dtype = np.dtype(DTYPES[meta["input"]["kind"]])
     return Loaded(OrtCall(session, dtype), "onnxruntime", precision, threads, str(path),
                   {"file": f.name, "providers": session.get_providers(), "graph_optimization": "ORT_ENABLE_ALL",
-                   "intra_op_threads": threads, "inter_op_threads": 1, "spinning": False})
+                   "intra_op_threads": threads, "inter_op_threads": 1, "spinning": False},
+                  dict(meta["task"]), f"onnx {precision}")
 
 
 def cuda_provider_reason() -> str | None:
@@ -155,6 +156,7 @@ def _unavailable(device: str, precision: str) -> str | None:
                                       if precision == "int8" else None)
 
 
-register(Runtime("onnxruntime", "ONNX Runtime on an export folder (fp32 and dynamic int8)", _load, _precisions,
+register(Runtime("onnxruntime", "mhsa export folder (ONNX fp32 / dynamic int8), ONNX Runtime", _load, _precisions,
                  _unavailable, lambda: {"onnx": package_version("onnx"),
-                                        "onnxruntime": package_version("onnxruntime")}))
+                                        "onnxruntime": package_version("onnxruntime")},
+                 is_export_folder, "export"))

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import MhsaError
 from . import Loaded, Runtime, register
 
 
-def _precisions(path: Path) -> list[str]:
+def _kind(path: Path) -> str | None:
+    """The checkpoint's kind from its JSON (float, int8, ...), None when it is no checkpoint."""
     import json
 
     from ..checkpoint import META
@@ -17,16 +19,38 @@ def _precisions(path: Path) -> list[str]:
     try:  # the JSON says the kind; load_model checks the rest
         kind = json.loads((path / META).read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
-        return []
-    return ["int8" if kind == "int8" else "fp32"]
+        return None
+    return str(kind)
+
+
+def _precisions(path: Path) -> list[str]:
+    kind = _kind(path)
+    return [] if kind is None else ["int8" if kind == "int8" else "fp32"]
+
+
+def _detect(path: Path) -> bool:
+    from ..checkpoint import META
+
+    return (path / META).is_file()
 
 
 def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
-    from ..checkpoint import load_model
+    """The checkpoint's model in eval mode on ``device`` (its own precision only).
 
+    Raises:
+        MhsaError: another precision than the checkpoint's; a corrupt checkpoint.
+    """
+    from ..checkpoint import load_checkpoint, load_model
+
+    own = _precisions(path)
+    if precision not in own:
+        raise MhsaError(f"{path} is a {_kind(path)} checkpoint, run at its own precision ({', '.join(own)}); "
+                        "--precision is for export folders")
     torch.set_num_threads(threads)
-    model = load_model(path).to(device)
-    return Loaded(model, "torch", precision, threads, str(path), {"device": device, "mode": "eager"})
+    ckpt = load_checkpoint(path)
+    model = load_model(ckpt).to(device)
+    return Loaded(model, "torch", precision, threads, str(path), {"device": device, "mode": "eager"},
+                  dict(ckpt.task_spec), ckpt.kind)
 
 
 def _unavailable(device: str, precision: str) -> str | None:
@@ -37,5 +61,5 @@ def _unavailable(device: str, precision: str) -> str | None:
     return None
 
 
-register(Runtime("torch", "eager PyTorch (the checkpoint's own model)", _load, _precisions, _unavailable,
-                 lambda: {"torch": torch.__version__}))
+register(Runtime("torch", "mhsa checkpoint folder (float or int8), eager PyTorch", _load, _precisions,
+                 _unavailable, lambda: {"torch": torch.__version__}, _detect, "checkpoint"))

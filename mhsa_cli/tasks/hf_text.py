@@ -60,18 +60,6 @@ def encode(texts: list[str], tokenizer_json: dict[str, Any], max_len: int, pad_i
     return x
 
 
-def encode_texts(texts: list[str], spec: dict[str, Any]) -> torch.Tensor:
-    """Encode new texts as a stored ``hf-text`` spec does (for predict and export; same
-    signature as :func:`mhsa_cli.tasks.text.encode_texts`).
-
-    Raises:
-        MhsaError: the spec is not an ``hf-text`` spec with a tokenizer.
-    """
-    if spec.get("name") != NAME or not isinstance(spec.get("tokenizer"), dict):
-        raise MhsaError(f"encode_texts needs an '{NAME}' task spec with a tokenizer, got task '{spec.get('name')}'")
-    return encode(texts, spec["tokenizer"], int(spec["max_len"]), int(spec.get("pad_id", 0)))
-
-
 def _labels(rows: list, test_rows: list, opts: dict[str, Any], known: list[str] | None) -> list[str]:
     """Sorted data labels; a model's own label order when the data's labels are all among them."""
     labels = _text._labels_of(rows, test_rows, opts)

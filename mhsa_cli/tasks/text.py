@@ -2,8 +2,9 @@
 or from a Hugging Face data set read offline (``path=hf:NAME[:CONFIG]`` or
 ``hf:FOLDER``, splits ``split`` / ``test_split``; :mod:`.hf_datasets`).
 
-Rows are read by :mod:`.text_files` (quoted fields, embedded commas and
-newlines, utf-8 with optional BOM). Class ids follow the sorted
+Rows are read by :mod:`.text_files` (the one reader, shared with ``mhsa predict``:
+quoted fields, embedded commas and newlines, utf-8 with optional BOM, a row with
+more or fewer fields than the header refused). Class ids follow the sorted
 unique label strings. The split is stratified and deterministic from ``seed``;
 the tokenizer (:mod:`.tokenizer`: word, char or bpe) is trained on the
 training split only (0 = ``<pad>``, 1 = ``<unk>``).
@@ -16,16 +17,14 @@ costs little.
 The spec stores the tokenizer (the ``tokenizers`` library's JSON, a dict, at
 ``spec["tokenizer"]``; its kind at ``spec["tokenizer_kind"]``), the labels and
 the sha256 of every data file (of an hf: split's rows), so :func:`from_spec` rebuilds exactly the same
-tensors, or refuses if a file changed. :func:`encode_texts` encodes new text
-the same way for inference. Checkpoints made before the tokenizer was stored
+tensors, or refuses if a file changed; :func:`spec_tokenizer` rebuilds the stored
+tokenizer for inference (``mhsa predict``). Checkpoints made before the tokenizer was stored
 as JSON (``spec["vocab"]``, ``spec["tokenizer"]`` a string) still load.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections import Counter
 from typing import Any
 
 import torch
@@ -37,10 +36,8 @@ from . import tokenizer as tk
 from .split import check_fraction, stratified_split
 from .text_files import Row, read_rows
 
-PAD, UNK = "<pad>", "<unk>"
 FORMATS = ("auto", "csv", "tsv", "jsonl")
 TOKENIZERS = tuple(tk.TOKENIZERS)
-WORD_RE = re.compile(tk.WORD_PATTERN)
 MAX_LEN_PERCENTILE, MAX_LEN_CAP = 99, 256
 DEFAULTS: dict[str, Any] = dict(
     path=None, test_path=None, split=None, test_split=None, format="auto", text_column="text", label_column="label",
@@ -137,7 +134,7 @@ def read_sources(opts: dict[str, Any]) -> dict[str, tuple[list[Row], str]]:
         {"path": (rows, sha256)[, "test_path": (rows, sha256)]}: a file's sha256, or of an hf: split's rows.
 
     Raises:
-        MhsaError: see :func:`_read_rows` and :func:`.hf_datasets.read_rows`.
+        MhsaError: see :func:`.text_files.read_rows` and :func:`.hf_datasets.read_rows`.
     """
     keys = ["path"] + (["test_path"] if opts["test_path"] or opts["test_split"] is not None else [])
     out = {}
@@ -151,32 +148,6 @@ def read_sources(opts: dict[str, Any]) -> dict[str, tuple[list[Row], str]]:
 
 
 # ---------------------------------------------------------------- tokens
-def tokenize(text: str, tokenizer: str, lowercase: bool) -> list[str]:
-    """Split ``text`` into tokens.
-
-    Args:
-        text: raw text.
-        tokenizer: ``word`` (regex ``\\w+|[^\\w\\s]``) or ``char`` (every character).
-        lowercase: lowercase first.
-
-    Returns:
-        The list of token strings.
-    """
-    if lowercase:
-        text = text.lower()
-    return WORD_RE.findall(text) if tokenizer == "word" else list(text)
-
-
-def build_vocab(token_lists: list[list[str]], min_freq: int, max_vocab: int) -> list[str]:
-    """Vocabulary: pad, unk, then tokens seen >= ``min_freq`` times by count desc, then
-    alphabetically, at most ``max_vocab`` entries in all."""
-    counts = Counter(tok for toks in token_lists for tok in toks)
-    for special in (PAD, UNK):
-        counts.pop(special, None)
-    kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
-    return [PAD, UNK] + kept[: max_vocab - 2]
-
-
 def spec_tokenizer(spec: dict[str, Any]):
     """The ``tokenizers.Tokenizer`` of a ``text`` spec (older specs: rebuilt from ``vocab``).
 
@@ -189,25 +160,6 @@ def spec_tokenizer(spec: dict[str, Any]):
     if isinstance(stored, str) and isinstance(spec.get("vocab"), list):  # before tokenizer JSON
         return tk.from_vocab(list(spec["vocab"]), stored, bool(spec.get("lowercase", True)))
     raise MhsaError("stored 'text' task spec has no tokenizer; cannot encode text")
-
-
-def encode_texts(texts: list[str], spec: dict[str, Any], tokenizer: Any = None) -> torch.Tensor:
-    """Encode new texts with the tokenizer stored in a ``text`` spec.
-
-    Args:
-        texts: raw strings.
-        spec: ``TaskData.spec`` of a ``text`` task (from a checkpoint).
-        tokenizer: the spec's tokenizer if already built (:func:`spec_tokenizer`).
-
-    Returns:
-        (N, max_len) int64 token ids, unknown tokens = 1, padding = 0 at the end.
-
-    Raises:
-        MhsaError: the spec is not a ``text`` task spec.
-    """
-    if spec.get("name") != "text" or "tokenizer" not in spec:
-        raise MhsaError(f"encode_texts needs a 'text' task spec, got task '{spec.get('name')}'")
-    return tk.encode(tokenizer or spec_tokenizer(spec), [str(t) for t in texts], int(spec["max_len"]))
 
 
 def auto_max_len(counts: list[int]) -> int:
