@@ -22,7 +22,8 @@ Design points that the compression stages rely on:
 Shapes: B batch, T tokens (incl. CLS when used), D d_model, H heads, S head_dim.
 
 Modules: :mod:`.config` (:class:`ModelConfig`), :mod:`.modules` (the network),
-:mod:`.flops` (parameter and FLOP counts); everything is importable from here.
+:mod:`.flops` (parameter and FLOP counts), :mod:`.probe` (inputs from the config alone);
+everything is importable from here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from __future__ import annotations
 from .config import ACTIVATIONS, FIRST_POSITION, NORMS, POOLERS, POOLINGS, ModelConfig, make_config
 from .flops import attention_flops, count_parameters
 from .modules import Attention, Block, EncoderOutput, MHSAClassifier, build_model
+from .probe import probe_input
 
 __all__ = ["ACTIVATIONS", "FIRST_POSITION", "NORMS", "POOLERS", "POOLINGS", "Attention", "Block", "EncoderOutput",
-           "MHSAClassifier", "ModelConfig", "attention_flops", "build_model", "count_parameters", "make_config"]
+           "MHSAClassifier", "ModelConfig", "attention_flops", "build_model", "count_parameters", "make_config",
+           "probe_input"]

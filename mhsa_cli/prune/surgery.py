@@ -18,25 +18,12 @@ import torch
 
 from ..errors import MhsaError
 from ..model import Attention, MHSAClassifier
+from ..model.probe import probe_input
 
 TOLERANCE = 1e-5  # max |logit difference| / max(1, max |logit|) in float32 on the CPU
 ROUNDING_STEPS = 16  # elsewhere: this many units of the arithmetic's epsilon, relative to the logits
 
 # --------------------------------------------------------------------------- removal
-
-def probe_input(model: MHSAClassifier, batch: int = 8, seed: int = 0) -> torch.Tensor:
-    """A fixed random input batch for ``model`` (tokens with varied padding, or features)."""
-    c, gen = model.config, torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    if c.input_kind == "features":
-        return torch.randn(batch, c.max_len, c.feature_dim, generator=gen).to(device)  # (B, T, F)
-    T = min(c.max_len, 64)  # imported encoders allow 512 positions; 64 probes them as well
-    x = torch.randint(1, c.vocab_size, (batch, T), generator=gen)  # (B, T)
-    x[x == c.pad_id] = 0  # pad_id 1 (RoBERTa): 0 is a real token there
-    lengths = torch.randint(1, T + 1, (batch, 1), generator=gen)
-    x[torch.arange(T)[None, :] >= lengths] = c.pad_id  # padding exercises the attention mask
-    return x.to(device)
-
 
 def _slice_attention(attn: Attention, keep: list[int]) -> Attention:
     """A new Attention holding only heads ``keep`` (all-removed: just the output bias)."""
