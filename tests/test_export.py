@@ -266,11 +266,11 @@ def test_export_leaves_the_model_in_eval_mode(order, tmp_path):
 
 
 def _fake_ort(monkeypatch, ckpt: Path, logits):
-    """Export's ORT fp32 call replaced by ``logits(torch_model, x)``: what a broken runtime returns."""
-    import mhsa_cli.export.command as cmd
+    """The ORT runtime's call replaced by ``logits(torch_model, x)``: what a broken runtime returns."""
+    from mhsa_cli.runtimes.onnxruntime import OrtCall
 
     model = load_model(ckpt)
-    monkeypatch.setattr(cmd, "_ort_call", lambda path, kind, threads: (lambda x: logits(model, x)))
+    monkeypatch.setattr(OrtCall, "__call__", lambda self, x: logits(model, x))
 
 
 @pytest.mark.parametrize("broken, message", [
@@ -303,3 +303,70 @@ def test_rtol_scales_with_each_logit(tiny_ckpt, tmp_path, monkeypatch):
     with torch.inference_mode():
         biggest = float(load_model(tiny_ckpt)(data.val.x[:256]).abs().max())
     assert parity["max_abs_gap"] == pytest.approx(1e-3 * biggest, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- from the checkpoint alone
+
+def no_data_ckpt(out: Path, order, pad_id: int = 1) -> Path:
+    """A float token checkpoint whose task spec holds no data (as `mhsa import FOLDER` without --data
+    writes it): labels, padding id and input length only."""
+    from types import SimpleNamespace
+
+    from mhsa_cli.tasks.hf_text import data_spec
+
+    spec = data_spec(None, pad_id, ["no", "yes", "maybe"][: order.num_classes], order.max_len)
+    fake = SimpleNamespace(**{k: getattr(order, k) for k in ("input_kind", "max_len", "num_classes", "vocab_size",
+                                                              "feature_dim")}, spec=spec)
+    path = random_ckpt(out, fake)
+    meta = json.loads((path / "checkpoint.json").read_text())
+    meta["model"]["pad_id"] = pad_id  # RoBERTa-style padding id: 0 is a real token
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_export_without_data_checks_parity_on_rows_built_from_the_checkpoint(order, tmp_path):
+    from mhsa_cli.model import probe_input
+
+    ckpt = no_data_ckpt(tmp_path / "c", order)
+    result = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "e"), "--check-rows", "16",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "not measured (no data)" in result.output and "on 16 rows built from" in result.output
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    checks = meta["checks"]
+    assert checks["test_acc"] is None and checks["test_acc_not_measured"] == "no data"
+    assert checks["parity"]["split"] == "probe" and checks["parity"]["rows"] == 16
+    assert meta["labels"] == ["no", "yes", "maybe"][: order.num_classes] and meta["input"]["padding_id"] == 1
+    x = probe_input(load_model(ckpt), batch=16)  # the rows it checked: padded with id 1, varied lengths
+    assert (x == 1).any() and len(set((x != 1).sum(1).tolist())) > 3
+    assert independent_gap(ckpt, tmp_path / "e", x) <= 1e-4
+    assert load_runtime("onnxruntime", tmp_path / "e", "int8").precision == "int8"
+
+
+def test_export_after_the_data_file_is_gone_notes_accuracy_not_measured(tmp_path):
+    """A checkpoint copied to another machine, without its CSV: exported, accuracy noted as not measured."""
+    from .test_tasks import write_rows
+
+    rows = [(" ".join(["good"] * (1 + i % 9) + [f"w{i % 13}"]), "pos" if i % 2 else "neg") for i in range(80)]
+    data = load_task("text", 0, path=write_rows(tmp_path / "t.csv", rows), max_len=12)
+    ckpt = random_ckpt(tmp_path / "text", data)
+    (tmp_path / "t.csv").unlink()
+    r = do_export(ckpt, tmp_path / "e", int8=False, check_rows=8)
+    assert r.accuracy == {} and r.parity["split"] == "probe" and r.parity["max_abs_gap"] <= 1e-4
+    why = json.loads((tmp_path / "e" / "export.json").read_text())["checks"]["test_acc_not_measured"]
+    assert why.startswith("no data: data file ") and "t.csv not found" in why
+    assert any("test accuracy not measured" in n and "t.csv not found" in n for n in r.notes)
+    assert r.meta["labels"] == data.labels and r.meta["task"]["tokenizer"] == data.spec["tokenizer"]
+
+
+def test_export_loads_its_folder_through_the_runtime_registry(tiny_ckpt, tmp_path, monkeypatch):
+    """The checks load the written folder as bench and predict do: the registry's onnxruntime
+    version guard refuses fused attention on 1.20 (nothing written); standard ops pass."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "__version__", "1.20.1")
+    with pytest.raises(MhsaError, match="computes wrongly"):
+        do_export(tiny_ckpt, tmp_path / "fused", int8=False)
+    assert not (tmp_path / "fused").exists()
+    r = do_export(tiny_ckpt, tmp_path / "plain", int8=False, fuse_attention=False)
+    assert r.parity["max_abs_gap"] <= 1e-4 and r.meta["requires"] == {}

@@ -4,7 +4,10 @@
 projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
 ``--int8`` ``model.int8.onnx`` (:func:`.onnx.quantize_onnx`) and ``export.json``
 (:mod:`mhsa_cli.runtimes.folder`) into a temporary folder, checks it and only
-then renames it into place:
+then renames it into place. The checks load the folder through the runtime
+registry (:func:`mhsa_cli.runtimes.load_runtime`), as ``mhsa bench`` and
+``mhsa predict`` do, so they also check what a user of the folder gets
+(file hashes, graph signature, the onnxruntime version guard):
 
 * parity: ORT fp32 logits vs torch on validation rows, at full length, at
   half length (the dynamic sequence axis) and for one row (the dynamic batch
@@ -12,6 +15,13 @@ then renames it into place:
   (atol, 1e-4) + ``--rtol`` (1e-5) x its torch value (:mod:`mhsa_cli.runtimes.parity`);
 * accuracy: test accuracy of the checkpoint in torch, of ORT fp32 and ORT int8;
 * the int8 graph holds ``DynamicQuantizeLinear`` and ``MatMulInteger`` nodes.
+
+Only accuracy needs the checkpoint's data. Without it (an import without
+``--data``, or a data file gone: :func:`mhsa_cli.tasks.task_or_reason`) the
+input spec, tokenizer and labels still come from the checkpoint, parity runs
+on seeded rows built from its config (:func:`mhsa_cli.model.probe_input`), and
+export.json records ``checks.test_acc: null`` with the reason in
+``checks.test_acc_not_measured`` ("no data ...").
 """
 
 from __future__ import annotations
@@ -60,14 +70,6 @@ def _load_source(cfg: Any) -> Any:
     return ckpt
 
 
-def _ort_call(path: Path, kind: str, threads: int) -> Any:
-    import numpy as np
-
-    from ..runtimes.onnxruntime import OrtCall, make_session
-
-    return OrtCall(make_session(path, threads), np.dtype(DTYPES[kind]))
-
-
 def _parity(model: Any, call: Any, x: torch.Tensor, atol: float, rtol: float) -> dict[str, float]:
     """Max abs logit gap torch vs ORT per case: rows at full length, at half length, one row.
 
@@ -84,27 +86,43 @@ def _parity(model: Any, call: Any, x: torch.Tensor, atol: float, rtol: float) ->
                 for name, v in cases.items()}
 
 
-def _checks(model: Any, folder: Path, files: list[str], data: Any, cfg: Any, threads: int,
-            progress: Progress) -> tuple[dict[str, Any], dict[str, float]]:
-    """Parity on validation rows (raises past the tolerance) and test accuracy per runtime."""
-    from ..runtimes import accuracy
+PARITY_ROWS = {"val": "validation rows",  # what the parity check ran on, by export.json's checks.parity.split
+               "probe": "seeded rows built from the checkpoint (random ids of varied lengths, its pad id)"}
+
+
+def _parity_rows(model: Any, data: Any, n: int) -> tuple[torch.Tensor, str]:
+    """The first ``n`` validation rows, or without data ``n`` rows built from the model's config."""
+    from ..model import probe_input
+
+    if data is not None:
+        return data.val.x[:n], "val"
+    return probe_input(model, batch=n), "probe"
+
+
+def _checks(model: Any, folder: Path, files: list[str], data: Any, why: str | None, cfg: Any, threads: int,
+            progress: Progress) -> dict[str, Any]:
+    """Parity (raises past the tolerance) and, with data, test accuracy per runtime; the folder's
+    files are loaded through the runtime registry, as ``mhsa bench`` and ``mhsa predict`` load them."""
+    from ..runtimes import accuracy, load_runtime
     from ..runtimes.parity import ParityError
 
-    kind = model.config.input_kind
-    calls = {p: _ort_call(folder / FILES[p], kind, threads) for p in files}
+    calls = {p: load_runtime("onnxruntime", folder, p, threads).call for p in files}
+    x, split = _parity_rows(model, data, cfg.check_rows)
     with progress.task("checking torch vs ORT", total=1 + len(files)) as bar:
         try:
-            gaps = _parity(model, calls["fp32"], data.val.x[: cfg.check_rows], cfg.tolerance, cfg.rtol)
+            gaps = _parity(model, calls["fp32"], x, cfg.tolerance, cfg.rtol)
         except ParityError as exc:
-            raise ParityError(f"{exc} on validation rows; nothing written") from None
-        parity = {"rows": int(min(cfg.check_rows, len(data.val))), "split": "val", "tolerance": cfg.tolerance,
+            raise ParityError(f"{exc} on {PARITY_ROWS[split]}; nothing written") from None
+        parity = {"rows": int(x.shape[0]), "split": split, "tolerance": cfg.tolerance,
                   "rtol": cfg.rtol, "max_abs_gap": max(gaps.values()), "max_abs_gap_by_case": gaps}
         bar.advance(1)
+        if data is None:  # accuracy needs data; parity does not
+            return {"parity": parity, "test_acc": None, "test_acc_not_measured": why}
         acc = {"checkpoint": accuracy(model, data.test)}
         for p, call in calls.items():
             acc[f"ort_{p}"] = accuracy(call, data.test)
             bar.advance(1)
-    return parity, acc
+    return {"parity": parity, "test_acc": acc}
 
 
 def _file_facts(folder: Path, precisions: list[str], threads: int) -> dict[str, dict[str, Any]]:
@@ -125,8 +143,9 @@ def _requires(exporter: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] | None,
-          files: dict[str, Any], parity: dict[str, Any], acc: dict[str, float], cfg: Any) -> dict[str, Any]:
+def _meta(ckpt: Any, labels: list[str], exporter: dict[str, Any], quant: dict[str, Any] | None,
+          files: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """export.json, ``checks`` still None (filled once the folder loads and passes them)."""
     from ..config import to_dict
     from ..environment import environment
     from ..runtimes import RUNTIMES
@@ -140,7 +159,7 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
                   "feature_dim": mc.feature_dim or None, "vocab_size": mc.vocab_size or None,
                   "dynamic_axes": exporter["dynamic_axes"]},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", mc.num_classes], "meaning": "logits"},
-        "labels": list(data.labels),
+        "labels": list(labels),
         "task": ckpt.task_spec,
         "model": mc.to_dict(),
         "files": files,
@@ -149,7 +168,7 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
         "quantization": quant,
         "source": {"path": str(ckpt.path), "id": ckpt.meta.get("id"), "kind": ckpt.kind,
                    "metrics": ckpt.meta.get("metrics", {}), "lineage": ckpt.meta.get("lineage", [])},
-        "checks": {"parity": parity, "test_acc": acc},
+        "checks": None,
         "config": to_dict(cfg),
         "environment": {**environment(), **RUNTIMES["onnxruntime"].versions()},
     }
@@ -200,12 +219,12 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
     """
     from ..checkpoint import _write_json, atomic_dir, load_model
     from ..environment import set_threads
-    from ..tasks import task_from_spec
+    from ..tasks import task_or_reason
 
     ckpt = _load_source(cfg)
     threads = set_threads(cfg.threads)
     model = load_model(ckpt)
-    data = task_from_spec(ckpt.task_spec)
+    data, why = task_or_reason(ckpt.task_spec)
     precisions = ["fp32", "int8"] if cfg.int8 else ["fp32"]
     box: dict[str, Any] = {}
 
@@ -214,17 +233,32 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
             exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
                                            cfg.fuse_qkv, cfg.fuse_attention)
             bar.advance(1)
-        parity, acc = _checks(model, tmp, precisions, data, cfg, threads, progress)
-        files = _file_facts(tmp, precisions, threads)
-        box["meta"] = _meta(ckpt, data, exporter, quant, files, parity, acc, cfg)
-        _write_json(tmp / META, box["meta"])
+        meta = box["meta"] = _meta(ckpt, _labels(ckpt, data), exporter, quant,
+                                   _file_facts(tmp, precisions, threads), cfg)
+        _write_json(tmp / META, meta)  # a loadable folder: the checks load it through the runtime registry
+        meta["checks"] = _checks(model, tmp, precisions, data, why, cfg, threads, progress)
+        _write_json(tmp / META, meta)
 
     atomic_dir(Path(cfg.out), cfg.force, write)
     meta = box["meta"]
-    acc = meta["checks"]["test_acc"]
-    notes = []
-    if "ort_int8" in acc and 100 * (acc["checkpoint"] - acc["ort_int8"]) > INT8_ACC_BUDGET_PTS:
-        notes.append(f"ORT int8 loses {100 * (acc['checkpoint'] - acc['ort_int8']):.2f} points of test accuracy "
-                     f"(more than {INT8_ACC_BUDGET_PTS}); try --reduce-range or ship fp32")
+    acc = meta["checks"]["test_acc"] or {}
     return ExportResult(str(cfg.out), str(ckpt.path), meta["files"], meta["checks"]["parity"], acc, threads,
-                        notes, meta)
+                        _notes(acc, why), meta)
+
+
+def _labels(ckpt: Any, data: Any) -> list[str]:
+    """Class names: the data's, else the checkpoint's task spec's, else the class ids."""
+    if data is not None:
+        return list(data.labels)
+    return [str(c) for c in ckpt.task_spec.get("labels") or range(ckpt.model_config.num_classes)]
+
+
+def _notes(acc: dict[str, float], why: str | None) -> list[str]:
+    """Accuracy not measured (and why), or an int8 graph that loses too much of it."""
+    if why is not None:
+        return [f"test accuracy not measured ({why}); parity ran on {PARITY_ROWS['probe']}"]
+    lost = 100 * (acc["checkpoint"] - acc.get("ort_int8", acc["checkpoint"]))
+    if lost > INT8_ACC_BUDGET_PTS:
+        return [f"ORT int8 loses {lost:.2f} points of test accuracy (more than {INT8_ACC_BUDGET_PTS}); "
+                "try --reduce-range or ship fp32"]
+    return []

@@ -26,12 +26,16 @@ def render_export(result: Any, console: Console) -> None:
         rows.append((f"{p} file", f"{f['file']} ({human_bytes(f['bytes'])}, {sum(f['ops'].values())} nodes; "
                                  f"ORT runs {sum(f['optimized_ops'].values())})"))
     gap = result.parity
-    rows.append(("parity torch vs ORT fp32", f"max |logit gap| {gap['max_abs_gap']:.2e} on {gap['rows']} validation "
-                                             f"rows (full, half length, one row; tolerance {gap['tolerance']:g}"
+    rows_from = "validation rows" if gap.get("split", "val") == "val" else "rows built from the checkpoint"
+    rows.append(("parity torch vs ORT fp32", f"max |logit gap| {gap['max_abs_gap']:.2e} on {gap['rows']} {rows_from} "
+                                             f"(full, half length, one row; tolerance {gap['tolerance']:g}"
                                              f" + {gap.get('rtol', 0.0):g} x |logit|)"))
-    rows.append(("test acc torch", pct(acc["checkpoint"])))
-    for p in result.files:
-        rows.append((f"test acc ORT {p}", f"{pct(acc[f'ort_{p}'])} ({100 * (acc[f'ort_{p}'] - acc['checkpoint']):+.2f} pts)"))
+    if acc:
+        rows.append(("test acc torch", pct(acc["checkpoint"])))
+        rows += [(f"test acc ORT {p}", f"{pct(acc[f'ort_{p}'])} ({100 * (acc[f'ort_{p}'] - acc['checkpoint']):+.2f} pts)")
+                 for p in result.files]
+    else:
+        rows.append(("test acc", "not measured (no data)"))
     if "int8" in result.files:
         rows.append(("int8 graph ops", _ops(result.files["int8"]["ops"], INT8_SHOWN)))
         rows.append(("int8 ops ORT runs", _ops(result.files["int8"]["optimized_ops"], INT8_SHOWN)))

@@ -213,6 +213,28 @@ def task_from_spec(spec: dict[str, Any]) -> TaskData:
     return load_task(info.name, seed=int(spec.get("seed", 0)), **opts)
 
 
+NO_DATA = "no data"  # how a missing data set is recorded (export.json, quantize / prune results)
+
+
+def task_or_reason(spec: dict[str, Any]) -> tuple[TaskData | None, str | None]:
+    """The data of a stored task spec, or None and why there is none.
+
+    Export, quantize and prune by magnitude or random run from the checkpoint alone;
+    its data, when it can be rebuilt, only adds accuracy.
+
+    Returns:
+        ``(data, None)``; ``(None, "no data")`` for a spec stored without data (an
+        import without ``--data``); ``(None, "no data: <why>")`` when rebuilding it
+        fails (a data file gone or changed: a checkpoint copied to another machine).
+    """
+    if "path" in spec and not spec.get("path"):
+        return None, NO_DATA
+    try:
+        return task_from_spec(spec), None
+    except MhsaError as exc:
+        return None, f"{NO_DATA}: {exc}"
+
+
 # Registration happens on import of each task module.
 from . import synthetic  # noqa: E402,F401
 
