@@ -445,3 +445,31 @@ def test_render_notes_when_int8_is_slower(int8):
     assert "int8 is slower than float here at batch 1," in text and "1.50" in text and "0.50" in text
     assert "slower" not in rendered({1: 0.6, 32: 0.5})
     assert "CPU latency" not in rendered({})
+
+
+def test_quantize_without_data_leaves_accuracy_out_and_times_rows_from_the_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint without data (an import without --data) quantizes; accuracy is recorded as not
+    measured, and the latency check times rows built from the checkpoint (probe_input)."""
+    from mhsa_cli.model import probe_input
+
+    from .test_export import no_data_ckpt
+
+    src = no_data_ckpt(tmp_path / "c", load_task("order", seed=0, **TASK))
+    timed = []
+    import mhsa_cli.bench.timer as timer
+
+    real = timer.measure_interleaved
+    monkeypatch.setattr(timer, "measure_interleaved", lambda models, *a, **k: timed.append(
+        next(iter(models.values()))[1]) or real(models, *a, **k))
+    result = cli(src, "--out", tmp_path / "q", "--latency-time", "0.01")
+    assert result.exit_code == 0, result.output
+    assert "accuracy not measured (no data)" in result.output and "Accuracy" not in result.output
+    meta = load_checkpoint(tmp_path / "q").meta
+    assert meta["metrics"]["accuracy_not_measured"] == "no data" and "test_acc" not in meta["metrics"]
+    assert meta["extra"]["latency_check"]["rows"] == "built from the checkpoint"
+    float_model = load_model(src)
+    assert [tuple(x.shape) for x in timed] == [(1, 24), (32, 24)]
+    assert torch.equal(timed[1], probe_input(float_model, batch=32))
+    x = probe_input(float_model, batch=32)
+    ref, q = logits(float_model, x), logits(load_model(tmp_path / "q"), x)
+    assert float((q - ref).abs().max()) < 0.1 * float(ref.abs().max()) + 0.05  # int8 close to float

@@ -6,6 +6,11 @@ validation and test splits and, in a quick check, their CPU latency (int8 is
 slower than float on models whose matrices are small), saves an int8
 checkpoint and returns a :class:`QuantizeResult` (sizes and counts from
 :mod:`.measures`).
+
+Only accuracy needs the checkpoint's data: without it (an import without
+``--data``, a data file gone) the accuracy is left out with the reason
+(:func:`mhsa_cli.tasks.task_or_reason`) and the latency check times rows built
+from the checkpoint (:func:`mhsa_cli.model.probe_input`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class QuantizeResult:
     weight_bytes_int8: int
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"float", "int8"}
     latency: dict[int, dict[str, float]] = field(default_factory=dict)  # batch -> float_ms, int8_ms, ratio
+    notes: list[str] = field(default_factory=list)  # e.g. accuracy not measured, and why
 
     @property
     def size_ratio(self) -> float:
@@ -90,19 +96,28 @@ def _accuracy(models: dict[str, nn.Module], data: Any, progress: Progress) -> di
 LATENCY_BATCHES = (1, 32)
 
 
+def _timing_rows(data: Any, model: nn.Module, batch: int) -> torch.Tensor:
+    """Real validation rows (:func:`mhsa_cli.bench.command.timing_input`), or without data rows
+    built from the checkpoint (:func:`mhsa_cli.model.probe_input`)."""
+    from ..bench.command import timing_input
+    from ..model import probe_input
+
+    return timing_input(data, batch) if data is not None else probe_input(model, batch=batch)
+
+
 def _latency_check(models: dict[str, nn.Module], data: Any, seconds: float,
                    progress: Progress) -> dict[int, dict[str, float]]:
     """p50 latency (ms) of the float and int8 model, timed round-robin, at batch 1 and 32.
 
     A quick check with :func:`mhsa_cli.bench.measure_interleaved` on real
-    validation rows; ``mhsa bench`` is the full measurement.
+    validation rows (``data`` None: rows built from the checkpoint); ``mhsa bench``
+    is the full measurement.
     """
-    from ..bench.command import timing_input
     from ..bench.timer import measure_interleaved
 
     out = {}
     for b in LATENCY_BATCHES:
-        x = timing_input(data, b)
+        x = _timing_rows(data, models["float"], b)
         with quiet():
             st = measure_interleaved({n: (m, x) for n, m in models.items()}, "cpu", min_time=seconds,
                                      min_repeats=5, warmup=2, progress=progress,
@@ -113,12 +128,15 @@ def _latency_check(models: dict[str, nn.Module], data: Any, seconds: float,
 
 
 def _metrics(acc: dict[str, dict[str, float]], counts: dict[str, int], fraction: float,
-             tensors: dict[str, torch.Tensor], float_size: int) -> dict[str, Any]:
-    """The int8 checkpoint's metrics: its accuracy (and the float one), parameters, sizes."""
+             tensors: dict[str, torch.Tensor], float_size: int, why: str | None) -> dict[str, Any]:
+    """The int8 checkpoint's metrics: its accuracy (and the float one; without data the reason
+    instead), parameters, sizes."""
+    sizes = {"params": counts["int8"] + counts["float"], "int8_fraction": fraction,
+             "size_bytes": _safetensors_bytes(tensors), "float_size_bytes": float_size}
+    if not acc:
+        return {**sizes, "accuracy_not_measured": why}
     return {"val_acc": acc["val"]["int8"], "test_acc": acc["test"]["int8"],
-            "float_val_acc": acc["val"]["float"], "float_test_acc": acc["test"]["float"],
-            "params": counts["int8"] + counts["float"], "int8_fraction": fraction,
-            "size_bytes": _safetensors_bytes(tensors), "float_size_bytes": float_size}
+            "float_val_acc": acc["val"]["float"], "float_test_acc": acc["test"]["float"], **sizes}
 
 
 def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
@@ -131,7 +149,8 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     Returns:
         :class:`QuantizeResult`: engine, what is int8 and what stayed float,
         sizes on disk and in memory, validation/test accuracy float vs int8
-        and (unless ``latency_time`` is 0) p50 CPU latency at batch 1 and 32.
+        (empty without data, a note says why) and (unless ``latency_time`` is 0)
+        p50 CPU latency at batch 1 and 32.
 
     Raises:
         MhsaError: unknown backend or engine, an engine this machine lacks, an
@@ -144,7 +163,7 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     from ..checkpoint import load_model, make_meta, save_checkpoint, size_on_disk
     from ..config import to_dict
     from ..environment import set_threads
-    from ..tasks import task_from_spec
+    from ..tasks import task_or_reason
 
     backend = BACKENDS[choice("quantization backend", cfg.backend, BACKENDS)]
     engine = resolve_engine(cfg.engine)
@@ -153,8 +172,8 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     float_model = load_model(ckpt)
     include = linear_names(float_model, cfg.classifier)
     qmodel = backend.quantize(float_model, engine, cfg.per_channel, include).eval()
-    data = task_from_spec(ckpt.task_spec)
-    acc = _accuracy({"float": float_model, "int8": qmodel}, data, progress)
+    data, why = task_or_reason(ckpt.task_spec)
+    acc = _accuracy({"float": float_model, "int8": qmodel}, data, progress) if data is not None else {}
     latency = (_latency_check({"float": float_model, "int8": qmodel}, data, cfg.latency_time, progress)
                if cfg.latency_time > 0 else {})
     tensors, kept = backend.state(qmodel), float_parts(qmodel)  # exported once, measured below
@@ -164,12 +183,13 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
                 "per_channel": cfg.per_channel, "classifier": cfg.classifier, "dtype": "qint8",
                 "modules": include, "float_modules": [p["name"] for p in kept],
                 "int8_fraction": fraction}
-    metrics = _metrics(acc, counts, fraction, tensors, float_size)
+    metrics = _metrics(acc, counts, fraction, tensors, float_size, why)
     with use_engine(engine):  # so the recorded environment names the engine used
         meta = make_meta("int8", ckpt.model_config, ckpt.task_spec, "quantize",
                          {**to_dict(cfg), "engine_resolved": engine}, metrics,
                          parent=ckpt, extra={"quantization": settings, "latency_check": {
-                             "threads": threads, "batches": {str(b): v for b, v in latency.items()}}})
+                             "threads": threads, "batches": {str(b): v for b, v in latency.items()},
+                             "rows": "validation" if data is not None else "built from the checkpoint"}})
     save_checkpoint(cfg.out, tensors, meta, force=cfg.force)
     return QuantizeResult(
         out=str(cfg.out), source=str(ckpt.path), backend=backend.name, engine=engine,
@@ -178,4 +198,4 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
         params_float=counts["float"], int8_fraction=fraction,
         size_bytes_float=float_size, size_bytes_int8=size_on_disk(cfg.out),
         weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=state_bytes(tensors),
-        accuracy=acc, latency=latency)
+        accuracy=acc, latency=latency, notes=[] if data is not None else [f"accuracy not measured ({why})"])

@@ -47,10 +47,11 @@ def render_quantize(result: Any, console: Console) -> None:
         ("in memory (weights)", human_bytes(result.weight_bytes_float), human_bytes(result.weight_bytes_int8),
          f"{result.weight_bytes_int8 / max(result.weight_bytes_float, 1):.3f}"),
     ]))
-    console.print(table("Accuracy", ["split", "float", "int8", "change"], [
-        (split, pct(acc["float"]), pct(acc["int8"]), points(acc["int8"] - acc["float"]))
-        for split, acc in result.accuracy.items()
-    ]))
+    if result.accuracy:
+        console.print(table("Accuracy", ["split", "float", "int8", "change"], [
+            (split, pct(acc["float"]), pct(acc["int8"]), points(acc["int8"] - acc["float"]))
+            for split, acc in result.accuracy.items()
+        ]))
     if result.latency:
         console.print(table(f"CPU latency, quick check ({result.threads} threads)",
                             ["batch", "float p50 ms", "int8 p50 ms", "int8 / float"],
@@ -61,3 +62,5 @@ def render_quantize(result: Any, console: Console) -> None:
             console.print(f"note: int8 is slower than float here at batch {', '.join(slower)}, as is usual for "
                           "small matrices: quantizing each activation costs more than the int8 products save. "
                           "int8 still cuts the size. Full measurement: mhsa bench.")
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
