@@ -9,6 +9,8 @@ weights, and the data:
   (task ``hf-text``);
 * without ``--data``: the checkpoint's own task again.
 
+``mhsa prune --data FILE`` reads its file the same way (:func:`checkpoint_data`).
+
 If the data's labels are not among the checkpoint's, the classifier ``head``
 is replaced by a fresh one (seeded by ``--seed``) with one output per label;
 everything else keeps the checkpoint's weights.
@@ -27,16 +29,23 @@ from .model import ModelConfig, build_model
 from .tasks import TaskData, task_from_spec
 
 
-def _data(cfg: Any, ckpt: Checkpoint, mcfg: ModelConfig) -> TaskData:
-    """The task to fine-tune on (see the module docstring)."""
+def checkpoint_data(cfg: Any, ckpt: Checkpoint, mcfg: ModelConfig) -> TaskData:
+    """The data of ``train --init`` and ``prune --data`` (see the module docstring): ``cfg.task_kwargs()``
+    (``--data`` and ``--task-opt``) read with the checkpoint's tokenizer, split by ``cfg.seed``; without
+    them the checkpoint's own task.
+
+    Raises:
+        MhsaError: a checkpoint without tokenizer given a file; inputs longer than its positions;
+            what the ``hf-text`` task refuses.
+    """
     from .tasks import hf_text
 
     spec, opts = ckpt.task_spec, cfg.task_kwargs()
     if not opts:
         return task_from_spec(spec)
     if not spec.get("tokenizer"):
-        raise MhsaError(f"--init {ckpt.path} stores no tokenizer, so it cannot read a new data file; "
-                        "drop --data to fine-tune on its own task (or import a model with tokenizer.json)")
+        raise MhsaError(f"{ckpt.path} stores no tokenizer, so it cannot read a new data file (--data); "
+                        "drop --data to use its own task (or import a model with tokenizer.json)")
     data = hf_text.build(cfg.seed, spec["tokenizer"], mcfg.pad_id, list(spec.get("labels") or []),
                          max_positions=mcfg.max_len, **opts)  # max_len: auto from the data unless given
     if data.max_len > mcfg.max_len:
@@ -53,7 +62,7 @@ def prepare_init(cfg: Any) -> tuple[TaskData, ModelConfig, nn.Module, Checkpoint
     ckpt = load_checkpoint(cfg.init)
     ckpt.require_kind("float", "fine-tune", "fine-tune its float parent, then quantize again")
     mcfg = ckpt.model_config
-    data = _data(cfg, ckpt, mcfg)
+    data = checkpoint_data(cfg, ckpt, mcfg)
     if data.input_kind != mcfg.input_kind:
         raise MhsaError(f"{ckpt.path} takes {mcfg.input_kind}, the data gives {data.input_kind}")
     same = list(data.labels) == list(ckpt.task_spec.get("labels") or data.labels) \

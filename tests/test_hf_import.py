@@ -496,3 +496,41 @@ def test_sentence_transformers_extras_are_ignored_with_a_note(tmp_path):
     assert r.exit_code == 0, r.output
     flat = " ".join(r.output.split())
     assert "sentence-transformers files ignored (modules.json, sentence_bert_config.json, 1_Pooling)" in flat
+
+
+# --------------------------------------------------------------------------- from the checkpoint alone
+
+
+def test_imported_without_data_exports_quantizes_and_prunes_by_magnitude(tmp_path):
+    """`mhsa import FOLDER` without --data: export (parity on rows built from the checkpoint, accuracy
+    recorded as not measured), quantize and prune by magnitude work; gradient asks for --data and
+    takes it, read with the stored tokenizer."""
+    hf, _ = make_hf("roberta", tmp_path / "hf")
+    ckpt = tmp_path / "ckpt"
+    assert invoke("import", tmp_path / "hf", "--out", ckpt).exit_code == 0
+    r = invoke("export", ckpt, "--threads", 1, "--check-rows", 8, "--out", tmp_path / "onnx")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert meta["checks"]["test_acc"] is None and meta["checks"]["test_acc_not_measured"] == "no data"
+    assert meta["labels"] == ["c0", "c1", "c2"] and meta["input"]["padding_id"] == 1
+    import onnxruntime as ort
+
+    x = batch(tmp_path / "hf", 1)  # real tokenized rows: ORT fp32 vs transformers, the oracle
+    s = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert float(abs(s.run(None, {"input": x.numpy()})[0] - hf_logits(hf, x, 1).numpy()).max()) <= TOL
+    r = invoke("quantize", ckpt, "--latency-time", 0, "--out", tmp_path / "q")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "q").meta["metrics"]["accuracy_not_measured"] == "no data"
+    r = invoke("prune", ckpt, "--method", "magnitude", "--ratio", 0.5, "--device", "cpu", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert sum(load_model(tmp_path / "m").config.heads) == 4
+    r = invoke("prune", ckpt, "--device", "cpu", "--out", tmp_path / "g")
+    assert_one_line_error(r, "--method gradient", "has no data", "--data FILE")
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{'c1' if lab == 'pos' else 'c0'}\n" for t, lab in corpus(60)))
+    r = invoke("prune", ckpt, "--data", csv, "--task-opt", "max_len=16", "--ratio", 0.5, "--device", "cpu",
+               "--batch-size", 16, "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    spec = load_checkpoint(tmp_path / "g").task_spec
+    assert spec["path"] == str(csv) and spec["labels"] == ["c0", "c1", "c2"] and spec["pad_id"] == 1
+    assert spec["tokenizer"] == json.loads((tmp_path / "hf" / "tokenizer.json").read_text())

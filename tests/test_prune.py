@@ -28,7 +28,7 @@ from mhsa_cli.report.prune import heatmap_png, heatmap_table, render_prune
 from mhsa_cli.tasks import Split, task_from_spec
 from mhsa_cli.train import train
 
-from .conftest import SMALL_MODEL, make_int8
+from .conftest import SMALL_MODEL, assert_one_line_error, make_int8
 
 TASK = {"n_train": 400, "n_val": 200, "n_test": 200}
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -275,9 +275,11 @@ def test_importance_reads_only_the_validation_split(model, data):
 def test_prune_command_never_uses_test_split_for_importance(baseline, data, tmp_path, monkeypatch):
     """Same checkpoint, test split replaced by garbage: identical scores and heads removed."""
     garbage = Split(torch.randint(0, 16, data.test.x.shape), torch.randint(0, 6, data.test.y.shape))
-    monkeypatch.setattr(prune_command, "task_from_spec", lambda spec: dataclasses.replace(data, test=garbage))
+    import mhsa_cli.prune.data as prune_data
+
+    monkeypatch.setattr(prune_data, "task_or_reason", lambda spec: (dataclasses.replace(data, test=garbage), None))
     bad = P.prune(cfg(baseline, tmp_path / "bad", method=["taylor"], importance_batches=1))
-    monkeypatch.setattr(prune_command, "task_from_spec", lambda spec: data)
+    monkeypatch.setattr(prune_data, "task_or_reason", lambda spec: (data, None))
     good = P.prune(cfg(baseline, tmp_path / "good", method=["taylor"], importance_batches=1))
     assert bad.scores == good.scores and bad.removed == good.removed
     assert bad.before.test_acc != good.before.test_acc  # the garbage really was the test split
@@ -513,3 +515,108 @@ def test_cli_prunes(baseline, tmp_path):
     doc = json.loads((out / "head_importance.json").read_text())
     assert doc["normalize"] is False and doc["scope"] == "layer"
     assert sorted(load_checkpoint(out).model_config.heads) == [2, 3]
+
+
+# ---------------------------------------------------------------- from the checkpoint alone, --data
+def without_data(src: Path, dst: Path, labels: list[str], tokenizer=None) -> Path:
+    """A copy of checkpoint ``src`` whose task holds no data (as `mhsa import FOLDER` without --data writes it)."""
+    import shutil
+
+    from mhsa_cli.tasks.hf_text import data_spec
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "checkpoint.json").read_text())
+    meta["task"] = data_spec(tokenizer, 0, labels, meta["model"]["max_len"])
+    (dst / "checkpoint.json").write_text(json.dumps(meta))
+    return dst
+
+
+def prune_cli(*args):
+    return CliRunner().invoke(app, ["prune", *map(str, args), "--device", "cpu"])
+
+
+def test_magnitude_and_random_prune_a_checkpoint_without_data(baseline, data, tmp_path):
+    src = without_data(baseline, tmp_path / "src", data.labels)
+    r = prune_cli(src, "--method", "magnitude", "--heads", 3, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "accuracy: not measured (no data)" in r.output
+    original, pruned = load_model(src), load_checkpoint(tmp_path / "m")
+    hand = [explicit_magnitude(b.attn).detach() for b in original.blocks]  # the oracle: norms by hand
+    lowest = sorted((float(s), l, h) for l, layer in enumerate(hand) for h, s in enumerate(layer))[:3]
+    removed = json.loads((tmp_path / "m" / "head_importance.json").read_text())["removed"]
+    assert sorted((l, h) for _, l, h in lowest) == sorted((l, h) for l, hs in enumerate(removed) for h in hs)
+    assert pruned.meta["metrics"]["accuracy_not_measured"] == "no data" and "test_acc" not in pruned.meta["metrics"]
+    assert pruned.task_spec == load_checkpoint(src).task_spec and sum(pruned.model_config.heads) == 5
+    r = prune_cli(src, "--method", "random", "--ratio", 0.25, "--seed", 3, "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    scores = json.loads((tmp_path / "r" / "head_importance.json").read_text())["scores"]
+    g = torch.Generator().manual_seed(3)  # the random method's scores, drawn here independently
+    assert scores == [torch.rand(4, generator=g).tolist() for _ in range(2)]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--method", "gradient"), "--method gradient scores heads on validation data"),
+    (("--method", "taylor"), "--method taylor scores heads"),
+    (("--method", "magnitude", "--finetune-epochs", "1"), "--finetune-epochs fine-tunes"),
+    (("--method", "magnitude", "--sweep", "0.5"), "--sweep measures test accuracy"),
+])
+def test_what_needs_data_names_data_in_one_line(baseline, data, tmp_path, args, needle):
+    src = without_data(baseline, tmp_path / "src", data.labels)
+    r = prune_cli(src, *args, "--out", tmp_path / "out")
+    assert_one_line_error(r, needle, "has no data", "pass --data FILE")
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_opt_needs_data(baseline, tmp_path):
+    assert_one_line_error(prune_cli(baseline, "--task-opt", "max_len=8", "--out", tmp_path / "o"),
+                          "--task-opt needs --data")
+
+
+def test_data_file_is_read_with_the_checkpoints_tokenizer(tmp_path):
+    """A text checkpoint whose CSV is gone: magnitude prunes (accuracy noted as not measured), gradient
+    asks for --data, and with --data it scores on that file tokenized by the stored tokenizer."""
+    from mhsa_cli.tasks import hf_text, load_task
+
+    from .test_export import random_ckpt
+    from .test_tasks import write_rows
+
+    rows = [(" ".join(["good" if i % 2 else "bad"] * (1 + i % 5) + [f"w{i % 7}"]), "pos" if i % 2 else "neg")
+            for i in range(80)]
+    text = load_task("text", 0, path=write_rows(tmp_path / "t.csv", rows), max_len=12)
+    ckpt = random_ckpt(tmp_path / "c", text)
+    (tmp_path / "t.csv").unlink()
+    r = prune_cli(ckpt, "--method", "magnitude", "--heads", 1, "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    why = load_checkpoint(tmp_path / "m").meta["metrics"]["accuracy_not_measured"]
+    assert why.startswith("no data: data file") and "not found" in why
+    assert_one_line_error(prune_cli(ckpt, "--out", tmp_path / "g"), "--method gradient", "not found", "--data FILE")
+    new = write_rows(tmp_path / "new.csv", rows[::-1])
+    r = prune_cli(ckpt, "--data", new, "--task-opt", "max_len=10", "--heads", 2, "--importance-batches", 1,
+                  "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    ref = hf_text.build(0, text.spec["tokenizer"], 0, text.labels, path=new, max_len=10)  # the oracle's data
+    assert ref.labels == text.labels and (ref.val.x[:, -1] == 0).any()
+    want = P.head_importance(load_model(ckpt), ref, "gradient", batch_size=64, max_batches=1)
+    got = json.loads((tmp_path / "g" / "head_importance.json").read_text())["scores"]
+    assert all(torch.allclose(torch.tensor(g), w, rtol=1e-5, atol=1e-8) for g, w in zip(got, want))
+    spec = load_checkpoint(tmp_path / "g").task_spec  # the pruned model is judged on that file from now on
+    assert spec["path"] == new and spec["tokenizer"] == text.spec["tokenizer"] and spec["max_len"] == 10
+    before = load_checkpoint(tmp_path / "g").meta["metrics"]["accuracy_before"]["test_acc"]
+    from mhsa_cli.train import evaluate
+
+    assert before == pytest.approx(evaluate(load_model(ckpt), ref.test, torch.device("cpu")))
+
+
+def test_data_with_labels_the_model_lacks_is_refused(tmp_path):
+    from mhsa_cli.tasks import load_task
+
+    from .test_export import random_ckpt
+    from .test_tasks import write_rows
+
+    rows = [(f"good w{i % 7}" if i % 2 else f"bad w{i % 5}", "pos" if i % 2 else "neg") for i in range(60)]
+    text = load_task("text", 0, path=write_rows(tmp_path / "t.csv", rows), max_len=8)
+    ckpt = random_ckpt(tmp_path / "c", text)
+    other = write_rows(tmp_path / "o.csv", [(t, "spam" if lab == "pos" else "ham") for t, lab in rows])
+    assert_one_line_error(prune_cli(ckpt, "--data", other, "--out", tmp_path / "o"),
+                          "has labels ham, spam where", "pruning keeps the classifier")
+    assert not (tmp_path / "o").exists()

@@ -185,8 +185,14 @@ class PruneConfig:
     """``mhsa prune``: score heads on the validation split and remove the least important."""
 
     checkpoint: str = opt("", "float checkpoint folder to prune", argument=True)
-    method: list[str] = opt(["gradient"], "importance: gradient, taylor, magnitude or random "
-                            "(several only with --sweep)", choices=_importance_names)
+    method: list[str] = opt(["gradient"], "importance: gradient or taylor (scored on validation data), magnitude "
+                            "or random (no data needed) (several only with --sweep)", choices=_importance_names)
+    data: Optional[str] = opt(None, "CSV/TSV/JSONL file or hf:NAME[:CONFIG] / hf:FOLDER to score heads (gradient, "
+                              "taylor), fine-tune and measure accuracy on, read with the checkpoint's tokenizer "
+                              "(default: the checkpoint's own data; a checkpoint without data prunes by magnitude "
+                              "or random)")
+    task_options: dict[str, Any] = opt({}, "options of that file, e.g. text_column=review, max_len=128",
+                                       flag="--task-opt")
     ratio: float = opt(0.5, "fraction of all heads to remove", min=0.0, max=1.0, max_open=True)
     heads: Optional[int] = opt(None, "number of heads to remove (overrides --ratio)", min=0)
     scope: str = opt("global", "rank heads across layers (global) or per layer (layer)",
@@ -214,6 +220,14 @@ class PruneConfig:
     threads: int = _threads()
     out: str = _out("runs/pruned")
     force: bool = _force()
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """``--data`` and ``--task-opt`` as the text file options (``path`` = ``--data``)."""
+        return {**self.task_options, "path": self.data} if self.data else dict(self.task_options)
+
+    def validate(self) -> None:
+        if self.task_options and not self.data:
+            raise MhsaError("--task-opt needs --data (the options are the data file's)", key="task_options")
 
 
 @dataclass

@@ -5,6 +5,10 @@
 with fine-tuning, and saves a checkpoint (:class:`PruneResult`); with ``sweep``
 it measures the sensitivity curve of Michel et al. (2019) instead
 (:class:`SweepResult`). It never prints; it returns a result dataclass.
+
+Data (:mod:`.data`): ``--data FILE``, else the checkpoint's own. Only scoring
+by gradient or taylor, fine-tuning and a sweep need it; magnitude and random
+prune a checkpoint without data, its accuracy then left out with the reason.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from ..environment import resolve_device, set_threads
 from ..errors import MhsaError, choice
 from ..model import MHSAClassifier, attention_flops, count_parameters
 from ..progress import NULL, Progress
-from ..tasks import TaskData, task_from_spec
+from ..tasks import TaskData
 from ..train import LoopConfig, evaluate, fit, split_report
-from .importance import IMPORTANCE, NORMALIZED, SEEDED, head_importance
+from .data import prune_data
+from .importance import IMPORTANCE, NEEDS_DATA, NORMALIZED, SEEDED, head_importance
 from .select import heads_to_remove_count, select_heads
 from .surgery import remove_heads
 
@@ -55,13 +60,14 @@ class PruneResult:
     params_after: int
     flops_before: int  # per sample at max_len (see model.attention_flops)
     flops_after: int
-    before: Accuracy
-    pruned: Accuracy  # after the last removal, before its fine-tuning
+    before: Accuracy | None  # None: no data (accuracy_not_measured says why)
+    pruned: Accuracy | None  # after the last removal, before its fine-tuning
     finetuned: Accuracy | None  # after the last fine-tuning (None without --finetune-epochs)
     steps: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
     test_classes: dict[str, Any] | None = None  # per-class metrics of the final model (ClassReport JSON)
+    accuracy_not_measured: str | None = None  # why, without data ("no data", "no data: file ... not found")
 
 
 @dataclass
@@ -104,7 +110,9 @@ def _validate(cfg: PruneConfig, heads: list[int]) -> None:
         select_heads([torch.zeros(h) for h in heads], ratio, None, cfg.scope, cfg.min_heads_per_layer)
 
 
-def _accuracy(model: nn.Module, data: TaskData, device: torch.device) -> Accuracy:
+def _accuracy(model: nn.Module, data: TaskData | None, device: torch.device) -> Accuracy | None:
+    if data is None:
+        return None
     return Accuracy(evaluate(model, data.val, device), evaluate(model, data.test, device))
 
 
@@ -118,10 +126,12 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     ratio and method, the test accuracy without fine-tuning, written to
     ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
     is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
+    Data: see the module docstring.
 
     Raises:
-        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, or an
-            output folder that exists (without ``force``); nothing is written.
+        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, no data
+            where it is needed (gradient, taylor, fine-tuning, a sweep), an unreadable
+            ``--data``, or an output folder that exists (without ``force``); nothing is written.
     """
     set_threads(cfg.threads)
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
@@ -129,16 +139,17 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
     _validate(cfg, ckpt.model_config.heads)
     device = resolve_device(cfg.device)
-    data = task_from_spec(ckpt.task_spec)
+    data, why = prune_data(cfg, ckpt)
     model = load_model(ckpt).to(device)
-    run = _sweep if cfg.sweep is not None else _prune_steps
-    return run(cfg, ckpt, model, data, device, progress)
+    if cfg.sweep is not None:
+        return _sweep(cfg, ckpt, model, data, device, progress)
+    return _prune_steps(cfg, ckpt, model, data, device, progress, why)
 
 
-def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, method: str, seed: int,
+def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, method: str, seed: int,
            progress: Progress) -> list[torch.Tensor]:
     with progress.task(f"importance ({method})", total=1) as bar:
-        scores = head_importance(model, data.val, method, batch_size=cfg.batch_size,
+        scores = head_importance(model, data, method, batch_size=cfg.batch_size,
                                  max_batches=cfg.importance_batches, normalize=cfg.normalize, seed=seed)
         bar.advance(1)
     return scores
@@ -152,7 +163,17 @@ def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: t
             "finetune_history": fitted.history}
 
 
-def _step(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
+def _acc_fields(stage: str, acc: Accuracy | None) -> dict[str, float]:
+    """``val_acc_<stage>`` / ``test_acc_<stage>`` of a step's record (none without data)."""
+    return {} if acc is None else {f"val_acc_{stage}": acc.val_acc, f"test_acc_{stage}": acc.test_acc}
+
+
+def _row_accuracy(row: dict[str, Any], stage: str) -> Accuracy | None:
+    """The :class:`Accuracy` a step recorded for ``stage`` (None: not measured)."""
+    return Accuracy(row[f"val_acc_{stage}"], row[f"test_acc_{stage}"]) if f"val_acc_{stage}" in row else None
+
+
+def _step(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, device: torch.device,
           progress: Progress, step: int, n: int, origin: list[list[int]]) -> tuple[MHSAClassifier, dict]:
     """One step: score, remove ``n`` heads, fine-tune (if asked); the new model and its record.
 
@@ -162,19 +183,17 @@ def _step(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch
     scores = _score(cfg, model, data, cfg.method[0], cfg.seed + step - 1, progress)
     chosen = select_heads(scores, n=n, scope=cfg.scope, min_heads_per_layer=cfg.min_heads_per_layer)
     model = remove_heads(model, chosen)
-    pruned = _accuracy(model, data, device)
     row = {"step": step, "scores": [s.tolist() for s in scores], "heads": model.heads,
            "removed": [[origin[l][h] for h in chosen[l]] for l in range(len(origin))],
-           "val_acc_pruned": pruned.val_acc, "test_acc_pruned": pruned.test_acc}
-    if cfg.finetune_epochs:
+           **_acc_fields("pruned", _accuracy(model, data, device))}
+    if cfg.finetune_epochs:  # data is there: prune_data refused fine-tuning without it
         row.update(_finetune(cfg, model, data, device, progress, step))
-        tuned = _accuracy(model, data, device)
-        row.update(val_acc_finetuned=tuned.val_acc, test_acc_finetuned=tuned.test_acc)
+        row.update(_acc_fields("finetuned", _accuracy(model, data, device)))
     return model, row
 
 
-def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData,
-                 device: torch.device, progress: Progress) -> PruneResult:
+def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData | None,
+                 device: torch.device, progress: Progress, why: str | None = None) -> PruneResult:
     """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
     original, k = model, cfg.iterative
     total = heads_to_remove_count(model.heads, cfg.ratio, cfg.heads)
@@ -192,17 +211,18 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         [sorted(h for s in steps for h in s["removed"][l]) for l in range(len(origin))],
         original.heads, model.heads, count_parameters(original), count_parameters(model),
         attention_flops(original.config), attention_flops(model.config), _accuracy(original, data, device),
-        Accuracy(last["val_acc_pruned"], last["test_acc_pruned"]),
-        Accuracy(last["val_acc_finetuned"], last["test_acc_finetuned"]) if cfg.finetune_epochs else None,
-        steps, task=data.summary(),
-        test_classes=split_report(model, data.test, data.labels, device).to_dict())
-    result.files = _save_pruned(cfg, ckpt, model, result)
+        _row_accuracy(last, "pruned"), _row_accuracy(last, "finetuned"),
+        steps, task=data.summary() if data is not None else {"name": ckpt.task_spec.get("name")},
+        test_classes=split_report(model, data.test, data.labels, device).to_dict() if data is not None else None,
+        accuracy_not_measured=why)
+    result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
     return result
 
 
 def _importance_doc(cfg: PruneConfig, r: PruneResult) -> dict[str, Any]:
     """Content of ``head_importance.json``."""
-    return {"method": r.method, "split": "val", "normalize": cfg.normalize and r.method in NORMALIZED,
+    return {"method": r.method, "split": "val" if r.method in NEEDS_DATA else None,
+            "normalize": cfg.normalize and r.method in NORMALIZED,
             "importance_batches": cfg.importance_batches, "batch_size": cfg.batch_size, "seed": cfg.seed,
             "scope": r.scope, "heads_before": r.heads_before, "heads_after": r.heads_after,
             "scores": r.scores, "removed": r.removed,
@@ -212,19 +232,24 @@ def _importance_doc(cfg: PruneConfig, r: PruneResult) -> dict[str, Any]:
 
 def _metrics(r: PruneResult) -> dict[str, Any]:
     final = r.finetuned or r.pruned
-    return {"val_acc": final.val_acc, "test_acc": final.test_acc, "params": r.params_after,
+    acc = ({"val_acc": final.val_acc, "test_acc": final.test_acc} if final
+           else {"accuracy_not_measured": r.accuracy_not_measured})
+    return {**acc, "params": r.params_after,
             "flops": r.flops_after, "heads": r.heads_after, "heads_removed": sum(map(len, r.removed)),
             "params_before": r.params_before, "flops_before": r.flops_before,
-            "accuracy_before": dataclasses.asdict(r.before), "accuracy_pruned": dataclasses.asdict(r.pruned),
+            "accuracy_before": dataclasses.asdict(r.before) if r.before else None,
+            "accuracy_pruned": dataclasses.asdict(r.pruned) if r.pruned else None,
             "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None,
             **({"test_macro_f1": r.test_classes["macro_f1"], "test_classes": r.test_classes} if r.test_classes else {})}
 
 
-def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult) -> list[str]:
-    """Write the checkpoint (+ head_importance.json, + .png with matplotlib) in one rename."""
+def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult,
+                 spec: dict[str, Any]) -> list[str]:
+    """Write the checkpoint (task ``spec``: ``--data``'s, else the input's; + head_importance.json,
+    + .png with matplotlib) in one rename."""
     from ..report.prune import heatmap_png
 
-    meta = make_meta("float", model.config, ckpt.task_spec, "prune", to_dict(cfg), _metrics(r),
+    meta = make_meta("float", model.config, spec, "prune", to_dict(cfg), _metrics(r),
                      parent=ckpt, extra={"steps": r.steps})
     extra: dict[str, Any] = {"head_importance.json": _importance_doc(cfg, r)}
     png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, validation split)")

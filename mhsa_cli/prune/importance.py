@@ -174,7 +174,7 @@ def validation_batches(split: Split, batch_size: int, max_batches: int = 0,
     return out
 
 
-def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, *,
+def head_importance(model: MHSAClassifier, data: Split | TaskData | None, method: str, *,
                     batch_size: int = 64, max_batches: int = 0, normalize: bool = False,
                     seed: int = 0) -> list[torch.Tensor]:
     """Score every head of ``model``; higher = more important.
@@ -182,7 +182,7 @@ def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, 
     Args:
         model: a float model (left unchanged, in its original train/eval mode).
         data: the **validation** split, or a :class:`TaskData` whose ``val`` split is used.
-            The test split is never read.
+            The test split is never read. None for methods that need no data (magnitude, random).
         method: a key of :data:`IMPORTANCE`.
         batch_size: validation batch size (only memory: gradient scores are per example).
         max_batches: use only the first batches (0 = the whole split).
@@ -193,13 +193,15 @@ def head_importance(model: MHSAClassifier, data: Split | TaskData, method: str, 
         One float tensor ``(H_l,)`` per layer, on CPU (empty for a 0-head layer).
 
     Raises:
-        MhsaError: unknown method, or scores that are not finite.
+        MhsaError: unknown method, no data for a method that needs it, or scores that are not finite.
 
     Example:
         >>> scores = head_importance(model, data.val, "gradient")  # doctest: +SKIP
     """
     fn = IMPORTANCE[choice("importance method", method, IMPORTANCE)]
     split = data.val if isinstance(data, TaskData) else data
+    if split is None and method in NEEDS_DATA:
+        raise MhsaError(f"'{method}' importance scores heads on validation data, and none was given")
     device = next(model.parameters()).device
     batches = validation_batches(split, batch_size, max_batches, device) if method in NEEDS_DATA else []
     was_training = model.training

@@ -269,7 +269,7 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
     if kind == "import" and not (cfg.path and Path(cfg.path).is_dir()):
         raise MhsaError(f"{at('path')}: stage '{name}': model folder '{cfg.path}' not found "
                         f"(give it with --set {name}.path=FOLDER)")
-    if kind in ("train", "finetune", "import") and _data_path(cfg):
+    if kind in ("train", "finetune", "import", "prune") and _data_path(cfg):
         raise MhsaError(f"{at('data')}: stage '{name}': data file {_data_path(cfg)} not found "
                         f"(give it with --set {name}.data=FILE)")
     settings = C.to_dict(cfg)
@@ -277,7 +277,7 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
 
 
 def _data_path(cfg: Any) -> str | None:
-    """The data file a train or import stage reads, if it names one that does not exist."""
+    """The data file a train, import or prune stage reads, if it names one that does not exist."""
     path = cfg.task_kwargs().get("path") if hasattr(cfg, "task_kwargs") else cfg.data
     if hf_datasets.is_ref(path):  # hf: data sets are checked (and hashed) by _data_files
         return None

@@ -68,7 +68,9 @@ def _size_table(r: Any) -> Table:
     ])
 
 
-def _accuracy_table(r: Any) -> Table:
+def _accuracy_table(r: Any) -> Table | str:
+    if r.before is None:
+        return f"accuracy: not measured ({getattr(r, 'accuracy_not_measured', None) or 'no data'})"
     stages = [("before pruning", r.before), ("after pruning", r.pruned)]
     if r.finetuned is not None:
         stages.append(("after fine-tuning", r.finetuned))
@@ -77,7 +79,7 @@ def _accuracy_table(r: Any) -> Table:
 
 
 def _steps_table(r: Any) -> Table:
-    rows = [(s["step"], "+".join(map(str, s["heads"])), pct(s["val_acc_pruned"]), pct(s["test_acc_pruned"]),
+    rows = [(s["step"], "+".join(map(str, s["heads"])), pct(s.get("val_acc_pruned")), pct(s.get("test_acc_pruned")),
              pct(s.get("val_acc_finetuned")), pct(s.get("test_acc_finetuned"))) for s in r.steps]
     return table("Iterative steps", ["step", "heads", "val pruned", "test pruned", "val tuned", "test tuned"], rows)
 
@@ -88,7 +90,7 @@ def render_single(r: Any, console: Console) -> None:
                                                      f"✗ = removed, scope {r.scope})"))
     console.print(_kept_table(r))
     console.print(_size_table(r))
-    console.print(_accuracy_table(r))
+    console.print(_accuracy_table(r), markup=False, highlight=False)
     if len(r.steps) > 1:
         console.print(_steps_table(r))
     if getattr(r, "test_classes", None):
