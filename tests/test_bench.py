@@ -577,7 +577,7 @@ def test_ort_threads_give_one_row_per_count_with_sessions_of_that_count(ckpts, m
     assert fastest["row"] == best.name and fastest["label"] == best.runtime_label
     md = bench_markdown(result)
     assert "1, 2 intra-op threads (a row each; torch: 1)" in md and f"{best.runtime_label} (" in md
-    assert bench_csv(result).splitlines()[2].endswith(",1 thr")  # the variant column
+    assert bench_csv(result).splitlines()[2].endswith(",1 thr,CPUExecutionProvider")  # variant, providers
     same = bench(bench_cfg([ckpts / "base"], runtime=["onnxruntime"], batch_sizes=[1], ort_threads=[1]))
     assert [r.name for r in same.rows] == ["base (ORT fp32)", "base (ORT int8)"]  # = torch's: no label
     assert same.environment["ort_threads"]["intra_op"] == 1
@@ -783,3 +783,83 @@ def test_per_round_medians_pair_models_of_different_burst_sizes():
     assert s.per_round_ms() == [2.0, 20.0]
     assert summarize([4.0, 6.0, 8.0, 9.0], burst=2).per_round_ms() == [5.0, 8.5]  # even bursts: the mean of the middle two
     assert summarize([5.0, 7.0]).per_round_ms() == [5.0, 7.0]  # burst 1: the samples themselves
+
+
+# ---------------------------------------------------------------- ORT on CUDA, honestly (mocked: no GPU here)
+def _ort_entry_and_row(ckpts, tmp_path):
+    from mhsa_cli.bench.entries import export_entries
+
+    (tmp_path / "exports").mkdir()
+    e = export_entries(load_checkpoint(ckpts / "base"), "base", tmp_path / "exports", threads=1)[0]
+    assert (e.runtime, e.precision) == ("onnxruntime", "fp32")
+    return e, BenchRow(e.name, "runs/base", "float", [4, 4], 1, 1, 1, 0.9, None, runtime=e.runtime)
+
+
+def test_an_ort_cuda_cell_that_fell_back_is_not_timed_and_says_so(ckpts, tmp_path, monkeypatch):
+    """This onnxruntime build has no CUDA provider: told it has one, a cuda session really falls back to
+    the CPU; the cell is skipped with that reason and the providers taken are recorded."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from mhsa_cli.bench.command import _cell_model
+
+    e, row = _ort_entry_and_row(ckpts, tmp_path)
+    assert e.details["providers"] == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, reason = _cell_model(e, row, torch.device("cuda"))
+    assert model is None and row.providers == {"cuda": ["CPUExecutionProvider"]}
+    assert reason == ("ORT fell back to the CPU (CUDA asked for, the session took CPUExecutionProvider): "
+                      "not timed as a CUDA cell")
+    assert _cell_model(e, row, torch.device("cpu")) == (e.model, None)
+
+
+def test_an_ort_cuda_cell_on_the_cuda_provider_is_timed(ckpts, tmp_path, monkeypatch):
+    """A session that took the CUDA provider (mocked) gives the cell a call to time and records it."""
+    from mhsa_cli.bench.command import _cell_model
+    from mhsa_cli.runtimes import onnxruntime as ort_rt
+
+    e, row = _ort_entry_and_row(ckpts, tmp_path)
+    real = ort_rt.make_session
+
+    class TookCuda:
+        def __init__(self, session):
+            self.inner = session
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(ort_rt, "cuda_provider_reason", lambda: None)
+    monkeypatch.setattr(ort_rt, "make_session", lambda path, threads, device="cpu", spinning=False:
+                        TookCuda(real(path, threads, "cpu", spinning)))
+    model, reason = _cell_model(e, row, torch.device("cuda"))
+    assert reason is None and model.on_cuda
+    assert row.providers == {"cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def test_fell_back_cells_and_device_copies_in_table_json_and_csv():
+    result = synthetic_result(["cpu", "cuda"])
+    reason = "ORT fell back to the CPU (CUDA asked for, the session took CPUExecutionProvider): not timed as a CUDA cell"
+    ort_row = BenchRow("base (ORT fp32)", "runs/base", "float", [4, 4], 1000, 3000, 3000, 0.9, 0.9,
+                       ratios=Ratios(1.0, 0.0, {}), runtime="onnxruntime", model="base",
+                       providers={"cpu": ["CPUExecutionProvider"], "cuda": ["CPUExecutionProvider"]})
+    ort_row.latency[("cpu", 1)] = summarize([1.5, 1.5, 1.5], 1)
+    ort_row.skipped[("cuda", 1)] = reason
+    result.rows.append(ort_row)
+    md = bench_markdown(result)
+    line = next(x for x in md.splitlines() if x.startswith("| base (ORT fp32) |"))
+    mark = line.split("n/a")[1][0]  # the cuda cell: n/a + its footnote mark
+    assert f"- {mark} {reason}" in md
+    assert "On cuda: host-device copies excluded for every runtime" in md
+    assert "providers taken (cpu: CPUExecutionProvider; cuda: CPUExecutionProvider)" in md
+    row = next(r for r in result.to_dict()["rows"] if r["name"] == "base (ORT fp32)")
+    assert row["providers"]["cuda"] == ["CPUExecutionProvider"]
+    assert next(c for c in row["cells"] if c["device"] == "cuda")["skipped"] == reason
+    assert BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))).rows[-1].providers == ort_row.providers
+    csv_line = next(x for x in bench_csv(result).splitlines() if x.startswith("base (ORT fp32),") and ",cuda," in x)
+    assert csv_line.endswith(",CPUExecutionProvider")

@@ -243,3 +243,85 @@ def test_runtimes_register_in_table_order_without_being_rebound():
     with pytest.raises(ValueError, match="reads must be one of"):
         rt.register(rt.Runtime("bad", "", None, None, None, None, None, "folder"))
     assert "bad" not in rt.RUNTIMES
+
+
+# --------------------------------------------------------------------------- ORT on CUDA, honestly
+
+def test_a_cuda_session_that_runs_on_the_cpu_is_recorded_as_fallen_back(folder, monkeypatch):
+    """ORT takes the CPU silently when the CUDA provider does not load: the providers the session took
+    are recorded and the fallback named (here for real: this onnxruntime build has no CUDA provider)."""
+    import warnings
+
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT's own "not in available provider names"
+        gpu = load_runtime("onnxruntime", folder, "fp32", threads=1, device="cuda")
+    assert gpu.details["providers"] == ["CPUExecutionProvider"] and gpu.call.on_cuda is False
+    assert gpu.details["fell_back"] == "CUDA asked for, the session took CPUExecutionProvider"
+    cpu = load_runtime("onnxruntime", folder, "fp32", threads=1)
+    assert cpu.details["providers"] == ["CPUExecutionProvider"] and "fell_back" not in cpu.details
+
+
+class _FakeCudaSession:
+    """A session that took the CUDA provider (mocked): records IOBinding calls, refuses host runs."""
+
+    def __init__(self):
+        self.bound, self.runs = [], 0
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def io_binding(self):
+        session = self
+
+        class Binding:
+            def bind_input(self, *args):
+                session.bound.append(("input", *args))
+
+            def bind_output(self, *args):
+                session.bound.append(("output", *args))
+        return Binding()
+
+    def run_with_iobinding(self, binding):
+        self.runs += 1
+
+    def run(self, *args):
+        raise AssertionError("a host run (numpy in, numpy out) on the CUDA provider copies every call")
+
+
+class _FakeCudaTensor:
+    """What OrtCall reads of a CUDA tensor (none can be made on this CPU-only machine)."""
+
+    is_cuda, dtype, shape = True, torch.int64, (2, 5)
+    device = torch.device("cuda", 1)
+
+    def to(self, dtype):
+        assert dtype == torch.int64
+        return self
+
+    def contiguous(self):
+        return self
+
+    def data_ptr(self):
+        return 4096
+
+
+def test_ort_on_cuda_times_a_bound_run_without_host_copies(monkeypatch):
+    """On the CUDA provider the timed call binds the GPU input in place and leaves the logits on the
+    GPU (no host <-> device copy, as for torch rows); the session is not asked for another provider."""
+    import numpy as np
+
+    from mhsa_cli.runtimes.onnxruntime import OrtCall
+
+    session, x = _FakeCudaSession(), _FakeCudaTensor()
+    call = OrtCall(session, np.dtype("int64"))
+    assert call.on_cuda
+    run = call.timed_call(x)
+    run()
+    run()
+    assert session.bound == [("input", "input", "cuda", 1, np.int64, (2, 5), 4096), ("output", "logits", "cuda", 1)]
+    assert session.runs == 2 and run.keep_alive is x  # bound once, run per call; x kept alive
+    cpu = OrtCall(type("S", (), {"get_providers": lambda self: ["CPUExecutionProvider"]})(), np.dtype("int64"))
+    assert not cpu.on_cuda

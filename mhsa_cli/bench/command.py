@@ -8,6 +8,11 @@ validation batch per (device, batch size) (:func:`timing_input`, timed by
 :mod:`.timer`), and the ratios against a baseline. It returns a
 :class:`BenchResult` of :class:`BenchRow` rows; :mod:`mhsa_cli.report.bench`
 renders it.
+
+On CUDA every runtime's timed call starts and ends on the GPU (``COPIES``: no
+host-device copy is timed, for torch and ORT alike), each row records the
+execution providers its sessions took (``BenchRow.providers``), and an ORT
+session that fell back to the CPU is not timed in a CUDA column: its cell says so.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ from torch import nn
 
 from ..errors import MhsaError
 from ..progress import NULL, Progress
-from .entries import (PARITY_ROWS, TORCH, Entry, build_entries, check_runtimes, fastest_rows, onnx_sizes,
-                      ort_thread_counts, parity_gap)
+from .entries import (PARITY_ROWS, RUNTIME_LABELS, TORCH, Entry, build_entries, check_runtimes, fastest_rows,
+                      onnx_sizes, ort_thread_counts, parity_gap)
 from .sizes import count_weights, cuda_peak_memory_bytes, weight_bytes
 from .timer import measure_interleaved
 
 
-from .result import CPU_ONLY, KIND_BY_OPERATION, BenchResult, BenchRow, Key
+from .result import COPIES, CPU_ONLY, KIND_BY_OPERATION, BenchResult, BenchRow, Key
 
 
 def _check_inputs(cfg: Any) -> tuple[list[str], list[int]]:
@@ -150,7 +155,8 @@ def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
         test_acc=report.accuracy, test_macro_f1=report.macro_f1, test_classes=report.to_dict(),
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         runtime=e.runtime, precision=e.precision, model=e.model_name, variant=e.variant,
-        parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]))
+        parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]),
+        providers={"cpu": list(e.details["providers"])} if "providers" in e.details else {})
 
 
 def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> list[BenchRow]:
@@ -180,8 +186,12 @@ def engine_label(settings: dict | None) -> str | None:
     return settings["engine"] + (f" (recorded {rec}: not supported here)" if rec else "")
 
 
-def _cell_model(e: Entry, device: torch.device) -> tuple[Any, str | None]:
-    """The callable to time on ``device``, or None and the reason it does not run there."""
+def _cell_model(e: Entry, row: BenchRow, device: torch.device) -> tuple[Any, str | None]:
+    """The callable to time on ``device``, or None and the reason it does not run there.
+
+    A runtime loaded for CUDA records the providers its session took in ``row.providers``;
+    one that fell back to the CPU is not timed (a CPU number in a CUDA column) and the
+    reason says so."""
     from ..runtimes import RUNTIMES, load_runtime
 
     if device.type != "cuda":
@@ -192,7 +202,13 @@ def _cell_model(e: Entry, device: torch.device) -> tuple[Any, str | None]:
     if reason:
         return None, reason
     folder = e.folder if e.folder is not None else e.ckpt.path
-    return load_runtime(e.runtime, folder, e.precision, torch.get_num_threads(), "cuda").call, None
+    loaded = load_runtime(e.runtime, folder, e.precision, torch.get_num_threads(), "cuda")
+    if "providers" in loaded.details:
+        row.providers["cuda"] = list(loaded.details["providers"])
+    if loaded.details.get("fell_back"):
+        label = RUNTIME_LABELS.get(e.runtime, e.runtime)
+        return None, f"{label} fell back to the CPU ({loaded.details['fell_back']}): not timed as a CUDA cell"
+    return loaded.call, None
 
 
 def _time_cell(entries: list[Entry], rows: list[BenchRow], key: Key, x: torch.Tensor,
@@ -201,7 +217,7 @@ def _time_cell(entries: list[Entry], rows: list[BenchRow], key: Key, x: torch.Te
     device = torch.device(key[0])
     group = {}
     for e, row in zip(entries, rows):
-        model, reason = _cell_model(e, device)
+        model, reason = _cell_model(e, row, device)
         if reason:
             row.skipped[key] = reason
         else:
@@ -258,6 +274,8 @@ def _bench_environment(devices: list[str], runtimes: list[str], ort_threads: lis
     env["torch_interop_threads"] = torch.get_num_interop_threads()
     env["clock"] = {"cpu": "time.perf_counter per call",
                     "cuda": "torch.cuda.Event pairs, synchronized"}
+    if "cuda" in devices:
+        env["device_copies"] = COPIES
     env["devices_timed"] = devices
     return env
 

@@ -12,6 +12,10 @@ from .timer import LatencyStats
 
 Key = tuple[str, int]  # (device, batch size)
 CPU_ONLY = "CPU-only"
+# on CUDA every runtime's timed call starts and ends on the GPU (torch: the timer moves model and input
+# there before timing; ORT: IOBinding, mhsa_cli.runtimes.onnxruntime.OrtCall.timed_call)
+COPIES = ("host-device copies excluded for every runtime: the input is on the GPU before timing and the "
+          "logits stay there (ORT through IOBinding)")
 # lineage operation -> the kind shown in tables
 KIND_BY_OPERATION = {"train": "float", "prune": "pruned", "quantize": "int8", "distill": "student", "import": "imported"}
 
@@ -57,6 +61,9 @@ class BenchRow:
         return runtime_label(self.runtime, self.precision, self.variant)
     test_macro_f1: float | None = None
     test_classes: dict[str, Any] | None = None  # per-class metrics on the test split (ClassReport JSON)
+    # device -> execution providers its session took (session.get_providers(); ORT rows), e.g. a cuda
+    # session that fell back: {"cuda": ["CPUExecutionProvider"]} (that cell is skipped, the reason says so)
+    providers: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""

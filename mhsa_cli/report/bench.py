@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import human_bytes, markdown_table, pct, small_test_note
-from ..bench.result import CPU_ONLY
+from ..bench.result import COPIES, CPU_ONLY
 from ..bench.timer import BURST_MS, WARMUP_FRACTION
 
 BEST_STYLE = "bold green"
@@ -167,7 +167,7 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     notes.append(f"Latency: per-call p50/p90 after {warm}, at least "
                  f"{cfg.get('min_repeats')} calls and {cfg.get('min_time')} s per model, models timed "
                  f"{order}; CPU threads: {env.get('torch_threads')}. Input: {result.timing_input}. "
-                 "per s = samples per second at p50.")
+                 "per s = samples per second at p50." + (f" On cuda: {COPIES}." if "cuda" in result.devices else ""))
     if "cuda" in result.devices:
         notes.append("peak MiB: torch.cuda.max_memory_allocated over one forward pass of the model "
                      "alone (weights + input + activations).")
@@ -189,6 +189,14 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     return notes
 
 
+def _providers(result: Any) -> str:
+    """The execution providers ORT sessions took, per device (as the rows recorded them)."""
+    taken = {d: sorted({p[0] for r in result.rows if (p := getattr(r, "providers", {}).get(d))})
+             for d in result.devices}
+    text = "; ".join(f"{d}: {', '.join(names)}" for d, names in taken.items() if names)
+    return f"providers taken ({text})" if text else "CPU provider"
+
+
 def _runtime_notes(result: Any) -> list[str]:
     """Left-out runtimes, ORT settings and parity, and the fastest runtime per model and cell."""
     notes = list(getattr(result, "notes", []))
@@ -199,7 +207,8 @@ def _runtime_notes(result: Any) -> list[str]:
     threads = (f"{', '.join(map(str, intra))} intra-op threads (a row each; torch: "
                f"{result.environment.get('torch_threads')})" if isinstance(intra, list)
                else f"{intra} intra-op thread(s) (= torch's)")
-    notes.append(f"ORT: onnxruntime {result.environment.get('onnxruntime')}, CPU provider, all graph optimisations, "
+    notes.append(f"ORT: onnxruntime {result.environment.get('onnxruntime')}, {_providers(result)}, all graph "
+                 "optimisations, "
                  f"{threads}, spinning off; fp32 = the exported graph, "
                  "int8 = ORT dynamic quantization (quantize_dynamic after quant_pre_process); accuracy measured "
                  "in each runtime.")

@@ -15,7 +15,7 @@ STAT_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_
 CSV_COLUMNS = ["model", "path", "runtime", "precision", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
                "quantized_engine", "test_acc", "stored_test_acc", "compression", "acc_delta_pts", "device",
                "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap",
-               "test_macro_f1", "variant"]
+               "test_macro_f1", "variant", "providers"]
 
 
 def bench_csv(result: Any) -> str:
@@ -30,7 +30,7 @@ def bench_csv(result: Any) -> str:
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
                           _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap),
-                          _blank(r.test_macro_f1), r.variant])
+                          _blank(r.test_macro_f1), r.variant, " ".join(r.providers.get(key[0], []))])
     return csv_text(CSV_COLUMNS, lines)
 
 

@@ -49,7 +49,9 @@ class Loaded:
     precision: str  # fp32 | int8
     threads: int  # intra-op threads it runs with
     source: str  # the folder loaded
-    details: dict[str, Any] = field(default_factory=dict)  # provider, file, graph optimisation, ...
+    # provider, file, graph optimisation, ...; "providers": what a session took, "fell_back": why it does
+    # not run on the device asked for (e.g. ORT without a working CUDA provider), absent when it does
+    details: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)  # the task spec: tokenizer, max_len, labels, columns
     kind: str = ""  # what was loaded, for tables: float | int8 (checkpoints), onnx fp32 | onnx int8
 

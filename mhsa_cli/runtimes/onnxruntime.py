@@ -12,6 +12,14 @@ rows 2-5x slower (torch fp32 baseline at batch 32: 142-241 ms vs 26-48 ms);
 timed alone, spinning off costs ORT itself at batch 1 (int8 student 0.129 vs
 0.066 ms; 1 thread: 0.062 ms). With one thread there is no pool and no
 difference: compare runtimes with ``--threads 1`` where it matters.
+
+CUDA: a session asked for the CUDA provider may silently run on the CPU (the
+provider failed to load). :func:`_load` records the providers the session
+actually took (``details["providers"]``, ``session.get_providers()``) and,
+when CUDA was asked for but not taken, ``details["fell_back"]``. On the CUDA
+provider the timed call reads its input where it lies on the GPU and leaves
+the logits there (IOBinding), so, as for torch rows, no host <-> device copy
+is timed.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class OrtCall:
 
     def __init__(self, session: Any, dtype: np.dtype):
         self.session, self.dtype = session, dtype
+        self.on_cuda = CUDA_PROVIDER in session.get_providers()  # the provider taken, not the one asked for
 
     def _array(self, x: torch.Tensor) -> np.ndarray:
         try:  # shares memory with a CPU tensor: ~0.6 us, where detach().cpu() first cost ~1.5 us (a 30 us
@@ -72,8 +81,25 @@ class OrtCall:
         array made once, numpy out, as a deployment feeding ORT calls it. Measured on the
         student's int8 graph (p50, one run): bare ``session.run`` 27.0 / 38.4 us at 1 / 2
         threads, through ``__call__`` 28.4 / 41.1 us: its torch <-> numpy wrapping is harness
-        cost, 4-7 % of a small model's time."""
+        cost, 4-7 % of a small model's time.
+
+        On the CUDA provider with ``x`` on the GPU: :meth:`_bound_call` (no host copies)."""
+        if self.on_cuda and x.is_cuda:
+            return self._bound_call(x)
         return partial(self.session.run, [OUTPUT_NAME], {INPUT_NAME: self._array(x)})
+
+    def _bound_call(self, x: torch.Tensor) -> Callable[[], Any]:
+        """``session.run_with_iobinding`` reading ``x`` in place on its GPU and leaving the logits
+        there: the timed call copies nothing between host and device, like a torch row's (its
+        input moved to the GPU before timing, its logits left on the GPU)."""
+        x = x.to(torch.from_numpy(np.empty(0, self.dtype)).dtype).contiguous()
+        device_id = x.device.index or 0
+        binding = self.session.io_binding()
+        binding.bind_input(INPUT_NAME, "cuda", device_id, self.dtype.type, tuple(x.shape), x.data_ptr())
+        binding.bind_output(OUTPUT_NAME, "cuda", device_id)
+        run = partial(self.session.run_with_iobinding, binding)
+        run.keep_alive = x  # type: ignore[attr-defined]  # the binding holds a raw pointer to x's memory
+        return run
 
 
 def session_options(threads: int, spinning: bool = False) -> Any:
@@ -127,6 +153,13 @@ def _precisions(path: Path) -> list[str]:
     return [p for p in FILES if p in read_export_meta(path)["files"]]
 
 
+def fell_back(device: str, providers: list[str]) -> str | None:
+    """Why a session asked for ``device`` runs elsewhere, or None: CUDA asked for, not taken."""
+    if device == "cuda" and CUDA_PROVIDER not in providers:
+        return f"CUDA asked for, the session took {', '.join(providers) or 'no provider'}"
+    return None
+
+
 def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
     meta = read_export_meta(path)
     f = onnx_file(path, meta, precision)
@@ -134,9 +167,13 @@ def _load(path: Path, precision: str, threads: int, device: str) -> Loaded:
     session = make_session(f, threads, device)
     check_signature(session, meta, f)
     dtype = np.dtype(DTYPES[meta["input"]["kind"]])
-    return Loaded(OrtCall(session, dtype), "onnxruntime", precision, threads, str(path),
-                  {"file": f.name, "providers": session.get_providers(), "graph_optimization": "ORT_ENABLE_ALL",
-                   "intra_op_threads": threads, "inter_op_threads": 1, "spinning": False},
+    providers = list(session.get_providers())  # what the session took (ORT falls back silently)
+    details = {"file": f.name, "providers": providers, "graph_optimization": "ORT_ENABLE_ALL",
+               "intra_op_threads": threads, "inter_op_threads": 1, "spinning": False}
+    why = fell_back(device, providers)
+    if why:
+        details["fell_back"] = why
+    return Loaded(OrtCall(session, dtype), "onnxruntime", precision, threads, str(path), details,
                   dict(meta["task"]), f"onnx {precision}")
 
 
