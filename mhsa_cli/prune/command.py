@@ -68,6 +68,7 @@ class PruneResult:
     task: dict[str, Any] = field(default_factory=dict)
     test_classes: dict[str, Any] | None = None  # per-class metrics of the final model (ClassReport JSON)
     accuracy_not_measured: str | None = None  # why, without data ("no data", "no data: file ... not found")
+    scored_on: str = "validation split"  # what the scores read: "validation split", or "weights, no data"
 
 
 @dataclass
@@ -214,7 +215,8 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         _row_accuracy(last, "pruned"), _row_accuracy(last, "finetuned"),
         steps, task=data.summary() if data is not None else {"name": ckpt.task_spec.get("name")},
         test_classes=split_report(model, data.test, data.labels, device).to_dict() if data is not None else None,
-        accuracy_not_measured=why)
+        accuracy_not_measured=why,
+        scored_on="validation split" if cfg.method[0] in NEEDS_DATA else "weights, no data")
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
     return result
 
@@ -252,7 +254,7 @@ def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: P
     meta = make_meta("float", model.config, spec, "prune", to_dict(cfg), _metrics(r),
                      parent=ckpt, extra={"steps": r.steps})
     extra: dict[str, Any] = {"head_importance.json": _importance_doc(cfg, r)}
-    png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, validation split)")
+    png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, {r.scored_on})")
     if png is not None:
         extra["head_importance.png"] = png
     out = save_model(cfg.out, model.cpu(), meta, force=cfg.force, extra_files=extra)

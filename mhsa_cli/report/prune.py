@@ -86,7 +86,8 @@ def _steps_table(r: Any) -> Table:
 
 def render_single(r: Any, console: Console) -> None:
     """Everything about one pruning run (a :class:`mhsa_cli.prune.PruneResult`)."""
-    console.print(heatmap_table(r.scores, r.removed, f"Head importance ({r.method}, validation split; "
+    scored_on = getattr(r, "scored_on", "validation split")
+    console.print(heatmap_table(r.scores, r.removed, f"Head importance ({r.method}, {scored_on}; "
                                                      f"✗ = removed, scope {r.scope})"))
     console.print(_kept_table(r))
     console.print(_size_table(r))
