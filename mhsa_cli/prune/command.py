@@ -68,7 +68,7 @@ class PruneResult:
     task: dict[str, Any] = field(default_factory=dict)
     test_classes: dict[str, Any] | None = None  # per-class metrics of the final model (ClassReport JSON)
     accuracy_not_measured: str | None = None  # why, without data ("no data", "no data: file ... not found")
-    scored_on: str = "validation split"  # what the scores read: "validation split", or "weights, no data"
+    scored_on: str = "validation split"  # what the scores read: "validation split", or "no data" (magnitude, random)
 
 
 @dataclass
@@ -216,7 +216,7 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         steps, task=data.summary() if data is not None else {"name": ckpt.task_spec.get("name")},
         test_classes=split_report(model, data.test, data.labels, device).to_dict() if data is not None else None,
         accuracy_not_measured=why,
-        scored_on="validation split" if cfg.method[0] in NEEDS_DATA else "weights, no data")
+        scored_on="validation split" if cfg.method[0] in NEEDS_DATA else "no data")
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
     return result
 
