@@ -32,8 +32,9 @@ def render_export(result: Any, console: Console) -> None:
                                              f" + {gap.get('rtol', 0.0):g} x |logit|)"))
     if acc:
         rows.append(("test acc torch", pct(acc["checkpoint"])))
-        rows += [(f"test acc ORT {p}", f"{pct(acc[f'ort_{p}'])} ({100 * (acc[f'ort_{p}'] - acc['checkpoint']):+.2f} pts)")
-                 for p in result.files]
+        for p in result.files:
+            ort = acc[f"ort_{p}"]
+            rows.append((f"test acc ORT {p}", f"{pct(ort)} ({100 * (ort - acc['checkpoint']):+.2f} pts)"))
     else:
         rows.append(("test acc", "not measured (no data)"))
     if "int8" in result.files:
