@@ -371,7 +371,8 @@ class ExportConfig:
                                      "--no-fuse-attention: standard ONNX ops only, for other runtimes")
     opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention; <= 20, the TorchScript exporter's "
                           "highest)", min=14, max=20)
-    check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
+    check_rows: int = opt(256, "rows compared torch vs ORT fp32 (validation rows; without data, seeded rows "
+                               "built from the checkpoint)", min=1)
     tolerance: float = opt(1e-4, "absolute logit tolerance torch vs ORT fp32 (atol: each logit may differ by "
                                  "tolerance + rtol x |torch logit|)", min=0.0, min_open=True)
     rtol: float = opt(1e-5, "relative logit tolerance torch vs ORT fp32 (times each torch logit's size; "

@@ -48,7 +48,7 @@ class ExportResult:
     source: str
     files: dict[str, dict[str, Any]]  # precision -> file, bytes, sha256, ops, optimized_ops
     parity: dict[str, Any]  # rows, max_abs_gap per check, tolerance
-    accuracy: dict[str, float]  # checkpoint (torch), ort_fp32, ort_int8: test accuracy
+    accuracy: dict[str, float]  # checkpoint (torch), ort_fp32, ort_int8: test accuracy ({} without data)
     threads: int
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
