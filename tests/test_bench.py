@@ -783,3 +783,27 @@ def test_per_round_medians_pair_models_of_different_burst_sizes():
     assert s.per_round_ms() == [2.0, 20.0]
     assert summarize([4.0, 6.0, 8.0, 9.0], burst=2).per_round_ms() == [5.0, 8.5]  # even bursts: the mean of the middle two
     assert summarize([5.0, 7.0]).per_round_ms() == [5.0, 7.0]  # burst 1: the samples themselves
+
+
+def test_int8_methods_give_a_static_row_with_its_own_accuracy(ckpts, tmp_path):
+    """--int8-methods dynamic,static: each float checkpoint gets an ORT int8-static row (a QDQ graph
+    calibrated on validation rows); its accuracy equals a plain InferenceSession's on the same static
+    graph made here independently (same calibration rows, so the same file)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mhsa_cli.export import write_export
+    from mhsa_cli.export.int8 import calibration_batches
+    from mhsa_cli.tasks import task_from_spec
+
+    result = bench(bench_cfg([ckpts / "base"], runtime=["onnxruntime"], batch_sizes=[1],
+                             int8_methods=["dynamic", "static"]))
+    assert [(r.name, r.precision) for r in result.rows] == [
+        ("base (ORT fp32)", "fp32"), ("base (ORT int8)", "int8"), ("base (ORT int8-static)", "int8-static")]
+    data = task_from_spec(load_checkpoint(ckpts / "base").task_spec)
+    write_export(load_model(ckpts / "base"), tmp_path, True, int8_methods=("static",),
+                 calibration=calibration_batches(data.val))
+    s = ort.InferenceSession(str(tmp_path / "model.int8-static.onnx"), providers=["CPUExecutionProvider"])
+    pred = np.argmax(s.run(None, {"input": data.test.x.numpy()})[0], axis=-1)
+    assert result.rows[2].test_acc == pytest.approx(float((pred == data.test.y.numpy()).mean()))
+    assert result.rows[2].weight_bytes < result.rows[0].weight_bytes

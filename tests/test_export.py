@@ -41,6 +41,8 @@ def random_ckpt(out: Path, data, operation: str = "train", heads=(4, 4), d_model
 
 
 def do_export(ckpt: Path, out: Path, **kw):
+    """Export with ORT dynamic int8 alone unless asked (the gate's pick between variants depends on timing)."""
+    kw = {"int8_methods": ["dynamic"], **kw}
     return export(build_config(ExportConfig, {"checkpoint": str(ckpt), "out": str(out), "threads": 1, **kw}))
 
 
@@ -303,3 +305,71 @@ def test_rtol_scales_with_each_logit(tiny_ckpt, tmp_path, monkeypatch):
     with torch.inference_mode():
         biggest = float(load_model(tiny_ckpt)(data.val.x[:256]).abs().max())
     assert parity["max_abs_gap"] == pytest.approx(1e-3 * biggest, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- int8 variants and the quality gate
+
+
+def test_gate_keeps_the_fastest_variant_within_max_drop(monkeypatch):
+    """Accuracies 100 / 99 / 97 % (fp32 / static / dynamic); dynamic is faster. The gate keeps dynamic
+    when 3 points may go, static when 1.5, nothing when 0.5; 'speed' is the geometric mean of the p50s."""
+    from mhsa_cli.export import int8
+
+    accs = {"fp32": 1.00, "static": 0.99, "dynamic": 0.97}
+    monkeypatch.setattr(int8, "_accuracy", lambda call, split: accs[call])
+    monkeypatch.setattr(int8, "_latency", lambda calls, split, threads, t: {
+        "static": {1: 0.4, 32: 4.0}, "dynamic": {1: 0.1, 32: 1.0}})
+    calls = {"static": "static", "dynamic": "dynamic"}
+    for max_drop, chosen in ((3.0, "dynamic"), (1.5, "static"), (0.5, None)):
+        g = int8.gate(calls, "fp32", split=None, max_drop=max_drop, threads=1)
+        assert g["chosen"] == chosen, max_drop
+    assert g["variants"]["static"]["drop_pts"] == pytest.approx(1.0)
+    assert g["variants"]["dynamic"]["speed"] == pytest.approx((0.1 * 1.0) ** 0.5)
+    assert "ship fp32" in g["why"] and "static: -1.00 pts" in g["why"]
+
+
+def test_static_variant_is_qdq_calibrated_on_validation_rows_and_gated(tiny_ckpt, tmp_path, monkeypatch):
+    """Both variants are made; calibration sees validation rows only (never test); the kept file is the
+    chosen variant's, byte for byte, and export.json records both measurements."""
+    from mhsa_cli.export import int8
+    from mhsa_cli.hashing import file_sha256
+
+    seen, real = [], int8.quantize_static_qdq
+
+    def spy(src, dst, batches, per_channel, **kw):
+        seen.extend(batches)
+        out = real(src, dst, batches, per_channel, **kw)
+        (tmp_path / "static.onnx").write_bytes(dst.read_bytes())
+        return out
+
+    monkeypatch.setattr(int8, "quantize_static_qdq", spy)
+    real_gate = int8.gate
+    monkeypatch.setattr(int8, "gate", lambda *a, **k: {**real_gate(*a, **k), "chosen": "static"})
+    do_export(tiny_ckpt, tmp_path / "e", int8_methods=["dynamic", "static"])
+    data = task_of(tiny_ckpt)
+    assert np.array_equal(np.concatenate(seen), data.val.x[: len(np.concatenate(seen))].numpy())
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    gate = meta["int8_gate"]
+    assert set(gate["variants"]) == {"dynamic", "static"} and gate["chosen"] == "static"
+    assert meta["quantization"]["method"] == "static" and meta["quantization"]["format"] == "QDQ"
+    assert file_sha256(tmp_path / "e" / "model.int8.onnx") == file_sha256(tmp_path / "static.onnx")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
+    counts = op_counts(tmp_path / "e" / "model.int8.onnx")
+    assert counts.get("QuantizeLinear", 0) >= 1 and "MatMulInteger" not in counts
+
+
+def test_no_variant_within_max_drop_ships_fp32_only(tiny_ckpt, tmp_path, monkeypatch):
+    from mhsa_cli.export import int8
+
+    real_gate = int8.gate
+    monkeypatch.setattr(int8, "gate", lambda *a, **k: {**real_gate(*a, **k), "chosen": None, "why": "none: ship fp32"})
+    r = do_export(tiny_ckpt, tmp_path / "e")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.onnx"]
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert meta["quantization"] is None and "ort_int8" not in meta["checks"]["test_acc"] and "none: ship fp32" in r.notes
+
+
+def task_of(ckpt):
+    from mhsa_cli.tasks import task_from_spec
+
+    return task_from_spec(load_checkpoint(ckpt).task_spec)

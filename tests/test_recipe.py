@@ -176,6 +176,7 @@ EXPORT = TINY.split("  - name: pruned")[0] + """\
     type: export
     from: base
     reduce_range: true
+    int8_methods: [dynamic]
   - name: bench
     type: bench
     compare: [base]

@@ -117,6 +117,15 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
     return x[rows][:, : seq_len or x.shape[1]].contiguous()
 
 
+def _calibration(cfg: Any, data: Any) -> list[Any] | None:
+    """Validation batches for static int8 (never test), when it is asked for."""
+    if "static" not in cfg.int8_methods:
+        return None
+    from ..export.int8 import calibration_batches
+
+    return calibration_batches(data.val)
+
+
 def _torch_row(e: Entry, data: Any) -> BenchRow:
     """Accuracy (CPU, test split), sizes and parameter counts of a torch entry."""
     from ..checkpoint import size_on_disk
@@ -301,7 +310,8 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
                 progress.log(busy)
             with progress.task("loading" + (" and exporting to ONNX" if _exports(runtimes) else ""), total=1) as bar:
                 entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads(),
-                                               list(cfg.ort_threads))
+                                               list(cfg.ort_threads), tuple(cfg.int8_methods),
+                                               _calibration(cfg, data))
                 bar.advance(1)
             env = _bench_environment(devices, runtimes, list(cfg.ort_threads))
             rows = _measure_rows(entries, data, progress)

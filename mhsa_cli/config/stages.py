@@ -48,6 +48,7 @@ def _force() -> Any:
     return opt(False, "replace the output folder if it exists")
 
 
+INT8_METHODS = ("dynamic", "static")  # ORT int8 variants (mhsa_cli.export.int8.INT8_METHODS has one entry each)
 INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling")  # taken from --init's checkpoint
 # ``mhsa train`` settings a task may override (TaskInfo.train_defaults); these are the
 # defaults of tasks that do not (order, digits: the int8 quickstart model, see README).
@@ -303,6 +304,9 @@ class BenchConfig:
                                  "(default: torch's count). E.g. 1,2 on 2 cores: ORT's second thread can "
                                  "cost more than it gives on a small model; the table says which is faster",
                                  min=1, max=MAX_THREADS)
+    int8_methods: list[str] = opt(["dynamic"], "ORT int8 rows of each float checkpoint: dynamic (ORT int8), "
+                                  "static (ORT int8-static: QDQ, calibrated on 256 validation rows)",
+                                  choices=INT8_METHODS)
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
@@ -362,6 +366,12 @@ class ExportConfig:
                                  "tolerance + rtol x |torch logit|)", min=0.0, min_open=True)
     rtol: float = opt(1e-5, "relative logit tolerance torch vs ORT fp32 (times each torch logit's size; "
                             "torch.testing.assert_close's rule)", min=0.0)
+    int8_methods: list[str] = opt(["dynamic", "static"], "int8 variants to make and measure on validation: "
+                                  "dynamic (activations quantized per call) and static (QDQ, calibrated on "
+                                  "validation rows; needs data); the fastest within --max-drop is kept as "
+                                  "model.int8.onnx", choices=INT8_METHODS)
+    max_drop: float = opt(0.5, "int8 quality gate: the most validation accuracy points an int8 variant may "
+                               "lose against ORT fp32 (none within: no int8 file, export.json says why)", min=0.0)
     threads: int = _threads()
     out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()

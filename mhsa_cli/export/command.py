@@ -2,16 +2,19 @@
 
 :func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`; q/k/v
 projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
-``--int8`` ``model.int8.onnx`` (:func:`.onnx.quantize_onnx`) and ``export.json``
-(:mod:`mhsa_cli.runtimes.folder`) into a temporary folder, checks it and only
-then renames it into place:
+``--int8`` one int8 graph per ``--int8-methods`` (:mod:`.int8`: ORT dynamic, and
+static QDQ calibrated on validation rows), of which the quality gate keeps the
+fastest within ``--max-drop`` points of fp32 on validation as ``model.int8.onnx``
+(:func:`.int8.gate`), and ``export.json`` (:mod:`mhsa_cli.runtimes.folder`) into a
+temporary folder, checks it and only then renames it into place:
 
 * parity: ORT fp32 logits vs torch on validation rows, at full length, at
   half length (the dynamic sequence axis) and for one row (the dynamic batch
   axis); shapes must match, every logit be finite and within ``--tolerance``
   (atol, 1e-4) + ``--rtol`` (1e-5) x its torch value (:mod:`mhsa_cli.runtimes.parity`);
 * accuracy: test accuracy of the checkpoint in torch, of ORT fp32 and ORT int8;
-* the int8 graph holds ``DynamicQuantizeLinear`` and ``MatMulInteger`` nodes.
+* the int8 graph holds integer nodes (dynamic: ``DynamicQuantizeLinear`` and
+  ``MatMulInteger``; static: ``QuantizeLinear`` / ``DequantizeLinear``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
+from .int8 import calibration_batches
 from .onnx import check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
@@ -107,6 +111,28 @@ def _checks(model: Any, folder: Path, files: list[str], data: Any, cfg: Any, thr
     return parity, acc
 
 
+def _int8_gate(folder: Path, quant: dict[str, dict[str, Any]], data: Any, cfg: Any, threads: int,
+               progress: Progress) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Measure each int8 file on validation (:func:`.int8.gate`); keep the chosen one as
+    ``model.int8.onnx`` and delete the rest. Returns (the gate's record, the kept file's
+    quantization settings or None)."""
+    from .int8 import gate
+
+    kind = data.input_kind
+    with progress.task(f"int8 quality gate ({len(quant)} variant(s), validation)", total=1) as bar:
+        calls = {q["method"]: _ort_call(folder / FILES[p], kind, threads) for p, q in quant.items()}
+        record = gate(calls, _ort_call(folder / FILES["fp32"], kind, threads), data.val, cfg.max_drop, threads)
+        bar.advance(1)
+    chosen = record["chosen"]
+    keep = next((p for p, q in quant.items() if q["method"] == chosen), None)
+    for p in quant:
+        if p != keep:
+            (folder / FILES[p]).unlink()
+    if keep is not None and keep != "int8":
+        (folder / FILES[keep]).rename(folder / FILES["int8"])
+    return record, quant.get(keep) if keep else None
+
+
 def _file_facts(folder: Path, precisions: list[str], threads: int) -> dict[str, dict[str, Any]]:
     out = {}
     for p in precisions:
@@ -155,22 +181,36 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
     }
 
 
+INT8_PRECISION = {"dynamic": "int8", "static": "int8-static"}  # int8 method -> precision (its file: FILES)
+
+
 def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = False,
-                 per_channel: bool = False, opset: int = 17,
-                 qkv: bool = True, attention: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Write ``model.onnx`` (and ``model.int8.onnx``) of a float model into ``folder`` (no checks, no JSON).
+                 per_channel: bool = False, opset: int = 17, qkv: bool = True, attention: bool = True,
+                 int8_methods: tuple[str, ...] = ("dynamic",), calibration: list[Any] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Write ``model.onnx`` (and an int8 file per method) of a float model into ``folder``
+    (no checks, no JSON).
 
     Used by :func:`export` and by ``mhsa bench`` (temporary exports).
 
+    Args:
+        int8_methods: :data:`.int8.INT8_METHODS` keys; ``dynamic`` writes ``model.int8.onnx``,
+            ``static`` ``model.int8-static.onnx`` (calibrated on ``calibration``: validation batches).
+
     Returns:
-        (exporter settings, quantization settings or None).
+        (exporter settings, {int8 precision: quantization settings}).
     """
+    from .int8 import INT8_METHODS
+
     example = tracing_input(model)
     exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention)
     exporter["fused_qkv_layers"] = fuse_qkv(folder / FILES["fp32"]) if qkv else 0
-    quant = quantize_onnx(folder / FILES["fp32"], folder / FILES["int8"], reduce_range, per_channel) if int8 else None
-    if int8:
-        check_int8_graph(op_counts(folder / FILES["int8"]), folder / FILES["int8"])
+    quant = {}
+    for method in int8_methods if int8 else ():
+        dst = folder / FILES[INT8_PRECISION[method]]
+        quant[INT8_PRECISION[method]] = INT8_METHODS[method](folder / FILES["fp32"], dst, calibration,
+                                                             per_channel, reduce_range)
+        check_int8_graph(op_counts(dst), dst, method)
     return exporter, quant
 
 
@@ -206,23 +246,28 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
     threads = set_threads(cfg.threads)
     model = load_model(ckpt)
     data = task_from_spec(ckpt.task_spec)
-    precisions = ["fp32", "int8"] if cfg.int8 else ["fp32"]
+    methods = tuple(dict.fromkeys(cfg.int8_methods))
+    calibration = calibration_batches(data.val) if cfg.int8 and "static" in methods else None
     box: dict[str, Any] = {}
 
     def write(tmp: Path) -> None:
-        with progress.task("exporting to ONNX" + (" + int8" if cfg.int8 else ""), total=1) as bar:
+        with progress.task("exporting to ONNX" + (f" + int8 ({', '.join(methods)})" if cfg.int8 else ""),
+                           total=1) as bar:
             exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
-                                           cfg.fuse_qkv, cfg.fuse_attention)
+                                           cfg.fuse_qkv, cfg.fuse_attention, methods, calibration)
             bar.advance(1)
+        gate_record, kept = _int8_gate(tmp, quant, data, cfg, threads, progress) if quant else (None, None)
+        precisions = ["fp32"] + (["int8"] if kept else [])
         parity, acc = _checks(model, tmp, precisions, data, cfg, threads, progress)
         files = _file_facts(tmp, precisions, threads)
-        box["meta"] = _meta(ckpt, data, exporter, quant, files, parity, acc, cfg)
+        box["meta"] = _meta(ckpt, data, exporter, kept, files, parity, acc, cfg)
+        box["meta"]["int8_gate"] = gate_record
         _write_json(tmp / META, box["meta"])
 
     atomic_dir(Path(cfg.out), cfg.force, write)
     meta = box["meta"]
     acc = meta["checks"]["test_acc"]
-    notes = []
+    notes = [meta["int8_gate"]["why"]] if meta.get("int8_gate") else []
     if "ort_int8" in acc and 100 * (acc["checkpoint"] - acc["ort_int8"]) > INT8_ACC_BUDGET_PTS:
         notes.append(f"ORT int8 loses {100 * (acc['checkpoint'] - acc['ort_int8']):.2f} points of test accuracy "
                      f"(more than {INT8_ACC_BUDGET_PTS}); try --reduce-range or ship fp32")

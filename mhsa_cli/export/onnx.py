@@ -189,8 +189,11 @@ def optimized_op_counts(path: Path, threads: int) -> dict[str, int]:
         return op_counts(Path(so.optimized_model_filepath))
 
 
-def check_int8_graph(counts: dict[str, int], where: Path) -> None:
+INT8_STATIC_OPS = ("QuantizeLinear", "DequantizeLinear")  # what static (QDQ) quantization must leave
+
+
+def check_int8_graph(counts: dict[str, int], where: Path, method: str = "dynamic") -> None:
     """Raise if a quantized graph lacks the integer ops (nothing was quantized)."""
-    missing = [op for op in INT8_OPS if not counts.get(op)]
+    missing = [op for op in (INT8_OPS if method == "dynamic" else INT8_STATIC_OPS) if not counts.get(op)]
     if missing:
-        raise MhsaError(f"{where}: ORT dynamic quantization left no {', '.join(missing)} nodes")
+        raise MhsaError(f"{where}: ORT {method} quantization left no {', '.join(missing)} nodes")

@@ -24,7 +24,9 @@ from ..hashing import file_sha256  # noqa: F401  (export.command imports it from
 FORMAT = "mhsa-export"
 VERSION = 1
 META = "export.json"
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # precision -> file name
+# precision -> file name; int8 = ORT dynamic int8, or whichever int8 `mhsa export`'s quality gate kept;
+# int8-static = static (QDQ) int8 beside the dynamic one (bench's temporary exports)
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8-static": "model.int8-static.onnx"}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DTYPES = {"tokens": "int64", "features": "float32"}  # input kind -> ONNX input element type
 

@@ -153,7 +153,7 @@ def _unavailable(device: str, precision: str) -> str | None:
     if device != "cuda":
         return None
     return cuda_provider_reason() or ("ORT dynamic int8 (MatMulInteger) runs on the CPU provider"
-                                      if precision == "int8" else None)
+                                      if precision.startswith("int8") else None)
 
 
 register(Runtime("onnxruntime", "mhsa export folder (ONNX fp32 / dynamic int8), ONNX Runtime", _load, _precisions,
