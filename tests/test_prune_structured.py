@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,7 +193,7 @@ def test_neuron_taylor_is_squared_group_sum_averaged_over_minibatches(order):
         F.cross_entropy(model(x), y).backward()
         s = ((b.ff1.weight.grad[i] * b.ff1.weight[i]).sum() + b.ff1.bias.grad[i] * b.ff1.bias[i]
              + (b.ff2.weight.grad[:, i] * b.ff2.weight[:, i]).sum())
-        total += float(s) ** 2
+        total += float(s.detach()) ** 2
     assert float(scores[0][i]) == pytest.approx(total / 2, rel=1e-4)
 
 
@@ -247,3 +248,172 @@ def test_layer_loss_importance_is_the_loss_increase_when_skipped(order):
     assert select_layers(torch.tensor([0.3, 0.1, 0.1]), 2) == [1, 2]
     with pytest.raises(MhsaError, match="at least one must stay"):
         select_layers(scores, 2)
+
+
+# ---------------------------------------------------------------- mhsa prune: the combined plan
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory, one_thread) -> Path:
+    """A trained 3-layer checkpoint: 4 heads x 8, d_ff 64 per layer, on a tiny ``order`` task."""
+    from mhsa_cli.train import train
+
+    from .conftest import tiny_train_config
+
+    out = tmp_path_factory.mktemp("structured") / "deep"
+    train(tiny_train_config(out, layers=3, epochs=1))
+    return out
+
+
+def masked_logits(original, doc: dict, x: torch.Tensor) -> torch.Tensor:
+    """The original with what pruning.json says was removed masked: heads and neurons gated to 0,
+    dropped blocks skipped (an oracle that reads only the stored plan)."""
+    removed = doc["removed"]
+    heads = [torch.ones(h) for h in doc["before"]["heads"]]
+    ffs = [torch.ones(f) for f in doc["before"]["d_ff"]]
+    for l in range(len(heads)):
+        heads[l][removed["heads"][l]] = 0.0
+        ffs[l][removed["neurons"][l]] = 0.0
+    with torch.inference_mode():
+        return original.eval().forward_features(x, head_gates=heads, ff_gates=ffs,
+                                                skip_layers=set(removed["layers"])).logits
+
+
+def test_one_prune_call_removes_blocks_heads_neurons_as_stored(deep, tmp_path):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+
+    out = tmp_path / "p"
+    result = CliRunner().invoke(app, ["prune", str(deep), "--ratio", "0.5", "--ffn-ratio", "0.5", "--drop-layers",
+                                      "1", "--iterative", "2", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Layer importance" in result.output and "feed-forward neurons" in result.output
+    doc = json.loads((out / "pruning.json").read_text())
+    # hand-computed: step 1 drops 0 of 1 blocks, 3 of 12 heads, 16 of 64 neurons per layer; step 2 drops
+    # 1 block, then heads to floor(0.5 * 8) = 4 removed from the 2 kept layers, neurons to 32 per layer
+    assert [s["heads"] for s in doc["steps"]][0] != [4, 4, 4] and doc["steps"][0]["d_ff"] == [48, 48, 48]
+    assert sum(doc["steps"][0]["heads"]) == 9 and doc["steps"][0]["layers_dropped"] == []
+    assert len(doc["removed"]["layers"]) == 1 and doc["after"]["d_ff"] == [32, 32]
+    assert sum(doc["after"]["heads"]) == 4
+    dropped = doc["removed"]["layers"][0]
+    scores = doc["steps"][1]["layer_scores"]
+    assert scores[dropped] == min(s for s in scores if s is not None)  # the least important block went
+    ckpt = load_checkpoint(out)
+    assert ckpt.model_config.d_ff == 32 and ckpt.model_config.heads == doc["after"]["heads"]
+    assert ckpt.meta["metrics"]["layers_dropped"] == [dropped]
+    x = task_x(deep)
+    assert torch.allclose(load_model(out).eval()(x), masked_logits(load_model(deep), doc, x), atol=1e-4)
+
+
+def task_x(ckpt: Path, n: int = 16) -> torch.Tensor:
+    from mhsa_cli.tasks import task_from_spec
+
+    return task_from_spec(load_checkpoint(ckpt).task_spec).test.x[:n]
+
+
+def prune_api(deep: Path, out: Path, **kw):
+    from mhsa_cli.config import PruneConfig, build_config
+    from mhsa_cli.prune import prune
+
+    return prune(build_config(PruneConfig, {"checkpoint": str(deep), "out": str(out), "device": "cpu", **kw}))
+
+
+def test_explicit_layers_global_neurons_and_finetuning(deep, tmp_path):
+    r = prune_api(deep, tmp_path / "a", ratio=0.0, ffn_ratio=0.75, ffn_scope="global", drop_layers_at=[0],
+                  finetune_epochs=1, iterative=2)
+    assert r.layers_dropped == [0] and r.layers_kept == [1, 2] and r.heads_after == [4, 4]
+    assert sum(r.d_ff_after) == 128 - 96 and r.finetuned is not None
+    layer = prune_api(deep, tmp_path / "b", ratio=0.0, ffn_ratio=0.75)  # layer scope: 16 left everywhere
+    assert layer.d_ff_after == [16, 16, 16] and not layer.layers_dropped
+    doc = json.loads((tmp_path / "a" / "pruning.json").read_text())
+    assert doc["plan"]["layers"]["at"] == [0] and doc["removed"]["neurons"][0] == []
+    assert doc["kept_neurons"][0] == [] and all(len(k) == f for k, f in zip(doc["kept_neurons"][1:], r.d_ff_after))
+
+
+def test_layer_method_random_is_seeded(deep, tmp_path):
+    picks = {tuple(prune_api(deep, tmp_path / f"r{s}", ratio=0.0, drop_layers=1, layer_method="random",
+                             seed=s).layers_dropped) for s in range(4)}
+    assert len(picks) > 1  # the seed changes which block goes
+
+
+BAD = [
+    (["--ffn-ratio", "1"], "ffn"),
+    (["--ffn-ratio", "1.5"], "ffn"),
+    (["--ffn-ratio", "-0.1"], "ffn"),
+    (["--drop-layers", "3"], "at least one must stay"),
+    (["--drop-layers", "-1"], "drop"),
+    (["--drop-layers-at", "0,1,2"], "at least one must stay"),
+    (["--drop-layers-at", "3"], "layers 0..2"),
+    (["--drop-layers-at", "1,1"], "layers 0..2"),
+    (["--drop-layers", "1", "--drop-layers-at", "1"], "not both"),
+    (["--sweep", "0.5", "--ffn-ratio", "0.5"], "--sweep removes heads only"),
+    (["--layer-method", "magic"], "unknown value 'magic'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_structured_values_one_line_exit_2_nothing_written(deep, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from mhsa_cli.cli import app
+
+    from .conftest import assert_one_line_error
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["prune", str(deep), "--out", str(out), *args])
+    assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- downstream: int8, export, reload
+
+@pytest.fixture(scope="module")
+def hollow(deep, tmp_path_factory) -> tuple[Path, dict, Any]:
+    """The deep model, weights randomised (parity on every parameter), with layer 0 left with 0 heads
+    and 0 neurons, 10 neurons gone from layer 2 and block 1 dropped; saved as a prune checkpoint."""
+    original = load_model(deep)
+    with torch.no_grad():
+        for p in original.parameters():
+            p.normal_(0, 0.2)
+    model = remove_heads(original, {0: [0, 1, 2, 3]})
+    model = remove_neurons(model, {0: list(range(64)), 2: list(range(0, 20, 2))})
+    model = drop_layers(model, [1])
+    assert model.config.heads == [0, 4] and model.config.d_ff == [0, 54]
+    ckpt = load_checkpoint(deep)
+    out = tmp_path_factory.mktemp("hollow") / "pruned"
+    save_model(out, model, make_meta("float", model.config, ckpt.task_spec, "prune", {}, {"test_acc": 0.0}))
+    doc = {"before": {"heads": [4, 4, 4], "d_ff": [64, 64, 64]},
+           "removed": {"heads": [[0, 1, 2, 3], [], []], "neurons": [list(range(64)), [], list(range(0, 20, 2))],
+                       "layers": [1]}}
+    return out, doc, original
+
+
+def test_zero_head_zero_neuron_layer_reloads_and_exports_equal_to_masking(hollow, deep, tmp_path):
+    from mhsa_cli.config import ExportConfig, build_config
+    from mhsa_cli.export import INT8_OPS, export, op_counts
+
+    path, doc, original = hollow
+    x = task_x(deep, 9)[:, :11]  # 9 rows of 11 tokens: dynamic axes, neither traced
+    ref = masked_logits(original, doc, x)
+    assert torch.allclose(load_model(path).eval()(x), ref, atol=1e-5)  # float, after a reload
+    r = export(build_config(ExportConfig, {"checkpoint": str(path), "out": str(tmp_path / "onnx"), "threads": 1}))
+    assert r.meta["exporter"]["fused_attention_layers"] == 1  # one node for the layer with heads
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(s.run(None, {"input": x.numpy()})[0] - ref.numpy()).max() <= 1e-4
+    int8 = [f for p, f in r.files.items() if p == "int8"]
+    assert int8 and all(op_counts(tmp_path / "onnx" / int8[0]["file"]).get(op) for op in INT8_OPS)
+
+
+def test_torch_int8_of_a_structurally_pruned_model_reloads(hollow, deep, tmp_path):
+    from .conftest import make_int8
+
+    path, _, _ = hollow
+    q = make_int8(path, tmp_path / "int8")
+    ckpt = load_checkpoint(q)
+    assert ckpt.meta["kind"] == "int8" and ckpt.model_config.d_ff == [0, 54]
+    x = task_x(deep)
+    with torch.inference_mode():
+        a, b = load_model(q)(x), load_model(path).eval()(x)
+    assert a.shape == b.shape and (a - b).abs().max() <= 0.1 * b.abs().max()  # int8 rounding, not a new model
