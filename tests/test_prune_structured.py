@@ -417,3 +417,14 @@ def test_torch_int8_of_a_structurally_pruned_model_reloads(hollow, deep, tmp_pat
     with torch.inference_mode():
         a, b = load_model(q)(x), load_model(path).eval()(x)
     assert a.shape == b.shape and (a - b).abs().max() <= 0.1 * b.abs().max()  # int8 rounding, not a new model
+
+
+def test_recipe_keys_are_the_cli_fields():
+    from mhsa_cli.config import PruneConfig, build_config
+
+    c = build_config(PruneConfig, {"checkpoint": "x", "ffn_ratio": 0.5, "ffn_scope": "global", "drop_layers": 1,
+                                   "layer_method": "random"})
+    assert (c.ffn_ratio, c.ffn_scope, c.drop_layers, c.layer_method) == (0.5, "global", 1, "random")
+    assert build_config(PruneConfig, {"checkpoint": "x", "drop_layers_at": "2,4"}).drop_layers_at == [2, 4]
+    with pytest.raises(MhsaError, match="ffn_ratio"):
+        build_config(PruneConfig, {"checkpoint": "x", "ffn_ration": 0.5})
