@@ -120,19 +120,20 @@ def _accuracy(model: nn.Module, data: TaskData, device: torch.device) -> Accurac
 
 
 def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepResult:
-    """Score heads on the validation split and remove the least important (``mhsa prune``).
+    """Score heads, neurons and blocks on the validation split and remove the least important.
 
-    Without ``cfg.sweep``: remove ``cfg.heads`` (or ``cfg.ratio`` of all) heads
-    in ``cfg.iterative`` steps, each re-scored and followed by
-    ``cfg.finetune_epochs`` of fine-tuning, and save a float checkpoint (with
-    ``head_importance.json``) in ``cfg.out``. With ``cfg.sweep``: for each
+    Without ``cfg.sweep``: in ``cfg.iterative`` steps, each re-scored and followed by
+    ``cfg.finetune_epochs`` of fine-tuning, drop ``cfg.drop_layers`` blocks (or
+    ``cfg.drop_layers_at``), remove ``cfg.heads`` (or ``cfg.ratio``) of the kept layers'
+    heads and ``cfg.ffn_ratio`` of their feed-forward neurons (see :mod:`.plan`), and save
+    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``. With ``cfg.sweep``: for each
     ratio and method, the test accuracy without fine-tuning, written to
     ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
     is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
 
     Raises:
-        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, or an
-            output folder that exists (without ``force``); nothing is written.
+        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, dropping every
+            block, or an output folder that exists (without ``force``); nothing is written.
     """
     set_threads(cfg.threads)
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
