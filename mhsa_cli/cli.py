@@ -260,8 +260,9 @@ def _stages() -> None:
          "training texts' token counts; batches cut to their longest row. Chosen on validation "
          "accuracy of trec and sms (README)."),
         ("prune", c.PruneConfig,
-         "Score attention heads and physically remove the least important ones.",
+         "Score attention heads, feed-forward neurons and whole blocks; physically remove the least important.",
          "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"
+         "  ·  mhsa prune runs/baseline --ratio 0.5 --ffn-ratio 0.5 --drop-layers 1 --finetune-epochs 1 --out runs/small"
          "  ·  mhsa prune runs/baseline --sweep 0,0.25,0.5,0.75 --method gradient,magnitude,random --out runs/sweep"),
         ("quantize", c.QuantizeConfig,
          "Dynamic int8 quantization of every Linear layer (CPU inference).",

@@ -442,7 +442,8 @@ def test_render_single_and_sweep(baseline, tmp_path):
     console = Console(record=True, width=160)
     render_prune(P.prune(cfg(baseline, tmp_path / "p", ratio=0.5, finetune_epochs=1)), console)
     text = console.export_text()
-    for words in ("Head importance", "✗", "Heads per layer", "FLOPs", "after fine-tuning", "test Δ"):
+    for words in ("Head importance", "✗", "Per layer (original numbering)", "heads after", "d_ff", "FLOPs",
+                  "feed-forward neurons", "after fine-tuning", "test Δ"):
         assert words in text
     render_prune(P.prune(cfg(baseline, tmp_path / "s", sweep=[0.25], method=["magnitude", "random"])), console)
     assert "±" in console.export_text()

@@ -26,7 +26,9 @@ _MODEL_TYPES = {"input_kind": (str, "a string"), "max_len": (_is_int, "an intege
                 "num_classes": (_is_int, "an integer"), "vocab_size": (_is_int, "an integer"),
                 "feature_dim": (_is_int, "an integer"), "d_model": (_is_int, "an integer"),
                 "heads": (lambda v: isinstance(v, list) and all(_is_int(h) for h in v), "a list of integers"),
-                "head_dim": (_is_int, "an integer"), "d_ff": (_is_int, "an integer"),
+                "head_dim": (_is_int, "an integer"),
+                "d_ff": (lambda v: _is_int(v) or isinstance(v, list) and all(_is_int(f) for f in v),
+                         "an integer or a list of integers (per layer)"),
                 "dropout": (_is_num, "a number"), "pooling": (str, "a string")}
 _MODEL_REQUIRED = ("input_kind", "max_len", "num_classes", "heads")
 _OPTIONAL_MAPPINGS = ("config", "metrics", "environment", "extra")

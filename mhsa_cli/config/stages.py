@@ -181,9 +181,16 @@ def _importance_names() -> list[str]:
     return list(IMPORTANCE)
 
 
+def _layer_importance_names() -> list[str]:
+    from ..registry import LAYER_IMPORTANCE  # filled by prune.layers
+
+    return list(LAYER_IMPORTANCE)
+
+
 @dataclass
 class PruneConfig:
-    """``mhsa prune``: score heads on the validation split and remove the least important."""
+    """``mhsa prune``: score heads, feed-forward neurons and blocks on the validation split and
+    remove the least important."""
 
     checkpoint: str = opt("", "float checkpoint folder to prune", argument=True)
     method: list[str] = opt(["gradient"], "importance: gradient, taylor, magnitude or random "
@@ -193,6 +200,16 @@ class PruneConfig:
     scope: str = opt("global", "rank heads across layers (global) or per layer (layer)",
                      choices=("global", "layer"))
     min_heads_per_layer: int = opt(0, "keep at least this many heads in every layer", min=0)
+    ffn_ratio: float = opt(0.0, "fraction of feed-forward neurons to remove (scored with --method; "
+                           "0 = none)", min=0.0, max=1.0, max_open=True)
+    ffn_scope: str = opt("layer", "neurons: the same fraction from every layer (layer) or ranked across "
+                         "layers (global: a layer may lose them all)", choices=("layer", "global"))
+    drop_layers: int = opt(0, "remove this many whole blocks, least important first (--layer-method)",
+                           min=0, max=MAX_LAYERS)
+    drop_layers_at: Optional[list[int]] = opt(None, "remove these blocks instead (0-based, e.g. 2,4)",
+                                              min=0, max=MAX_LAYERS)
+    layer_method: str = opt("loss", "block importance: loss (validation loss increase when the block is "
+                            "skipped) or random", choices=_layer_importance_names)
     normalize: bool = opt(False, "gradient/taylor: L2-normalise scores per layer (Michel et al. did for "
                           "BERT; off by default: on our models it made global ranking empty vital layers)")
     importance_batches: int = opt(0, "validation batches used for importance (0 = all)", min=0)
