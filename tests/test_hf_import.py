@@ -424,3 +424,12 @@ def test_export_to_onnx_matches_transformers_and_the_gated_original(with_data, t
         assert meta["task"]["tokenizer"] == json.loads((folder / "tokenizer.json").read_text())
         s = ort.InferenceSession(str(tmp_path / src.name / "model.onnx"), providers=["CPUExecutionProvider"])
         assert float(abs(s.run(None, {"input": x.numpy()})[0] - ref.numpy()).max()) <= TOL
+
+
+def test_out_that_holds_the_hf_folder_is_refused_even_with_force(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    before = sorted(p.name for p in (tmp_path / "hf").iterdir())
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path, "--force")
+    assert_one_line_error(r, f"output folder {tmp_path} contains the input {tmp_path / 'hf'}")
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]

@@ -197,3 +197,15 @@ def test_predict_reader_and_text_task_name_an_unreadable_data_file_alike(tmp_pat
             with pytest.raises(MhsaError) as err:
                 read(path)
             assert str(err.value) == want
+
+
+def test_out_that_is_the_data_file_is_refused_even_with_force(text_ckpts, tmp_path):
+    data = write_csv(tmp_path / "new.csv", 5)
+    content = (tmp_path / "new.csv").read_bytes()
+    (tmp_path / "link.csv").symlink_to(tmp_path / "new.csv")
+    for out in (data, tmp_path / "link.csv"):
+        result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--data", data, "--out", str(out),
+                                          "--force"])
+        assert_one_line_error(result, "is the --data file")
+    assert (tmp_path / "new.csv").read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "new.csv"]

@@ -252,7 +252,7 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
             pickle weights, an unsupported architecture, a tokenizer that does not
             fit the embedding, or a tensor of the wrong shape. Nothing is written then.
     """
-    check_output_dir(cfg.out, cfg.force)
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.path, cfg.data])  # --out must not hold what is read
     folder = read_folder(cfg.path)
     fam, is_classifier = family_of(folder.config)
     arch = fam.classifier if is_classifier else fam.base

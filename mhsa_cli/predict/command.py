@@ -85,9 +85,23 @@ def _check_out(cfg: PredictConfig) -> str | None:
         raise MhsaError(f"--out {out} is a folder; give a file name")
     if not out.parent.is_dir():
         raise MhsaError(f"--out {out}: folder {out.parent} does not exist")
+    if cfg.data and _same_file(out, cfg.data):
+        raise MhsaError(f"--out {out} is the --data file; choose another file name")
     if out.exists() and not cfg.force:
         raise MhsaError(f"--out {out} exists; pass --force to replace it")
     return fmt
+
+
+def _same_file(out: Path, data: str) -> bool:
+    """``out`` would overwrite ``data`` (same path after symlinks, or a hard link to it)."""
+    from ..checkpoint import resolve_path
+
+    if resolve_path(out, "--out") == resolve_path(data, "--data"):
+        return True
+    try:
+        return out.exists() and os.path.samefile(out, data)
+    except OSError:
+        return False
 
 
 def spec_encoder(spec: dict[str, Any]) -> tuple[Any, bool, int]:
