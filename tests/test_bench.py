@@ -783,3 +783,20 @@ def test_per_round_medians_pair_models_of_different_burst_sizes():
     assert s.per_round_ms() == [2.0, 20.0]
     assert summarize([4.0, 6.0, 8.0, 9.0], burst=2).per_round_ms() == [5.0, 8.5]  # even bursts: the mean of the middle two
     assert summarize([5.0, 7.0]).per_round_ms() == [5.0, 7.0]  # burst 1: the samples themselves
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ort_alone_on_a_torch_int8_baseline_is_one_line(ckpts, monkeypatch):
+    int8 = fake_int8(ckpts, monkeypatch)
+    assert_one_line_error(run_cli(int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline .*int8-fake: a torch-int8 checkpoint has no ONNX form")
+    assert_one_line_error(run_cli(ckpts / "base", int8, "--baseline", int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline")
+
+
+def test_symlink_loop_is_one_line(ckpts, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert_one_line_error(run_cli(tmp_path / "a"), "checkpoint .*a goes through a symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--baseline", tmp_path / "a"), "symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--out", tmp_path / "a"), "symlink loop")

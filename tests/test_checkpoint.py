@@ -290,3 +290,14 @@ def test_force_replaces_and_then_removes_the_old_folder(tmp_path):
     save_small(tmp_path / "c", heads=(1, 1), force=True)
     assert not (tmp_path / "c" / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_an_input_through_a_symlink_loop_is_one_line(tmp_path):
+    from mhsa_cli.checkpoint import check_output_dir
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(MhsaError, match=r"^input .*a goes through a symlink loop$"):
+        check_output_dir(tmp_path / "out", False, inputs=[tmp_path / "a"])
+    with pytest.raises(MhsaError, match=r"^output path .*b goes through a symlink loop$"):
+        check_output_dir(tmp_path / "b", False)
