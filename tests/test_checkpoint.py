@@ -124,6 +124,10 @@ def _info(path):
     (lambda m: m["model"].__setitem__("d_model", "16"), "'model.d_model' must be an integer"),
     (lambda m: m["model"].__setitem__("dropout", None), "'model.dropout' must be a number"),
     (lambda m: m["model"].pop("num_classes"), "no 'model.num_classes'"),
+    (lambda m: m["model"].pop("pooling"), "no 'model.pooling'"),  # was a KeyError in info
+    (lambda m: m["model"].pop("d_model"), "no 'model.d_model'"),
+    (lambda m: m["model"].__setitem__("ln_eps", "x"), "'model.ln_eps' must be a number"),  # was a TypeError
+    (lambda m: m["model"].__setitem__("embed_norm", "yes"), "'model.embed_norm' must be true or false"),
     (lambda m: m["model"].__setitem__("colour", 1), "bad model config (model config has unknown keys: colour)"),
     (lambda m: m["model"].__setitem__("heads", [2, -1]), "head counts must be >= 0"),
     (lambda m: m.__setitem__("model", [1]), "'model' must be a mapping"),
