@@ -135,6 +135,8 @@ def _info(path):
     (lambda m: m.__setitem__("environment", "x"), "'environment' must be a mapping"),
     (lambda m: m.__setitem__("task", "order"), "'task' must be a mapping"),
     (lambda m: m["task"].pop("name"), "'task.name' must be a string, got null"),
+    (lambda m: m["task"].__setitem__("labels", ["a", "a", "b"]), "'task.labels' names class 'a' twice"),
+    (lambda m: m["task"].__setitem__("labels", ["a", "b"]), "'task.labels' names 2 classes but the model has 3"),
     (lambda m: m.__setitem__("kind", 5), "'kind' must be a string"),
     (lambda m: m.__setitem__("kind", "fp4"), "unknown kind 'fp4'; known: float, int8"),
     (lambda m: m.__setitem__("lineage", {"a": 1}), "'lineage' must be a list"),

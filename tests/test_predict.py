@@ -209,3 +209,36 @@ def test_out_that_is_the_data_file_is_refused_even_with_force(text_ckpts, tmp_pa
         assert_one_line_error(result, "is the --data file")
     assert (tmp_path / "new.csv").read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "new.csv"]
+
+
+def test_export_folder_whose_labels_are_missing_repeated_or_miscounted_is_one_line(text_ckpts, tmp_path):
+    """Each was a traceback (KeyError, a shape RuntimeError) or silently used; now one line, no file."""
+    import shutil
+
+    from mhsa_cli.config import ExportConfig
+    from mhsa_cli.export import export
+
+    good = tmp_path / "export"
+    export(build_config(ExportConfig, {"checkpoint": str(text_ckpts / "float"), "out": str(good), "int8": False}))
+    cases = {"no labels": (lambda m: (m.pop("labels"), m["task"].pop("labels")), "has no 'labels'"),
+             "repeated": (lambda m: m.update(labels=["neg", "neg"]) or m["task"].update(labels=["neg", "neg"]),
+                          "names class 'neg' twice"),
+             "3 of 2": (lambda m: m.update(labels=list("abc")) or m["task"].update(labels=list("abc")),
+                        "names 3 classes but the model has 2")}
+    for name, (edit, fragment) in cases.items():
+        bad = tmp_path / name
+        shutil.copytree(good, bad)
+        meta = json.loads((bad / "export.json").read_text())
+        edit(meta)
+        (bad / "export.json").write_text(json.dumps(meta))
+        out = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(app, ["predict", str(bad), "--text", "good thing", "--out", str(out)])
+        assert_one_line_error(result, fragment)
+        assert not out.exists()
+
+
+def test_a_model_whose_scores_disagree_with_its_labels_is_one_line(text_ckpts):
+    loaded = load_for_predict(text_ckpts / "float")
+    loaded.forward = lambda x: torch.zeros(len(x), 5)  # a swapped model with dynamic class axis
+    with pytest.raises(MhsaError, match="gives 5 scores per row but has 2 labels"):
+        predict_texts(loaded, ["good thing"])

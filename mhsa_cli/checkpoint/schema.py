@@ -75,6 +75,10 @@ def validate_meta(meta: Any) -> None:
     _validate_model(meta["model"])
     _check_type("task", meta["task"], (dict, "a mapping"))
     _check_type("task.name", meta["task"].get("name"), (str, "a string"))
+    if "labels" in meta["task"]:
+        from ..labels import check_labels
+
+        check_labels(meta["task"]["labels"], "'task.labels'", meta["model"]["num_classes"])
     for key in _OPTIONAL_MAPPINGS:
         if key in meta:
             _check_type(key, meta[key], (dict, "a mapping"))

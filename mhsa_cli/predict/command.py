@@ -140,7 +140,10 @@ def predict_texts(loaded: Loaded, texts: list[str], batch_size: int = 256, token
     own, special, pad_id = spec_encoder(loaded.spec)
     probs = torch.empty(len(texts), len(loaded.spec["labels"]))
     for pos, x in _encode_sorted(tokenizer or own, texts, int(loaded.spec["max_len"]), batch_size, special, pad_id):
-        probs[pos] = loaded.forward(x).float().softmax(-1)
+        logits = loaded.forward(x)  # (B, C)
+        if logits.shape[-1] != probs.shape[1]:  # a model that is not the one its labels describe
+            raise MhsaError(f"the model gives {logits.shape[-1]} scores per row but has {probs.shape[1]} labels")
+        probs[pos] = logits.float().softmax(-1)
     return probs
 
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import MhsaError
+from ..errors import MhsaError, cap
 from ..hashing import file_sha256  # noqa: F401  (export.command imports it from here)
 
 FORMAT = "mhsa-export"
@@ -56,7 +56,38 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     for key in ("input", "files", "model", "task"):
         if key not in meta:
             raise MhsaError(f"export folder {path}: {META} has no '{key}'")
+        if not isinstance(meta[key], dict):
+            raise MhsaError(f"export folder {path}: {META} '{key}' must be a mapping")
+    try:
+        _check_classes(meta)
+    except MhsaError as exc:
+        raise MhsaError(f"export folder {path}: {exc}") from None
     return meta
+
+
+def _check_classes(meta: dict[str, Any]) -> None:
+    """Input kind and name, class count and labels agree within ``export.json``.
+
+    ``labels`` (distinct names, one per class) is required; only the temporary folders
+    ``mhsa bench`` writes for itself (``"temporary"``) carry none.
+    """
+    from ..labels import check_labels
+
+    kind, name = meta["input"].get("kind"), meta["input"].get("name", INPUT_NAME)
+    if kind not in DTYPES:
+        raise MhsaError(f"{META} input kind {kind!r} is not one of: {', '.join(DTYPES)}")
+    if name != INPUT_NAME:
+        raise MhsaError(f"{META} names the input {name!r}, but mhsa graphs take {INPUT_NAME!r}")
+    count = meta["model"].get("num_classes")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise MhsaError(f"{META} model.num_classes must be an integer >= 1, got {count!r}")
+    if "labels" not in meta and not meta.get("temporary"):
+        raise MhsaError(f"{META} has no 'labels' (the class names): re-export it")
+    labels = check_labels(meta["labels"], f"{META} 'labels'", count) if "labels" in meta else None
+    if "labels" in meta["task"]:
+        task_labels = check_labels(meta["task"]["labels"], f"{META} 'task.labels'", count)
+        if labels is not None and task_labels != labels:
+            raise MhsaError(f"{META} 'labels' and 'task.labels' disagree: {cap(labels, 80)} vs {cap(task_labels, 80)}")
 
 
 def onnx_file(path: str | Path, meta: dict[str, Any], precision: str) -> Path:
