@@ -87,3 +87,15 @@ def test_init_refusals(tiny_ckpt, tmp_path, bert):
     r = invoke("train", "--init", tiny_ckpt, "--d-model", 64, "--out", tmp_path / "z")
     assert_one_line_error(r, "--d-model has no effect with --init")
     assert not any((tmp_path / n).exists() for n in "xyz")
+
+
+@pytest.mark.parametrize("option", ["tokenizer=bpe", "min_freq=2"])
+def test_init_refuses_a_tokenizer_option_in_one_line(bert, tmp_path, option):
+    """The stored tokenizer reads the file: tokenizer=... was a TypeError, min_freq named another task."""
+    imported, csv = bert
+    r = invoke("train", "--init", imported, "--data", csv, "--task-opt", option, "--out", tmp_path / "x")
+    assert_one_line_error(r, f"--task-opt {option.split('=')[0]} does not apply with --init", "stored tokenizer")
+    assert not (tmp_path / "x").exists()
+    symlink = tmp_path / "loop"
+    symlink.symlink_to(symlink)
+    assert_one_line_error(invoke("train", "--init", symlink, "--out", tmp_path / "y"), "symlink loop")
