@@ -188,3 +188,33 @@ def test_export_json_that_disagrees_with_itself_or_the_graph_is_refused(folder, 
         with pytest.raises(MhsaError, match=r"^export folder .*" + re.escape(fragment)
                            if "logits" not in fragment else re.escape(fragment)):
             load_runtime("onnxruntime", bad, precision)
+
+
+def _swap(bad):
+    (bad / "model.onnx").rename(bad / "tmp")
+    (bad / "model.int8.onnx").rename(bad / "model.onnx")
+    (bad / "tmp").rename(bad / "model.int8.onnx")
+
+
+def _set_file(bad, precision, **entry):
+    meta = json.loads((bad / "export.json").read_text())
+    meta["files"][precision].update(entry)
+    if entry.get("sha256", 0) is None:
+        meta["files"][precision].pop("sha256")
+    (bad / "export.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda b: (b / "model.int8.onnx").write_bytes((b / "model.int8.onnx").read_bytes()[:100]),
+     "model.int8.onnx does not match export.json (SHA-256 differs"),  # truncated: loading fp32 was fine
+    (_swap, "model.onnx does not match export.json"),
+    (lambda b: (b / "model.int8.onnx").unlink(), "model.int8.onnx is missing (listed in export.json)"),
+    (lambda b: _set_file(b, "int8", file="../model.int8.onnx"), "export.json lists int8 file '../model.int8.onnx', not a file"),
+    (lambda b: _set_file(b, "int8", sha256=None), "export.json records no SHA-256 for model.int8.onnx"),
+])
+def test_the_whole_folder_is_verified_before_either_file_loads(folder, tmp_path, damage, fragment):
+    bad = tampered(folder, tmp_path, fix_sha=False)
+    damage(bad)
+    for precision in ("fp32", "int8"):
+        with pytest.raises(MhsaError, match=f"^export folder {re.escape(str(bad))}: " + re.escape(fragment)):
+            load_runtime("onnxruntime", bad, precision)
