@@ -242,3 +242,19 @@ def test_a_model_whose_scores_disagree_with_its_labels_is_one_line(text_ckpts):
     loaded.forward = lambda x: torch.zeros(len(x), 5)  # a swapped model with dynamic class axis
     with pytest.raises(MhsaError, match="gives 5 scores per row but has 2 labels"):
         predict_texts(loaded, ["good thing"])
+
+
+def test_csv_with_bom_and_crlf_predicts_like_a_plain_file_and_unseen_labels_are_reported(text_ckpts, tmp_path):
+    """Documented success: a spreadsheet's utf-8-sig CSV with CRLF lines reads as the plain file."""
+    plain = write_csv(tmp_path / "plain.csv", 12)
+    rows = (tmp_path / "plain.csv").read_text(encoding="utf-8").splitlines()
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",meh"  # a label the model never saw
+    (tmp_path / "plain.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    ckpt = str(text_ckpts / "float")
+    a = predict(cfg(checkpoint=ckpt, data=plain, show=20))
+    b = predict(cfg(checkpoint=ckpt, data=str(tmp_path / "excel.csv"), show=20))
+    assert b.label_column == "label" and b.rows == a.rows == 12
+    assert [(p.line, p.text, p.label, p.true_label) for p in b.shown] == \
+        [(p.line, p.text, p.label, p.true_label) for p in a.shown]
+    assert b.unknown_labels == 1 and any("1 rows have a label the model does not know" in n for n in b.notes)
