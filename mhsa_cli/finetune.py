@@ -37,6 +37,10 @@ def _data(cfg: Any, ckpt: Checkpoint, mcfg: ModelConfig) -> TaskData:
     if not spec.get("tokenizer"):
         raise MhsaError(f"--init {ckpt.path} stores no tokenizer, so it cannot read a new data file; "
                         "drop --data to fine-tune on its own task (or import a model with tokenizer.json)")
+    fixed = sorted(set(opts) - set(hf_text.FILE_OPTIONS))
+    if fixed:  # tokenizer, min_freq, ...: the checkpoint's stored tokenizer reads the file, as stored
+        raise MhsaError(f"--task-opt {fixed[0]} does not apply with --init {ckpt.path}: its stored tokenizer "
+                        f"reads the file; options here: {', '.join(hf_text.FILE_OPTIONS)}")
     data = hf_text.build(cfg.seed, spec["tokenizer"], mcfg.pad_id, list(spec.get("labels") or []),
                          max_positions=mcfg.max_len, **opts)  # max_len: auto from the data unless given
     if data.max_len > mcfg.max_len:

@@ -807,3 +807,20 @@ def test_int8_methods_give_a_static_row_with_its_own_accuracy(ckpts, tmp_path):
     pred = np.argmax(s.run(None, {"input": data.test.x.numpy()})[0], axis=-1)
     assert result.rows[2].test_acc == pytest.approx(float((pred == data.test.y.numpy()).mean()))
     assert result.rows[2].weight_bytes < result.rows[0].weight_bytes
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ort_alone_on_a_torch_int8_baseline_is_one_line(ckpts, monkeypatch):
+    int8 = fake_int8(ckpts, monkeypatch)
+    assert_one_line_error(run_cli(int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline .*int8-fake: a torch-int8 checkpoint has no ONNX form")
+    assert_one_line_error(run_cli(ckpts / "base", int8, "--baseline", int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline")
+
+
+def test_symlink_loop_is_one_line(ckpts, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert_one_line_error(run_cli(tmp_path / "a"), "checkpoint .*a goes through a symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--baseline", tmp_path / "a"), "symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--out", tmp_path / "a"), "symlink loop")

@@ -373,3 +373,18 @@ def task_of(ckpt):
     from mhsa_cli.tasks import task_from_spec
 
     return task_from_spec(load_checkpoint(ckpt).task_spec)
+
+
+def test_out_that_holds_the_input_is_refused_even_with_force(tiny_ckpt, tmp_path):
+    """--out DIR --force where DIR is or contains the checkpoint: one line, nothing lost or written."""
+    import shutil
+
+    holder = tmp_path / "holder"
+    shutil.copytree(tiny_ckpt, holder / "ckpt")
+    before = sorted(p.name for p in (holder / "ckpt").iterdir())
+    for out, what in ((holder, "contains the input"), (holder / "ckpt", "is the input")):
+        result = CliRunner().invoke(app, ["export", str(holder / "ckpt"), "--out", str(out), "--force"])
+        assert_one_line_error(result, f"output folder {out} {what}")
+        assert sorted(p.name for p in (holder / "ckpt").iterdir()) == before
+        assert load_checkpoint(holder / "ckpt").meta["id"] == load_checkpoint(tiny_ckpt).meta["id"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holder"]  # no temporary folder either

@@ -416,6 +416,10 @@ class ImportConfig:
     def validate(self) -> None:
         if self.labels is not None and len(self.labels) < 2:
             raise MhsaError("--labels needs at least 2 class names")
+        if self.labels is not None:
+            from ..labels import check_labels
+
+            check_labels(list(self.labels), "--labels")
         if self.labels is not None and self.num_labels is not None and len(self.labels) != self.num_labels:
             raise MhsaError(f"--labels names {len(self.labels)} classes but --num-labels is {self.num_labels}")
 

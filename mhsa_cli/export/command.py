@@ -52,15 +52,13 @@ def _load_source(cfg: Any) -> Any:
     """The float checkpoint; an int8 one is refused naming its float parent."""
     from ..checkpoint import check_output_dir, load_checkpoint
 
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])  # before any work: --out may hold the input
     ckpt = load_checkpoint(cfg.checkpoint)
     if ckpt.kind != "float":
         parent = next((s.get("parent") for s in reversed(ckpt.meta.get("lineage") or [])
                        if s.get("operation") == "quantize"), None)
         raise MhsaError(f"cannot export {ckpt.path}: it is a torch-{ckpt.kind} checkpoint; export its float "
                         f"parent{f' ({parent})' if parent else ''} instead (--int8 makes ORT's own int8)")
-    if Path(cfg.out).resolve() == ckpt.path.resolve():
-        raise MhsaError(f"--out {cfg.out} is the input checkpoint; choose another folder")
-    check_output_dir(cfg.out, cfg.force)
     return ckpt
 
 
@@ -264,7 +262,7 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
         box["meta"]["int8_gate"] = gate_record
         _write_json(tmp / META, box["meta"])
 
-    atomic_dir(Path(cfg.out), cfg.force, write)
+    atomic_dir(Path(cfg.out), cfg.force, write, inputs=[cfg.checkpoint])
     meta = box["meta"]
     acc = meta["checks"]["test_acc"]
     notes = [meta["int8_gate"]["why"]] if meta.get("int8_gate") else []
