@@ -577,3 +577,43 @@ def test_tokenizer_ids_beyond_the_embedding_are_refused(tmp_path):
 def test_repeated_label_names_are_refused(tmp_path):
     make_hf("bert", tmp_path / "hf")
     _bad(tmp_path, "--labels names class 'a' twice", extra=("--labels", "a,b,a"))
+
+
+@pytest.mark.slow
+def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path, monkeypatch):
+    """import -> fine-tune -> prune -> distill -> prune heads+neurons -> int8 -> export -> bench on a tiny
+    BERT; then the run is 'interrupted' inside the deploy stage (its marker gone, as a kill leaves it) and
+    a rerun redoes that stage and its dependants only, keeping the earlier checkpoints byte for byte."""
+    from mhsa_cli.config import RecipeConfig, build_config
+    from mhsa_cli.recipe import run_recipe
+
+    make_hf("bert", tmp_path / "hf", base=True)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(80)))
+    sets = {"import.path": tmp_path / "hf", "import.data": csv, "teacher.epochs": 1, "pruned.finetune_epochs": 1,
+            "student.epochs": 1, "student.layers": 1, "student.hidden_layers": ["1:2"], "deploy.finetune_epochs": 1,
+            "deploy-int8.latency_time": 0, "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1,
+            "bench.batch_sizes": [2]}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}" if not isinstance(v, list) else f"{k}={json.dumps(v)}")]
+    out = tmp_path / "out"
+    r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    ckpt = {s: load_checkpoint(out / s).meta for s in ("teacher", "pruned", "student", "deploy")}
+    assert ckpt["teacher"]["model"]["heads"] == [4, 4] and sum(ckpt["pruned"]["model"]["heads"]) == 4
+    assert ckpt["student"]["model"]["heads"] == [4] and ckpt["deploy"]["model"]["heads"] == [2]
+    assert ckpt["deploy"]["model"]["d_ff"] in (19, [19])  # 37 - int(0.5 x 37) neurons kept
+    for stage in ("pruned", "student", "deploy"):  # the teacher's fine-tuning loop is inherited
+        s = ckpt[stage]["lineage"][-1]["settings"]
+        assert (s["lr"], s["schedule"]) == (5e-5, "linear"), stage
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
+        (m, p) for m in ("teacher", "pruned", "student", "deploy") for p in ("fp32", "int8", "int8-static")}
+    gate = json.loads((out / "deploy-onnx" / "export.json").read_text())["int8_gate"]
+    assert set(gate["variants"]) == {"dynamic", "static"}
+    before = {s: (out / s / "model.safetensors").read_bytes() for s in ("teacher", "student")}
+    (out / "deploy" / "stage.json").unlink()
+    r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "teacher" in flat and all((out / s / "model.safetensors").read_bytes() == b for s, b in before.items())
+    assert load_checkpoint(out / "deploy").meta["model"]["heads"] == [2]
