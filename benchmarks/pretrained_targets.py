@@ -185,10 +185,10 @@ def main() -> None:
     if {"sms", "recipe"} & set(steps) and not (a.model / "config.json").is_file():
         raise SystemExit(f"{a.model}: no model; fetch it with bash ../shared/models/get-minilm.sh")
     a.out.mkdir(parents=True, exist_ok=True)
-    for step, fn in (("sms", lambda: sms(a.model, a.data, a.out)), ("recipe", lambda: recipe(a.model, a.data, a.out)),
-                     ("scratch", lambda: scratch(a.data, a.out)), ("report", lambda: report(a.out))):
-        if step in steps:
-            fn()
+    run = {"sms": lambda: sms(a.model, a.data, a.out), "recipe": lambda: recipe(a.model, a.data, a.out),
+           "scratch": lambda: scratch(a.data, a.out), "report": lambda: report(a.out)}
+    for step in steps:  # in the order given
+        run[step]()
 
 
 if __name__ == "__main__":
