@@ -19,7 +19,6 @@ keeps the fastest whose accuracy is within ``max_drop`` points of fp32.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,7 +51,8 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .onnx import pre_processed
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -61,18 +61,13 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
-    pre = dst.with_name(dst.stem + ".pre.onnx")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_onnx_shape=False,
-                              skip_symbolic_shape=False, auto_merge=True)
+        with pre_processed(src, dst) as pre:
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["MatMul"], per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
     finally:
-        pre.unlink(missing_ok=True)
         for extra in dst.parent.glob("augmented_model*.onnx"):  # the calibrator's scratch graph
             extra.unlink(missing_ok=True)
     return {"tool": "onnxruntime.quantization.quantize_static", "pre_process": "quant_pre_process (auto_merge)",
