@@ -5,7 +5,9 @@ Each command is generated from its stage's config dataclass (see
 library never prints; :mod:`mhsa_cli.report` renders what it returns.
 
 Bad input (:class:`MhsaError`, or a usage error from the parser) is one line on
-stderr and exit code 2; ``--debug`` shows the traceback.
+stderr and exit code 2; ``--debug`` shows the traceback. An interruption (Ctrl-C or
+SIGTERM, :mod:`mhsa_cli.interrupts`) is one line too, exit code 130 / 143, after
+every temporary file or folder has been removed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def _click_exception(name: str) -> type:
 UsageError, ClickException, Abort = (_click_exception(n) for n in ("UsageError", "ClickException", "Abort"))
 
 DEBUG = {"on": bool(os.environ.get("MHSA_DEBUG"))}
+INTERRUPTED = 130  # what typer returns for a KeyboardInterrupt (standalone_mode=False)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -84,15 +87,33 @@ class MhsaCommand(TyperCommand):
 
 
 class MhsaGroup(TyperGroup):
-    """Turns usage errors and :class:`MhsaError` into one line + exit 2."""
+    """Turns usage errors and :class:`MhsaError` into one line + exit 2, and an interruption
+    (Ctrl-C, SIGTERM: :mod:`mhsa_cli.interrupts`) into one line + exit 128 + signal."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain_metavars(super().get_params(ctx))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from .interrupts import exit_code, interruptible, message
+
+        with interruptible() as got:  # SIGTERM too raises KeyboardInterrupt: every clean-up runs
+            try:
+                rv = self._run(args, prog_name, complete_var, **extra)
+            except KeyboardInterrupt:
+                rv = INTERRUPTED
+            except BaseException:
+                if not got:
+                    raise
+                rv = INTERRUPTED  # whatever ended the command once a signal came, it was the signal
+        if got or rv == INTERRUPTED:
+            fail(message(got.get("signal")), exit_code(got.get("signal")))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _run(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> Any:
+        """Parse and run; a usage error or :class:`MhsaError` is one line and exit 2."""
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
         except UsageError as exc:
             ctx = exc.ctx
             if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
@@ -110,7 +131,6 @@ class MhsaGroup(TyperGroup):
 
                 traceback.print_exc()
             fail(str(exc))
-        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 app = typer.Typer(
@@ -260,8 +280,9 @@ def _stages() -> None:
          "training texts' token counts; batches cut to their longest row. Chosen on validation "
          "accuracy of trec and sms (README)."),
         ("prune", c.PruneConfig,
-         "Score attention heads and physically remove the least important ones.",
+         "Score attention heads, feed-forward neurons and whole blocks; physically remove the least important.",
          "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"
+         "  ·  mhsa prune runs/baseline --ratio 0.5 --ffn-ratio 0.5 --drop-layers 1 --finetune-epochs 1 --out runs/small"
          "  ·  mhsa prune runs/baseline --sweep 0,0.25,0.5,0.75 --method gradient,magnitude,random --out runs/sweep"),
         ("quantize", c.QuantizeConfig,
          "Dynamic int8 quantization of every Linear layer (CPU inference).",
@@ -323,4 +344,9 @@ def tasks() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the group's handlers are in place (while importing)
+        from .interrupts import exit_code, message
+
+        fail(message(None), exit_code(None))

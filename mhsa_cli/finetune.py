@@ -46,6 +46,11 @@ def checkpoint_data(cfg: Any, ckpt: Checkpoint, mcfg: ModelConfig) -> TaskData:
     if not spec.get("tokenizer"):
         raise MhsaError(f"{ckpt.path} stores no tokenizer, so it cannot read a new data file (--data); "
                         "drop --data to use its own task (or import a model with tokenizer.json)")
+    fixed = sorted(set(opts) - set(hf_text.FILE_OPTIONS))
+    if fixed:  # tokenizer, min_freq, ...: the checkpoint's stored tokenizer reads the file, as stored
+        via = f"--init {ckpt.path}" if getattr(cfg, "init", None) else str(ckpt.path)
+        raise MhsaError(f"--task-opt {fixed[0]} does not apply with {via}: its stored tokenizer "
+                        f"reads the file; options here: {', '.join(hf_text.FILE_OPTIONS)}")
     data = hf_text.build(cfg.seed, spec["tokenizer"], mcfg.pad_id, list(spec.get("labels") or []),
                          max_positions=mcfg.max_len, **opts)  # max_len: auto from the data unless given
     if data.max_len > mcfg.max_len:

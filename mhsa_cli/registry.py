@@ -10,6 +10,10 @@ Registries:
 
 * :data:`IMPORTANCE` -- head importance methods (``mhsa prune --method``), provided
   by :mod:`mhsa_cli.prune.importance`;
+* :data:`NEURON_IMPORTANCE` -- feed-forward neuron importance methods (the same names
+  as :data:`IMPORTANCE`), provided by :mod:`mhsa_cli.prune.neurons`;
+* :data:`LAYER_IMPORTANCE` -- block importance methods (``mhsa prune --layer-method``),
+  provided by :mod:`mhsa_cli.prune.layers`;
 * :data:`CHECKPOINT_KINDS` -- checkpoint kinds (``float``, ``int8``): how to check a
   checkpoint's weights against its JSON and how to load its model, provided by
   :mod:`mhsa_cli.checkpoint` and :mod:`mhsa_cli.quantize.kind`.
@@ -70,4 +74,6 @@ class Registry(Mapping[str, T], Generic[T]):
 
 
 IMPORTANCE: Registry[Any] = Registry("importance method", ("mhsa_cli.prune.importance",))
+NEURON_IMPORTANCE: Registry[Any] = Registry("neuron importance method", ("mhsa_cli.prune.neurons",))
+LAYER_IMPORTANCE: Registry[Any] = Registry("layer importance method", ("mhsa_cli.prune.layers",))
 CHECKPOINT_KINDS: Registry[Any] = Registry("checkpoint kind", ("mhsa_cli.checkpoint", "mhsa_cli.quantize.kind"))

@@ -863,3 +863,44 @@ def test_fell_back_cells_and_device_copies_in_table_json_and_csv():
     assert BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))).rows[-1].providers == ort_row.providers
     csv_line = next(x for x in bench_csv(result).splitlines() if x.startswith("base (ORT fp32),") and ",cuda," in x)
     assert csv_line.endswith(",CPUExecutionProvider")
+
+
+def test_int8_methods_give_a_static_row_with_its_own_accuracy(ckpts, tmp_path):
+    """--int8-methods dynamic,static: each float checkpoint gets an ORT int8-static row (a QDQ graph
+    calibrated on validation rows); its accuracy equals a plain InferenceSession's on the same static
+    graph made here independently (same calibration rows, so the same file)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mhsa_cli.export import write_export
+    from mhsa_cli.export.int8 import calibration_batches
+    from mhsa_cli.tasks import task_from_spec
+
+    result = bench(bench_cfg([ckpts / "base"], runtime=["onnxruntime"], batch_sizes=[1],
+                             int8_methods=["dynamic", "static"]))
+    assert [(r.name, r.precision) for r in result.rows] == [
+        ("base (ORT fp32)", "fp32"), ("base (ORT int8)", "int8"), ("base (ORT int8-static)", "int8-static")]
+    data = task_from_spec(load_checkpoint(ckpts / "base").task_spec)
+    write_export(load_model(ckpts / "base"), tmp_path, True, int8_methods=("static",),
+                 calibration=calibration_batches(data.val))
+    s = ort.InferenceSession(str(tmp_path / "model.int8-static.onnx"), providers=["CPUExecutionProvider"])
+    pred = np.argmax(s.run(None, {"input": data.test.x.numpy()})[0], axis=-1)
+    assert result.rows[2].test_acc == pytest.approx(float((pred == data.test.y.numpy()).mean()))
+    assert result.rows[2].weight_bytes < result.rows[0].weight_bytes
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ort_alone_on_a_torch_int8_baseline_is_one_line(ckpts, monkeypatch):
+    int8 = fake_int8(ckpts, monkeypatch)
+    assert_one_line_error(run_cli(int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline .*int8-fake: a torch-int8 checkpoint has no ONNX form")
+    assert_one_line_error(run_cli(ckpts / "base", int8, "--baseline", int8, "--runtime", "onnxruntime"),
+                          "cannot run the baseline")
+
+
+def test_symlink_loop_is_one_line(ckpts, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert_one_line_error(run_cli(tmp_path / "a"), "checkpoint .*a goes through a symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--baseline", tmp_path / "a"), "symlink loop")
+    assert_one_line_error(run_cli(ckpts / "base", "--out", tmp_path / "a"), "symlink loop")

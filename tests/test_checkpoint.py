@@ -124,6 +124,10 @@ def _info(path):
     (lambda m: m["model"].__setitem__("d_model", "16"), "'model.d_model' must be an integer"),
     (lambda m: m["model"].__setitem__("dropout", None), "'model.dropout' must be a number"),
     (lambda m: m["model"].pop("num_classes"), "no 'model.num_classes'"),
+    (lambda m: m["model"].pop("pooling"), "no 'model.pooling'"),  # was a KeyError in info
+    (lambda m: m["model"].pop("d_model"), "no 'model.d_model'"),
+    (lambda m: m["model"].__setitem__("ln_eps", "x"), "'model.ln_eps' must be a number"),  # was a TypeError
+    (lambda m: m["model"].__setitem__("embed_norm", "yes"), "'model.embed_norm' must be true or false"),
     (lambda m: m["model"].__setitem__("colour", 1), "bad model config (model config has unknown keys: colour)"),
     (lambda m: m["model"].__setitem__("heads", [2, -1]), "head counts must be >= 0"),
     (lambda m: m.__setitem__("model", [1]), "'model' must be a mapping"),
@@ -131,6 +135,8 @@ def _info(path):
     (lambda m: m.__setitem__("environment", "x"), "'environment' must be a mapping"),
     (lambda m: m.__setitem__("task", "order"), "'task' must be a mapping"),
     (lambda m: m["task"].pop("name"), "'task.name' must be a string, got null"),
+    (lambda m: m["task"].__setitem__("labels", ["a", "a", "b"]), "'task.labels' names class 'a' twice"),
+    (lambda m: m["task"].__setitem__("labels", ["a", "b"]), "'task.labels' names 2 classes but the model has 3"),
     (lambda m: m.__setitem__("kind", 5), "'kind' must be a string"),
     (lambda m: m.__setitem__("kind", "fp4"), "unknown kind 'fp4'; known: float, int8"),
     (lambda m: m.__setitem__("lineage", {"a": 1}), "'lineage' must be a list"),
@@ -290,3 +296,14 @@ def test_force_replaces_and_then_removes_the_old_folder(tmp_path):
     save_small(tmp_path / "c", heads=(1, 1), force=True)
     assert not (tmp_path / "c" / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_an_input_through_a_symlink_loop_is_one_line(tmp_path):
+    from mhsa_cli.checkpoint import check_output_dir
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(MhsaError, match=r"^input .*a goes through a symlink loop$"):
+        check_output_dir(tmp_path / "out", False, inputs=[tmp_path / "a"])
+    with pytest.raises(MhsaError, match=r"^output path .*b goes through a symlink loop$"):
+        check_output_dir(tmp_path / "b", False)

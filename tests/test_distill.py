@@ -190,6 +190,18 @@ def test_init_from_teacher_copies_every_kth_layer():
         match_teacher_blocks(student_config(tcfg, dcfg(init_from_teacher=True, shrink="half")), tcfg, None)
 
 
+def test_neuron_pruned_teacher_gives_students_its_widths():
+    tcfg = order_config(layers=4)
+    tcfg.heads, tcfg.d_ff = [4, 3, 4, 0], [64, 10, 40, 0]  # neurons pruned, block 4 empty
+    scfg, mapping = match_teacher_blocks(student_config(tcfg, dcfg(init_from_teacher=True)), tcfg, None)
+    assert mapping == [2, 4] and scfg.heads == [3, 0] and scfg.d_ff == [10, 0]
+    student, teacher = build_model(scfg, seed=2), build_model(tcfg.validate(), seed=1)
+    init_from_teacher(student, teacher, mapping)
+    assert torch.equal(student.blocks[1].ff_bias, teacher.blocks[3].ff_bias)
+    half = student_config(tcfg, dcfg(shrink="half"))  # a fresh student: half the widest layer
+    assert half.d_ff == 32 and half.n_layers == 2
+
+
 # ---------------------------------------------------------------- every loss flag matters
 @pytest.mark.parametrize("change", [
     {"alpha": 0.9}, {"temperature": 4.0}, {"hidden_weight": 1.0}, {"attn_weight": 1.0},

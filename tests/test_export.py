@@ -41,6 +41,8 @@ def random_ckpt(out: Path, data, operation: str = "train", heads=(4, 4), d_model
 
 
 def do_export(ckpt: Path, out: Path, **kw):
+    """Export with ORT dynamic int8 alone unless asked (the gate's pick between variants depends on timing)."""
+    kw = {"int8_methods": ["dynamic"], **kw}
     return export(build_config(ExportConfig, {"checkpoint": str(ckpt), "out": str(out), "threads": 1, **kw}))
 
 
@@ -307,6 +309,11 @@ def test_rtol_scales_with_each_logit(tiny_ckpt, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- from the checkpoint alone
 
+def no_data_labels(n: int) -> list[str]:
+    """One distinct name per class (checkpoint.json's labels must name every class once)."""
+    return (["no", "yes", "maybe"] + [f"class{i}" for i in range(3, n)])[:n]
+
+
 def no_data_ckpt(out: Path, order, pad_id: int = 1) -> Path:
     """A float token checkpoint whose task spec holds no data (as `mhsa import FOLDER` without --data
     writes it): labels, padding id and input length only."""
@@ -314,7 +321,7 @@ def no_data_ckpt(out: Path, order, pad_id: int = 1) -> Path:
 
     from mhsa_cli.tasks.hf_text import data_spec
 
-    spec = data_spec(None, pad_id, ["no", "yes", "maybe"][: order.num_classes], order.max_len)
+    spec = data_spec(None, pad_id, no_data_labels(order.num_classes), order.max_len)
     fake = SimpleNamespace(**{k: getattr(order, k) for k in ("input_kind", "max_len", "num_classes", "vocab_size",
                                                               "feature_dim")}, spec=spec)
     path = random_ckpt(out, fake)
@@ -336,11 +343,15 @@ def test_export_without_data_checks_parity_on_rows_built_from_the_checkpoint(ord
     checks = meta["checks"]
     assert checks["test_acc"] is None and checks["test_acc_not_measured"] == "no data"
     assert checks["parity"]["split"] == "probe" and checks["parity"]["rows"] == 16
-    assert meta["labels"] == ["no", "yes", "maybe"][: order.num_classes] and meta["input"]["padding_id"] == 1
+    assert meta["labels"] == no_data_labels(order.num_classes) and meta["input"]["padding_id"] == 1
     x = probe_input(load_model(ckpt), batch=16)  # the rows it checked: padded with id 1, varied lengths
     assert (x == 1).any() and len(set((x != 1).sum(1).tolist())) > 3
     assert independent_gap(ckpt, tmp_path / "e", x) <= 1e-4
     assert load_runtime("onnxruntime", tmp_path / "e", "int8").precision == "int8"
+    gate = meta["int8_gate"]  # no validation rows: no gate, dynamic int8 kept, static (calibrated) not made
+    assert gate["skipped"] == "no data" and gate["chosen"] == "dynamic" and list(gate["not_made"]) == ["static"]
+    assert meta["quantization"]["method"] == "dynamic" and "int8 gate skipped (no data)" in result.output
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
 
 
 def test_export_after_the_data_file_is_gone_notes_accuracy_not_measured(tmp_path):
@@ -370,3 +381,104 @@ def test_export_loads_its_folder_through_the_runtime_registry(tiny_ckpt, tmp_pat
     assert not (tmp_path / "fused").exists()
     r = do_export(tiny_ckpt, tmp_path / "plain", int8=False, fuse_attention=False)
     assert r.parity["max_abs_gap"] <= 1e-4 and r.meta["requires"] == {}
+
+
+# --------------------------------------------------------------------------- int8 variants and the quality gate
+
+
+def test_gate_keeps_the_fastest_variant_within_max_drop(monkeypatch):
+    """Accuracies 100 / 99 / 97 % (fp32 / static / dynamic); dynamic is faster. The gate keeps dynamic
+    when 3 points may go, static when 1.5, nothing when 0.5; 'speed' is the geometric mean of the p50s."""
+    from mhsa_cli.export import int8
+
+    accs = {"fp32": 1.00, "static": 0.99, "dynamic": 0.97}
+    monkeypatch.setattr(int8, "_accuracy", lambda call, split: accs[call])
+    monkeypatch.setattr(int8, "_latency", lambda calls, split, threads, t: {
+        "static": {1: 0.4, 32: 4.0}, "dynamic": {1: 0.1, 32: 1.0}})
+    calls = {"static": "static", "dynamic": "dynamic"}
+    for max_drop, chosen in ((3.0, "dynamic"), (1.5, "static"), (0.5, None)):
+        g = int8.gate(calls, "fp32", split=None, max_drop=max_drop, threads=1)
+        assert g["chosen"] == chosen, max_drop
+    assert g["variants"]["static"]["drop_pts"] == pytest.approx(1.0)
+    assert g["variants"]["dynamic"]["speed"] == pytest.approx((0.1 * 1.0) ** 0.5)
+    assert "ship fp32" in g["why"] and "static: -1.00 pts" in g["why"]
+
+
+def test_static_variant_is_qdq_calibrated_on_validation_rows_and_gated(tiny_ckpt, tmp_path, monkeypatch):
+    """Both variants are made; calibration sees validation rows only (never test); the kept file is the
+    chosen variant's, byte for byte, and export.json records both measurements."""
+    from mhsa_cli.export import int8
+    from mhsa_cli.hashing import file_sha256
+
+    seen, real = [], int8.quantize_static_qdq
+
+    def spy(src, dst, batches, per_channel, **kw):
+        seen.extend(batches)
+        out = real(src, dst, batches, per_channel, **kw)
+        (tmp_path / "static.onnx").write_bytes(dst.read_bytes())
+        return out
+
+    monkeypatch.setattr(int8, "quantize_static_qdq", spy)
+    real_gate = int8.gate
+    monkeypatch.setattr(int8, "gate", lambda *a, **k: {**real_gate(*a, **k), "chosen": "static"})
+    do_export(tiny_ckpt, tmp_path / "e", int8_methods=["dynamic", "static"])
+    data = task_of(tiny_ckpt)
+    assert np.array_equal(np.concatenate(seen), data.val.x[: len(np.concatenate(seen))].numpy())
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    gate = meta["int8_gate"]
+    assert set(gate["variants"]) == {"dynamic", "static"} and gate["chosen"] == "static"
+    assert meta["quantization"]["method"] == "static" and meta["quantization"]["format"] == "QDQ"
+    assert file_sha256(tmp_path / "e" / "model.int8.onnx") == file_sha256(tmp_path / "static.onnx")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
+    counts = op_counts(tmp_path / "e" / "model.int8.onnx")
+    assert counts.get("QuantizeLinear", 0) >= 1 and "MatMulInteger" not in counts
+
+
+def test_no_variant_within_max_drop_ships_fp32_only(tiny_ckpt, tmp_path, monkeypatch):
+    from mhsa_cli.export import int8
+
+    real_gate = int8.gate
+    monkeypatch.setattr(int8, "gate", lambda *a, **k: {**real_gate(*a, **k), "chosen": None, "why": "none: ship fp32"})
+    r = do_export(tiny_ckpt, tmp_path / "e")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["export.json", "model.onnx"]
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert meta["quantization"] is None and "ort_int8" not in meta["checks"]["test_acc"] and "none: ship fp32" in r.notes
+
+
+def test_the_gate_loads_every_variant_through_the_runtime_registry(tiny_ckpt, tmp_path, monkeypatch):
+    """The gate's ORT calls are the registry's (hashes, signature, version guard), as the checks' are:
+    fp32, dynamic and static int8 from a provisional export.json, then the kept files for the checks."""
+    import mhsa_cli.runtimes as runtimes
+
+    loaded, real = [], runtimes.load_runtime
+
+    def spy(name, path, precision=None, threads=0, device="cpu"):
+        loaded.append((name, precision))
+        return real(name, path, precision, threads, device)
+
+    monkeypatch.setattr(runtimes, "load_runtime", spy)
+    r = do_export(tiny_ckpt, tmp_path / "e", int8_methods=["dynamic", "static"])
+    assert sorted(loaded[:3]) == [("onnxruntime", p) for p in ("fp32", "int8", "int8-static")]
+    kept = ["fp32", "int8"] if r.meta["int8_gate"]["chosen"] else ["fp32"]
+    assert loaded[3:] == [("onnxruntime", p) for p in kept]
+
+
+def task_of(ckpt):
+    from mhsa_cli.tasks import task_from_spec
+
+    return task_from_spec(load_checkpoint(ckpt).task_spec)
+
+
+def test_out_that_holds_the_input_is_refused_even_with_force(tiny_ckpt, tmp_path):
+    """--out DIR --force where DIR is or contains the checkpoint: one line, nothing lost or written."""
+    import shutil
+
+    holder = tmp_path / "holder"
+    shutil.copytree(tiny_ckpt, holder / "ckpt")
+    before = sorted(p.name for p in (holder / "ckpt").iterdir())
+    for out, what in ((holder, "contains the input"), (holder / "ckpt", "is the input")):
+        result = CliRunner().invoke(app, ["export", str(holder / "ckpt"), "--out", str(out), "--force"])
+        assert_one_line_error(result, f"output folder {out} {what}")
+        assert sorted(p.name for p in (holder / "ckpt").iterdir()) == before
+        assert load_checkpoint(holder / "ckpt").meta["id"] == load_checkpoint(tiny_ckpt).meta["id"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holder"]  # no temporary folder either

@@ -132,3 +132,15 @@ def test_stages_after_a_scratch_model_keep_their_defaults(tiny_ckpt, tmp_path):
     assert r.exit_code == 0, r.output
     s = load_checkpoint(tmp_path / "p").meta["lineage"][-1]["settings"]
     assert (s["lr"], s["warmup"], s["schedule"]) == (1e-3, 0.05, "cosine")
+
+
+@pytest.mark.parametrize("option", ["tokenizer=bpe", "min_freq=2"])
+def test_init_refuses_a_tokenizer_option_in_one_line(bert, tmp_path, option):
+    """The stored tokenizer reads the file: tokenizer=... was a TypeError, min_freq named another task."""
+    imported, csv = bert
+    r = invoke("train", "--init", imported, "--data", csv, "--task-opt", option, "--out", tmp_path / "x")
+    assert_one_line_error(r, f"--task-opt {option.split('=')[0]} does not apply with --init", "stored tokenizer")
+    assert not (tmp_path / "x").exists()
+    symlink = tmp_path / "loop"
+    symlink.symlink_to(symlink)
+    assert_one_line_error(invoke("train", "--init", symlink, "--out", tmp_path / "y"), "symlink loop")

@@ -456,19 +456,18 @@ def test_base_model_check_compares_hidden_states(family, tmp_path):
 
 
 def test_a_wrong_mapping_shows_in_the_recorded_gap(tmp_path, monkeypatch):
-    """The check can fail: swap two layers' query weights at import and the gap is large and noted."""
+    """The check can fail: negate layer 0's query weights at import and the gap is large and noted."""
     from mhsa_cli import imports
 
     make_hf("bert", tmp_path / "hf")
-    real_map = imports.map_weights
+    real_plan = imports.plan_weights
 
-    def swapped(model, *args, **kw):
-        out = real_map(model, *args, **kw)
-        with torch.no_grad():
-            model.blocks[0].attn.q.weight.mul_(-1.0)
-        return out
+    def swapped(*args, **kw):
+        mapped, fresh, ignored = real_plan(*args, **kw)
+        mapped["blocks.0.attn.q.weight"] = -mapped["blocks.0.attn.q.weight"]
+        return mapped, fresh, ignored
 
-    monkeypatch.setattr(imports, "map_weights", swapped)
+    monkeypatch.setattr(imports, "plan_weights", swapped)
     r = invoke("import", tmp_path / "hf", "--out", tmp_path / "ckpt")
     assert r.exit_code == 0, r.output
     gap = load_checkpoint(tmp_path / "ckpt").meta["metrics"]["hf_max_gap"]
@@ -534,3 +533,125 @@ def test_imported_without_data_exports_quantizes_and_prunes_by_magnitude(tmp_pat
     spec = load_checkpoint(tmp_path / "g").task_spec
     assert spec["path"] == str(csv) and spec["labels"] == ["c0", "c1", "c2"] and spec["pad_id"] == 1
     assert spec["tokenizer"] == json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+
+
+def test_out_that_holds_the_hf_folder_is_refused_even_with_force(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    before = sorted(p.name for p in (tmp_path / "hf").iterdir())
+    r = invoke("import", tmp_path / "hf", "--out", tmp_path, "--force")
+    assert_one_line_error(r, f"output folder {tmp_path} contains the input {tmp_path / 'hf'}")
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("family,changes,fragment", [
+    ("bert", {"num_attention_heads": 0}, "config.json 'num_attention_heads' must be >= 1, got 0"),  # ZeroDivision
+    ("distilbert", {"n_heads": 0}, "config.json 'n_heads' must be >= 1, got 0"),
+    ("bert", {"hidden_size": "abc"}, "config.json 'hidden_size' must be an integer, got \"abc\""),  # ValueError
+    ("bert", {"num_attention_heads": 4.5}, "'num_attention_heads' must be an integer, got 4.5"),  # was int(4.5)
+    ("distilbert", {"dim": 32.0}, "config.json 'dim' must be an integer, got 32.0"),
+    ("bert", {"vocab_size": True}, "'vocab_size' must be an integer, got true"),
+    ("bert", {"num_attention_heads": 3}, "'hidden_size' 32 is not divisible by 'num_attention_heads' 3"),
+    ("bert", {"num_hidden_layers": -1}, "'num_hidden_layers' must be >= 1"),
+    ("bert", {"hidden_act": ["gelu"]}, "unsupported activation [\"gelu\"]"),  # was unhashable list
+    ("bert", {"hidden_act": "swish"}, "unsupported activation \"swish\""),
+    ("bert", {"layer_norm_eps": "x"}, "'layer_norm_eps' must be a number"),  # ValueError
+    ("bert", {"hidden_dropout_prob": 2}, "'hidden_dropout_prob' must be a number in [0, 1), got 2"),
+    ("bert", {"pad_token_id": 999}, "'pad_token_id' 999 is outside the vocabulary"),
+    ("roberta", {"max_position_embeddings": 2}, "'max_position_embeddings' 2 leaves no position"),
+    ("bert", {"id2label": {"0": "a", "1": "a", "2": "b"}}, "'id2label' names class 'a' twice"),  # accepted
+    ("bert", {"id2label": {"x": "a"}}, "'id2label' keys must be the class ids 0..0"),  # ValueError
+    ("bert", {"id2label": None, "num_labels": "x"}, "'num_labels' must be an integer"),  # ValueError
+    ("bert", {"architectures": "BertModel"}, "'architectures' must be a list of names"),  # read as "B"
+])
+def test_bad_config_fields_are_one_line_before_any_work(tmp_path, monkeypatch, family, changes, fragment):
+    from mhsa_cli import imports
+
+    make_hf(family, tmp_path / "hf")
+    _edit_config(tmp_path / "hf", **changes)
+    monkeypatch.setattr(imports, "load_weights", lambda *a: pytest.fail("weights read before the config check"))
+    _bad(tmp_path, fragment)
+
+
+def _retensor(folder, edit):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_or_integer_weights_are_refused_before_a_model_is_built(tmp_path, monkeypatch, value):
+    """A NaN was imported, then every command refused the checkpoint it made; now import refuses it."""
+    from mhsa_cli import imports
+
+    make_hf("bert", tmp_path / "hf")
+    key = "bert.encoder.layer.1.attention.self.query.weight"
+    _retensor(tmp_path / "hf", lambda t: t[key].__setitem__((0, 0), value))
+    monkeypatch.setattr(imports, "build_model", lambda *a, **k: pytest.fail("model built before the weights check"))
+    _bad(tmp_path, f"weight '{key}' holds 1 NaN/Inf value")
+    _retensor(tmp_path / "hf", lambda t: t.__setitem__(key, t[key].nan_to_num().to(torch.int32)))
+    _bad(tmp_path, f"tensor '{key}' is torch.int32, expected floating point")
+
+
+def test_tokenizer_ids_beyond_the_embedding_are_refused(tmp_path):
+    """Fewer tokens than rows, but one id past the last row: each would index outside the embedding."""
+    make_hf("bert", tmp_path / "hf")
+    tok = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    word = next(w for w, i in vocab.items() if i == max(vocab.values()))
+    vocab[word] = 100  # the embedding has 64 rows
+    (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps(tok))
+    _bad(tmp_path, f"tokenizer.json gives token '{word}' id 100, but the embedding has 64 rows")
+
+
+def test_repeated_label_names_are_refused(tmp_path):
+    make_hf("bert", tmp_path / "hf")
+    _bad(tmp_path, "--labels names class 'a' twice", extra=("--labels", "a,b,a"))
+
+
+@pytest.mark.slow
+def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path, monkeypatch):
+    """import -> fine-tune -> prune -> distill -> prune heads+neurons -> int8 -> export -> bench on a tiny
+    BERT; then the run is 'interrupted' inside the deploy stage (its marker gone, as a kill leaves it) and
+    a rerun redoes that stage and its dependants only, keeping the earlier checkpoints byte for byte."""
+    from mhsa_cli.config import RecipeConfig, build_config
+    from mhsa_cli.recipe import run_recipe
+
+    make_hf("bert", tmp_path / "hf", base=True)
+    csv = tmp_path / "data.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(80)))
+    sets = {"import.path": tmp_path / "hf", "import.data": csv, "teacher.epochs": 1, "pruned.finetune_epochs": 1,
+            "student.epochs": 1, "student.layers": 1, "student.hidden_layers": ["1:2"], "deploy.finetune_epochs": 1,
+            "deploy-int8.latency_time": 0, "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1,
+            "bench.batch_sizes": [2]}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}" if not isinstance(v, list) else f"{k}={json.dumps(v)}")]
+    out = tmp_path / "out"
+    r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    ckpt = {s: load_checkpoint(out / s).meta for s in ("teacher", "pruned", "student", "deploy")}
+    assert ckpt["teacher"]["model"]["heads"] == [4, 4] and sum(ckpt["pruned"]["model"]["heads"]) == 4
+    assert ckpt["student"]["model"]["heads"] == [4] and ckpt["deploy"]["model"]["heads"] == [2]
+    assert ckpt["deploy"]["model"]["d_ff"] in (19, [19])  # 37 - int(0.5 x 37) neurons kept
+    for stage in ("pruned", "student", "deploy"):  # the teacher's fine-tuning loop is inherited
+        s = ckpt[stage]["lineage"][-1]["settings"]
+        assert (s["lr"], s["schedule"]) == (5e-5, "linear"), stage
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
+        (m, p) for m in ("teacher", "pruned", "student", "deploy") for p in ("fp32", "int8", "int8-static")}
+    gate = json.loads((out / "deploy-onnx" / "export.json").read_text())["int8_gate"]
+    assert set(gate["variants"]) == {"dynamic", "static"}
+    before = {s: (out / s / "model.safetensors").read_bytes() for s in ("teacher", "student")}
+    (out / "deploy" / "stage.json").unlink()
+    r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "teacher" in flat and all((out / s / "model.safetensors").read_bytes() == b for s, b in before.items())
+    assert load_checkpoint(out / "deploy").meta["model"]["heads"] == [2]

@@ -246,3 +246,64 @@ def test_a_one_column_file_with_a_quoted_comma_predicts_the_whole_text(text_ckpt
     r = predict(cfg(checkpoint=str(text_ckpts / "float"), data=str(path), show=5))
     assert [(p.line, p.text) for p in r.shown] == [(2, "good"), (3, "great food, cold service")]
     assert r.label_column is None and "no label column 'label'" in r.label_note
+
+
+def test_out_that_is_the_data_file_is_refused_even_with_force(text_ckpts, tmp_path):
+    data = write_csv(tmp_path / "new.csv", 5)
+    content = (tmp_path / "new.csv").read_bytes()
+    (tmp_path / "link.csv").symlink_to(tmp_path / "new.csv")
+    for out in (data, tmp_path / "link.csv"):
+        result = CliRunner().invoke(app, ["predict", str(text_ckpts / "float"), "--data", data, "--out", str(out),
+                                          "--force"])
+        assert_one_line_error(result, "is the --data file")
+    assert (tmp_path / "new.csv").read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "new.csv"]
+
+
+def test_export_folder_whose_labels_are_missing_repeated_or_miscounted_is_one_line(text_ckpts, tmp_path):
+    """Each was a traceback (KeyError, a shape RuntimeError) or silently used; now one line, no file."""
+    import shutil
+
+    from mhsa_cli.config import ExportConfig
+    from mhsa_cli.export import export
+
+    good = tmp_path / "export"
+    export(build_config(ExportConfig, {"checkpoint": str(text_ckpts / "float"), "out": str(good), "int8": False}))
+    cases = {"no labels": (lambda m: (m.pop("labels"), m["task"].pop("labels")), "has no 'labels'"),
+             "repeated": (lambda m: m.update(labels=["neg", "neg"]) or m["task"].update(labels=["neg", "neg"]),
+                          "names class 'neg' twice"),
+             "3 of 2": (lambda m: m.update(labels=list("abc")) or m["task"].update(labels=list("abc")),
+                        "names 3 classes but the model has 2")}
+    for name, (edit, fragment) in cases.items():
+        bad = tmp_path / name
+        shutil.copytree(good, bad)
+        meta = json.loads((bad / "export.json").read_text())
+        edit(meta)
+        (bad / "export.json").write_text(json.dumps(meta))
+        out = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(app, ["predict", str(bad), "--text", "good thing", "--out", str(out)])
+        assert_one_line_error(result, fragment)
+        assert not out.exists()
+
+
+def test_a_model_whose_scores_disagree_with_its_labels_is_one_line(text_ckpts):
+    loaded = load_for_predict(text_ckpts / "float")
+    loaded.call = lambda x: torch.zeros(len(x), 5)  # a swapped model with dynamic class axis
+    with pytest.raises(MhsaError, match="gives 5 scores per row but has 2 labels"):
+        predict_texts(loaded, ["good thing"])
+
+
+def test_csv_with_bom_and_crlf_predicts_like_a_plain_file_and_unseen_labels_are_reported(text_ckpts, tmp_path):
+    """Documented success: a spreadsheet's utf-8-sig CSV with CRLF lines reads as the plain file."""
+    plain = write_csv(tmp_path / "plain.csv", 12)
+    rows = (tmp_path / "plain.csv").read_text(encoding="utf-8").splitlines()
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",meh"  # a label the model never saw
+    (tmp_path / "plain.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    ckpt = str(text_ckpts / "float")
+    a = predict(cfg(checkpoint=ckpt, data=plain, show=20))
+    b = predict(cfg(checkpoint=ckpt, data=str(tmp_path / "excel.csv"), show=20))
+    assert b.label_column == "label" and b.rows == a.rows == 12
+    assert [(p.line, p.text, p.label, p.true_label) for p in b.shown] == \
+        [(p.line, p.text, p.label, p.true_label) for p in a.shown]
+    assert b.unknown_labels == 1 and any("1 rows have a label the model does not know" in n for n in b.notes)

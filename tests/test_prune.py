@@ -444,7 +444,8 @@ def test_render_single_and_sweep(baseline, tmp_path):
     console = Console(record=True, width=160)
     render_prune(P.prune(cfg(baseline, tmp_path / "p", ratio=0.5, finetune_epochs=1)), console)
     text = console.export_text()
-    for words in ("Head importance", "✗", "Heads per layer", "FLOPs", "after fine-tuning", "test Δ"):
+    for words in ("Head importance", "✗", "Per layer (original numbering)", "heads after", "d_ff", "FLOPs",
+                  "feed-forward neurons", "after fine-tuning", "test Δ"):
         assert words in text
     render_prune(P.prune(cfg(baseline, tmp_path / "s", sweep=[0.25], method=["magnitude", "random"])), console)
     assert "±" in console.export_text()
@@ -554,11 +555,29 @@ def test_magnitude_and_random_prune_a_checkpoint_without_data(baseline, data, tm
     assert scores == [torch.rand(4, generator=g).tolist() for _ in range(2)]
 
 
+def test_blocks_and_neurons_are_pruned_without_data_by_weights_and_seed(baseline, data, tmp_path):
+    """Structured pruning from the checkpoint alone: a random block, magnitude heads and neurons."""
+    src = without_data(baseline, tmp_path / "src", data.labels)
+    r = prune_cli(src, "--method", "magnitude", "--ratio", 0.25, "--ffn-ratio", 0.5, "--drop-layers", 1,
+                  "--layer-method", "random", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "accuracy: not measured (no data)" in flat and "Layer importance (no data;" in flat
+    doc = json.loads((tmp_path / "m" / "pruning.json").read_text())
+    assert doc["split"] is None and len(doc["after"]["layers"]) == 1 and len(doc["removed"]["layers"]) == 1
+    kept = doc["after"]["layers"][0]
+    assert len(doc["removed"]["neurons"][kept]) == doc["before"]["d_ff"][kept] // 2
+    pruned = load_checkpoint(tmp_path / "m")
+    assert pruned.meta["metrics"]["accuracy_not_measured"] == "no data" and len(pruned.model_config.heads) == 1
+
+
 @pytest.mark.parametrize("args, needle", [
     (("--method", "gradient"), "--method gradient scores heads on validation data"),
     (("--method", "taylor"), "--method taylor scores heads"),
     (("--method", "magnitude", "--finetune-epochs", "1"), "--finetune-epochs fine-tunes"),
     (("--method", "magnitude", "--sweep", "0.5"), "--sweep measures test accuracy"),
+    (("--method", "magnitude", "--drop-layers", "1"), "--layer-method loss scores blocks on validation data"),
+    (("--method", "gradient", "--ratio", "0", "--ffn-ratio", "0.5"), "--method gradient scores heads"),
 ])
 def test_what_needs_data_names_data_in_one_line(baseline, data, tmp_path, args, needle):
     src = without_data(baseline, tmp_path / "src", data.labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -147,8 +148,8 @@ def test_bad_export_folders(folder, tmp_path):
     (bad / "export.json").write_text("{not json")
     with pytest.raises(MhsaError, match="export.json is not valid JSON"):
         get_runtime("onnxruntime").precisions(bad)
-    (bad / "export.json").write_text(json.dumps({"format": "mhsa-export", "input": {}, "files": {"fp32": {
-        "file": "model.onnx"}}, "model": {}, "task": {}}))
+    (bad / "export.json").write_text(json.dumps({"format": "mhsa-export", "input": {"kind": "tokens"}, "files": {
+        "fp32": {"file": "model.onnx"}}, "model": {"num_classes": 2}, "task": {}, "labels": ["a", "b"]}))
     with pytest.raises(MhsaError, match="has no int8 model"):
         load_runtime("onnxruntime", bad, "int8")
 
@@ -325,3 +326,69 @@ def test_ort_on_cuda_times_a_bound_run_without_host_copies(monkeypatch):
     assert session.runs == 2 and run.keep_alive is x  # bound once, run per call; x kept alive
     cpu = OrtCall(type("S", (), {"get_providers": lambda self: ["CPUExecutionProvider"]})(), np.dtype("int64"))
     assert not cpu.on_cuda
+
+
+def _edit(meta, path, value):
+    """Set ``meta[path]`` (dotted; ``None`` deletes it)."""
+    *parents, key = path.split(".")
+    for p in parents:
+        meta = meta[p]
+    if value is None:
+        meta.pop(key, None)
+    else:
+        meta[key] = value
+
+
+@pytest.mark.parametrize("edits,fragment", [
+    ({"labels": None}, "export.json has no 'labels'"),  # was a KeyError in predict
+    ({"labels": ["a", "a", "b", "c", "d", "e"]}, "names class 'a' twice"),  # was accepted
+    ({"labels": ["a", "b"]}, "'labels' names 2 classes but the model has 6"),  # was a shape RuntimeError
+    ({"labels": [1, 2, 3, 4, 5, 6]}, "class names must be non-empty strings"),
+    ({"task.labels": ["a", "b", "c", "d", "e", "f"]}, "'labels' and 'task.labels' disagree"),
+    ({"input.name": "input_ids"}, "names the input 'input_ids', but mhsa graphs take 'input'"),  # was accepted
+    ({"input.kind": "pixels"}, "input kind 'pixels' is not one of"),
+    ({"model.num_classes": "6"}, "model.num_classes must be an integer"),
+    ({"files": ["model.onnx"]}, "'files' must be a mapping"),
+    # a consistent export.json of 3 classes beside a graph of 6: the graph's output is checked
+    ({"labels": ["a", "b", "c"], "model.num_classes": 3}, "logits has shape ['batch', 6], but export.json says"),
+])
+def test_export_json_that_disagrees_with_itself_or_the_graph_is_refused(folder, tmp_path, edits, fragment):
+    bad = tampered(folder, tmp_path, fix_sha=False)
+    meta = json.loads((bad / "export.json").read_text())
+    for path, value in edits.items():
+        _edit(meta, path, value)
+    (bad / "export.json").write_text(json.dumps(meta))
+    for precision in ("fp32", "int8"):
+        with pytest.raises(MhsaError, match=r"^export folder .*" + re.escape(fragment)
+                           if "logits" not in fragment else re.escape(fragment)):
+            load_runtime("onnxruntime", bad, precision)
+
+
+def _swap(bad):
+    (bad / "model.onnx").rename(bad / "tmp")
+    (bad / "model.int8.onnx").rename(bad / "model.onnx")
+    (bad / "tmp").rename(bad / "model.int8.onnx")
+
+
+def _set_file(bad, precision, **entry):
+    meta = json.loads((bad / "export.json").read_text())
+    meta["files"][precision].update(entry)
+    if entry.get("sha256", 0) is None:
+        meta["files"][precision].pop("sha256")
+    (bad / "export.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda b: (b / "model.int8.onnx").write_bytes((b / "model.int8.onnx").read_bytes()[:100]),
+     "model.int8.onnx does not match export.json (SHA-256 differs"),  # truncated: loading fp32 was fine
+    (_swap, "model.onnx does not match export.json"),
+    (lambda b: (b / "model.int8.onnx").unlink(), "model.int8.onnx is missing (listed in export.json)"),
+    (lambda b: _set_file(b, "int8", file="../model.int8.onnx"), "export.json lists int8 file '../model.int8.onnx', not a file"),
+    (lambda b: _set_file(b, "int8", sha256=None), "export.json records no SHA-256 for model.int8.onnx"),
+])
+def test_the_whole_folder_is_verified_before_either_file_loads(folder, tmp_path, damage, fragment):
+    bad = tampered(folder, tmp_path, fix_sha=False)
+    damage(bad)
+    for precision in ("fp32", "int8"):
+        with pytest.raises(MhsaError, match=f"^export folder {re.escape(str(bad))}: " + re.escape(fragment)):
+            load_runtime("onnxruntime", bad, precision)

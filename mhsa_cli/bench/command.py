@@ -56,18 +56,30 @@ def _load_all(paths: list[str], baseline: str | None) -> tuple[list[Any], Any]:
     """Load checkpoints (the baseline first if it is not among them), dropping repeats."""
     from pathlib import Path
 
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, resolve_path
 
     ordered = list(paths)
-    base_path = Path(baseline or paths[0]).resolve()
-    if all(Path(p).resolve() != base_path for p in paths):
+    base_path = resolve_path(baseline or paths[0], "checkpoint")
+    if all(resolve_path(p, "checkpoint") != base_path for p in paths):
         ordered.insert(0, str(baseline))
     unique: dict[Path, str] = {}
     for p in ordered:
-        unique.setdefault(Path(p).resolve(), p)
+        unique.setdefault(resolve_path(p, "checkpoint"), p)
     ckpts = [load_checkpoint(p) for p in unique.values()]
     base = next(c for c in ckpts if c.path.resolve() == base_path)
     return ckpts, base
+
+
+def _check_baseline_runs(base: Any, runtimes: list[str]) -> None:
+    """The baseline must get a row: a torch-int8 checkpoint has none in ORT (no ONNX form).
+
+    Raises:
+        MhsaError: ``--runtime onnxruntime`` alone with a non-float baseline.
+    """
+    if TORCH not in runtimes and base.kind != "float":
+        raise MhsaError(f"--runtime {','.join(runtimes)} cannot run the baseline {base.path}: a torch-{base.kind} "
+                        "checkpoint has no ONNX form; add --runtime torch, or bench its float parent "
+                        "(whose ORT int8 row is the counterpart)")
 
 
 def _check_same_task(ckpts: list[Any]) -> dict[str, Any]:
@@ -120,6 +132,15 @@ def timing_input(data: Any, batch_size: int, seq_len: int | None = None, seed: i
     if seq_len is None and data.val.ragged:
         return data.val.rows(rows)[0].contiguous()
     return x[rows][:, : seq_len or x.shape[1]].contiguous()
+
+
+def _calibration(cfg: Any, data: Any) -> list[Any] | None:
+    """Validation batches for static int8 (never test), when it is asked for."""
+    if "static" not in cfg.int8_methods:
+        return None
+    from ..export.int8 import calibration_batches
+
+    return calibration_batches(data.val)
 
 
 def _torch_row(e: Entry, data: Any) -> BenchRow:
@@ -308,6 +329,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
     if cfg.out:
         check_output_dir(cfg.out, cfg.force, inputs=list(cfg.checkpoints) + [cfg.baseline])
     ckpts, base_ckpt = _load_all(list(cfg.checkpoints), cfg.baseline)
+    _check_baseline_runs(base_ckpt, runtimes)
     data = task_from_spec(_check_same_task(ckpts))
     threads_before = torch.get_num_threads()
     entries: list[Entry] = []
@@ -319,7 +341,8 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
                 progress.log(busy)
             with progress.task("loading" + (" and exporting to ONNX" if _exports(runtimes) else ""), total=1) as bar:
                 entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads(),
-                                               list(cfg.ort_threads))
+                                               list(cfg.ort_threads), tuple(cfg.int8_methods),
+                                               _calibration(cfg, data))
                 bar.advance(1)
             env = _bench_environment(devices, runtimes, list(cfg.ort_threads))
             rows = _measure_rows(entries, data, progress)

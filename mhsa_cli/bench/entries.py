@@ -59,9 +59,11 @@ def checkpoint_entry(ckpt: Any, name: str, runtime: str = TORCH) -> Entry:
 
 
 def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list[int] | None = None,
-                   runtime: str = ORT) -> list[Entry]:
+                   runtime: str = ORT, int8_methods: tuple[str, ...] = ("dynamic",),
+                   calibration: list[Any] | None = None) -> list[Entry]:
     """Entries of a runtime that reads export folders: the float checkpoint exported into
-    ``tmp/<n>`` (the files ``mhsa export`` writes), one entry per precision the folder offers and
+    ``tmp/<n>`` (the files ``mhsa export`` writes; one int8 file per ``int8_methods``, static
+    calibrated on ``calibration``), one entry per precision the folder offers and
     intra-op thread count (``ort_threads``, default ``[threads]``)."""
     from ..checkpoint import load_model
     from ..export import write_export
@@ -69,7 +71,8 @@ def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: l
 
     folder = tmp / f"{len(list(tmp.iterdir()))}"
     folder.mkdir()
-    exporter, quant = write_export(load_model(ckpt), folder, int8=True)
+    exporter, quant = write_export(load_model(ckpt), folder, int8=True, int8_methods=int8_methods,
+                                   calibration=calibration)
     _write_meta(folder, ckpt, exporter)
     counts = ort_thread_counts(threads, ort_threads)
     out = []
@@ -80,7 +83,7 @@ def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: l
             label = ", ".join(x for x in (runtime_label(runtime, precision), variant) if x)
             out.append(Entry(ckpt, loaded.call, f"{name} ({label})", name, runtime, precision, folder,
                              {**loaded.details, "exporter": exporter,
-                              "quantization": quant if precision == "int8" else None}, variant))
+                              "quantization": quant.get(precision)}, variant))
     return out
 
 
@@ -100,7 +103,8 @@ def _write_meta(folder: Path, ckpt: Any, exporter: dict[str, Any] | None = None)
     _write_json(folder / META, {
         "format": FORMAT, "version": VERSION, "model": ckpt.meta["model"], "task": ckpt.task_spec,
         "input": {"name": INPUT_NAME, "kind": kind, "dtype": DTYPES[kind]},
-        "files": {p: {"file": f, "sha256": file_sha256(folder / f)} for p, f in FILES.items()},
+        "files": {p: {"file": f, "sha256": file_sha256(folder / f)} for p, f in FILES.items()
+                  if (folder / f).is_file()},  # the int8 files asked for
         "exporter": exporter or {},
         "source": {"path": str(ckpt.path), "id": ckpt.meta.get("id")}, "temporary": "made by mhsa bench"})
 
@@ -129,9 +133,10 @@ def onnx_sizes(entry: Entry) -> tuple[int, int]:
 
 
 def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: Path | None,
-                  threads: int, ort_threads: list[int] | None = None) -> tuple[list[Entry], list[str]]:
+                  threads: int, ort_threads: list[int] | None = None, int8_methods: tuple[str, ...] = ("dynamic",),
+                  calibration: list[Any] | None = None) -> tuple[list[Entry], list[str]]:
     """Entries in table order (each checkpoint's runtimes together, in registry order) and notes on
-    what was left out."""
+    what was left out (``int8_methods``, ``calibration``: see :func:`export_entries`)."""
     from ..runtimes import RUNTIMES
 
     entries, notes = [], []
@@ -145,7 +150,8 @@ def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: 
                              f"{RUNTIME_LABELS.get(runtime, runtime)} (its float parent's int8 row is the "
                              "counterpart).")
             else:
-                entries.extend(export_entries(ckpt, name, tmp, threads, ort_threads, runtime))  # type: ignore[arg-type]
+                entries.extend(export_entries(ckpt, name, tmp, threads, ort_threads, runtime,  # type: ignore[arg-type]
+                                              int8_methods, calibration))
     return entries, notes
 
 

@@ -39,10 +39,7 @@ def check_output_dir(out: str | Path | None, force: bool, inputs: Any = ()) -> P
     if out is None or not str(out).strip():
         raise MhsaError("the output folder is empty: give --out a folder name")
     out = Path(out)
-    try:
-        real = out.resolve()
-    except (RuntimeError, OSError):  # a symlink loop on the way (Python < 3.13: RuntimeError)
-        raise MhsaError(f"output path {out} goes through a symlink loop") from None
+    real = resolve_path(out, "output path")
     if out.is_symlink() and not out.exists():
         raise MhsaError(f"output path {out} is a broken symlink (to {os.readlink(out)})")
     if out.exists() and not out.is_dir():
@@ -54,13 +51,25 @@ def check_output_dir(out: str | Path | None, force: bool, inputs: Any = ()) -> P
     for path in [inputs] if isinstance(inputs, (str, Path)) else list(inputs or ()):
         if path is None or not str(path):
             continue
-        inp = Path(path).resolve()
+        inp = resolve_path(path, "input")
         if real == inp or real in inp.parents:
             what = "is" if real == inp else "contains"
             raise MhsaError(f"output folder {out} {what} the input {path}; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise MhsaError(f"output folder {out} already exists; pass --force to replace it")
     return out
+
+
+def resolve_path(path: str | Path, what: str = "path") -> Path:
+    """``path`` made absolute with symlinks followed.
+
+    Raises:
+        MhsaError: a symlink loop on the way (``what`` names the path's role in the line).
+    """
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (Python < 3.13: RuntimeError)
+        raise MhsaError(f"{what} {path} goes through a symlink loop") from None
 
 
 def _check_parent(out: Path, real: Path) -> None:

@@ -26,9 +26,19 @@ _MODEL_TYPES = {"input_kind": (str, "a string"), "max_len": (_is_int, "an intege
                 "num_classes": (_is_int, "an integer"), "vocab_size": (_is_int, "an integer"),
                 "feature_dim": (_is_int, "an integer"), "d_model": (_is_int, "an integer"),
                 "heads": (lambda v: isinstance(v, list) and all(_is_int(h) for h in v), "a list of integers"),
-                "head_dim": (_is_int, "an integer"), "d_ff": (_is_int, "an integer"),
-                "dropout": (_is_num, "a number"), "pooling": (str, "a string")}
-_MODEL_REQUIRED = ("input_kind", "max_len", "num_classes", "heads")
+                "head_dim": (_is_int, "an integer"),
+                "d_ff": (lambda v: _is_int(v) or isinstance(v, list) and all(_is_int(f) for f in v),
+                         "an integer or a list of integers (per layer)"),
+                "dropout": (_is_num, "a number"), "pooling": (str, "a string"),
+                # the BERT-family switches (absent from older checkpoints: ModelConfig's defaults)
+                "norm": (str, "a string"), "embed_norm": (bool, "true or false"),
+                "final_norm": (bool, "true or false"), "type_vocab_size": (_is_int, "an integer"),
+                "pos_offset": (_is_int, "an integer"), "pad_id": (_is_int, "an integer"),
+                "pooler": (str, "a string"), "activation": (str, "a string"), "ln_eps": (_is_num, "a number")}
+# every field the first checkpoint format wrote (always present since): a missing one is a damaged
+# file, never a default (a default pooling or width would build another model than the one saved)
+_MODEL_REQUIRED = ("input_kind", "max_len", "num_classes", "vocab_size", "feature_dim", "d_model", "heads",
+                   "head_dim", "d_ff", "dropout", "pooling")
 _OPTIONAL_MAPPINGS = ("config", "metrics", "environment", "extra")
 _LINEAGE_TYPES = {"operation": (str, "a string"), "parent": ((str, type(None)), "a string or null"),
                   "parent_id": ((str, type(None)), "a string or null"), "settings": (dict, "a mapping"),
@@ -67,6 +77,10 @@ def validate_meta(meta: Any) -> None:
     _validate_model(meta["model"])
     _check_type("task", meta["task"], (dict, "a mapping"))
     _check_type("task.name", meta["task"].get("name"), (str, "a string"))
+    if "labels" in meta["task"]:
+        from ..labels import check_labels
+
+        check_labels(meta["task"]["labels"], "'task.labels'", meta["model"]["num_classes"])
     for key in _OPTIONAL_MAPPINGS:
         if key in meta:
             _check_type(key, meta[key], (dict, "a mapping"))

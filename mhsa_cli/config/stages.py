@@ -48,6 +48,7 @@ def _force() -> Any:
     return opt(False, "replace the output folder if it exists")
 
 
+INT8_METHODS = ("dynamic", "static")  # ORT int8 variants (mhsa_cli.export.int8.INT8_METHODS has one entry each)
 INIT_FIXED = ("task", "layers", "d_model", "heads", "d_ff", "dropout", "pooling")  # taken from --init's checkpoint
 # ``mhsa train`` settings a task may override (TaskInfo.train_defaults); these are the
 # defaults of tasks that do not (order, digits: the int8 quickstart model, see README).
@@ -180,9 +181,16 @@ def _importance_names() -> list[str]:
     return list(IMPORTANCE)
 
 
+def _layer_importance_names() -> list[str]:
+    from ..registry import LAYER_IMPORTANCE  # filled by prune.layers
+
+    return list(LAYER_IMPORTANCE)
+
+
 @dataclass
 class PruneConfig:
-    """``mhsa prune``: score heads on the validation split and remove the least important."""
+    """``mhsa prune``: score heads, feed-forward neurons and blocks on the validation split and
+    remove the least important."""
 
     checkpoint: str = opt("", "float checkpoint folder to prune", argument=True)
     method: list[str] = opt(["gradient"], "importance: gradient or taylor (scored on validation data), magnitude "
@@ -198,6 +206,16 @@ class PruneConfig:
     scope: str = opt("global", "rank heads across layers (global) or per layer (layer)",
                      choices=("global", "layer"))
     min_heads_per_layer: int = opt(0, "keep at least this many heads in every layer", min=0)
+    ffn_ratio: float = opt(0.0, "fraction of feed-forward neurons to remove (scored with --method; "
+                           "0 = none)", min=0.0, max=1.0, max_open=True)
+    ffn_scope: str = opt("layer", "neurons: the same fraction from every layer (layer) or ranked across "
+                         "layers (global: a layer may lose them all)", choices=("layer", "global"))
+    drop_layers: int = opt(0, "remove this many whole blocks, least important first (--layer-method)",
+                           min=0, max=MAX_LAYERS)
+    drop_layers_at: Optional[list[int]] = opt(None, "remove these blocks instead (0-based, e.g. 2,4)",
+                                              min=0, max=MAX_LAYERS)
+    layer_method: str = opt("loss", "block importance: loss (validation loss increase when the block is "
+                            "skipped; needs data) or random (no data needed)", choices=_layer_importance_names)
     normalize: bool = opt(False, "gradient/taylor: L2-normalise scores per layer (Michel et al. did for "
                           "BERT; off by default: on our models it made global ranking empty vital layers)")
     importance_batches: int = opt(0, "validation batches used for importance (0 = all)", min=0)
@@ -317,6 +335,9 @@ class BenchConfig:
                                  "(default: torch's count). E.g. 1,2 on 2 cores: ORT's second thread can "
                                  "cost more than it gives on a small model; the table says which is faster",
                                  min=1, max=MAX_THREADS)
+    int8_methods: list[str] = opt(["dynamic"], "ORT int8 rows of each float checkpoint: dynamic (ORT int8), "
+                                  "static (ORT int8-static: QDQ, calibrated on 256 validation rows)",
+                                  choices=INT8_METHODS)
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")
@@ -377,6 +398,13 @@ class ExportConfig:
                                  "tolerance + rtol x |torch logit|)", min=0.0, min_open=True)
     rtol: float = opt(1e-5, "relative logit tolerance torch vs ORT fp32 (times each torch logit's size; "
                             "torch.testing.assert_close's rule)", min=0.0)
+    int8_methods: list[str] = opt(["dynamic", "static"], "int8 variants to make and measure on validation: "
+                                  "dynamic (activations quantized per call) and static (QDQ, calibrated on "
+                                  "validation rows; needs data); the fastest within --max-drop is kept as "
+                                  "model.int8.onnx (without data: dynamic only, kept without the gate)",
+                                  choices=INT8_METHODS)
+    max_drop: float = opt(0.5, "int8 quality gate: the most validation accuracy points an int8 variant may "
+                               "lose against ORT fp32 (none within: no int8 file, export.json says why)", min=0.0)
     threads: int = _threads()
     out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()
@@ -404,6 +432,10 @@ class ImportConfig:
     def validate(self) -> None:
         if self.labels is not None and len(self.labels) < 2:
             raise MhsaError("--labels needs at least 2 class names")
+        if self.labels is not None:
+            from ..labels import check_labels
+
+            check_labels(list(self.labels), "--labels")
         if self.labels is not None and self.num_labels is not None and len(self.labels) != self.num_labels:
             raise MhsaError(f"--labels names {len(self.labels)} classes but --num-labels is {self.num_labels}")
 

@@ -45,7 +45,7 @@ def student_config(teacher: ModelConfig, cfg: DistillConfig) -> ModelConfig:
     layers = cfg.layers or max(1, int(teacher.n_layers * lf))
     d_model = cfg.d_model or max(1, int(teacher.d_model * wf))
     heads = cfg.heads or max(1, d_model // teacher.head_dim)  # keep head_dim where possible
-    d_ff = cfg.d_ff or max(1, int(teacher.d_ff * wf))
+    d_ff = cfg.d_ff or max(1, int(max(teacher.ff_sizes) * wf))  # a neuron-pruned teacher: its widest layer
     shape = make_config(teacher.input_kind, teacher.max_len, teacher.num_classes, teacher.vocab_size,
                         teacher.feature_dim, layers, d_model, heads, d_ff, teacher.dropout, teacher.pooling)
     return dataclasses.replace(shape, **teacher.style()).validate()  # post-LN, pooler, ... as the teacher
@@ -71,7 +71,8 @@ def match_teacher_blocks(student: ModelConfig, teacher: ModelConfig, explicit_he
     Raises:
         MhsaError: widths differ, or ``--heads`` disagrees with the teacher's blocks.
     """
-    if (student.d_model, student.d_ff) != (teacher.d_model, teacher.d_ff):
+    widest = max(teacher.ff_sizes)  # a neuron-pruned teacher: the copied blocks keep their own widths
+    if (student.d_model, student.d_ff) != (teacher.d_model, widest):
         raise MhsaError(f"--init-from-teacher needs the teacher's widths (d_model {teacher.d_model}, "
                         f"d_ff {teacher.d_ff}); the student has d_model {student.d_model}, d_ff {student.d_ff}")
     mapping = layer_map(student.n_layers, teacher.n_layers)
@@ -79,7 +80,8 @@ def match_teacher_blocks(student: ModelConfig, teacher: ModelConfig, explicit_he
     if explicit_heads is not None and any(h != explicit_heads for h in heads):
         raise MhsaError(f"--init-from-teacher copies teacher blocks {mapping} with heads {heads}; "
                         f"--heads {explicit_heads} disagrees (drop --heads)")
-    return dataclasses.replace(student, heads=heads, head_dim=teacher.head_dim).validate(), mapping
+    d_ff = [teacher.ff_sizes[j - 1] for j in mapping]
+    return dataclasses.replace(student, heads=heads, head_dim=teacher.head_dim, d_ff=d_ff).validate(), mapping
 
 
 def init_from_teacher(student: MHSAClassifier, teacher: MHSAClassifier, mapping: list[int]) -> None:

@@ -2,26 +2,32 @@
 
 :func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`; q/k/v
 projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
-``--int8`` ``model.int8.onnx`` (:func:`.onnx.quantize_onnx`) and ``export.json``
-(:mod:`mhsa_cli.runtimes.folder`) into a temporary folder, checks it and only
-then renames it into place. The checks load the folder through the runtime
-registry (:func:`mhsa_cli.runtimes.load_runtime`), as ``mhsa bench`` and
-``mhsa predict`` do, so they also check what a user of the folder gets
-(file hashes, graph signature, the onnxruntime version guard):
+``--int8`` one int8 graph per ``--int8-methods`` (:mod:`.int8`: ORT dynamic, and
+static QDQ calibrated on validation rows), of which the quality gate keeps the
+fastest within ``--max-drop`` points of fp32 on validation as ``model.int8.onnx``
+(:func:`.int8.gate`), and ``export.json`` (:mod:`mhsa_cli.runtimes.folder`) into a
+temporary folder, checks it and only then renames it into place. The gate and
+the checks load the folder through the runtime registry
+(:func:`mhsa_cli.runtimes.load_runtime`), as ``mhsa bench`` and ``mhsa predict``
+do, so they also check what a user of the folder gets (file hashes, graph
+signature, the onnxruntime version guard):
 
 * parity: ORT fp32 logits vs torch on validation rows, at full length, at
   half length (the dynamic sequence axis) and for one row (the dynamic batch
   axis); shapes must match, every logit be finite and within ``--tolerance``
   (atol, 1e-4) + ``--rtol`` (1e-5) x its torch value (:mod:`mhsa_cli.runtimes.parity`);
 * accuracy: test accuracy of the checkpoint in torch, of ORT fp32 and ORT int8;
-* the int8 graph holds ``DynamicQuantizeLinear`` and ``MatMulInteger`` nodes.
+* the int8 graph holds integer nodes (dynamic: ``DynamicQuantizeLinear`` and
+  ``MatMulInteger``; static: ``QuantizeLinear`` / ``DequantizeLinear``).
 
-Only accuracy needs the checkpoint's data. Without it (an import without
-``--data``, or a data file gone: :func:`mhsa_cli.tasks.task_or_reason`) the
-input spec, tokenizer and labels still come from the checkpoint, parity runs
-on seeded rows built from its config (:func:`mhsa_cli.model.probe_input`), and
-export.json records ``checks.test_acc: null`` with the reason in
-``checks.test_acc_not_measured`` ("no data ...").
+Only accuracy, the int8 gate and static int8 need the checkpoint's data. Without
+it (an import without ``--data``, or a data file gone:
+:func:`mhsa_cli.tasks.task_or_reason`) the input spec, tokenizer and labels
+still come from the checkpoint, parity runs on seeded rows built from its config
+(:func:`mhsa_cli.model.probe_input`), ``--int8`` writes dynamic int8 only, kept
+without the gate (``int8_gate.skipped`` says why), and export.json records
+``checks.test_acc: null`` with the reason in ``checks.test_acc_not_measured``
+("no data ...").
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
+from .int8 import calibration_batches
 from .onnx import check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
@@ -58,15 +65,13 @@ def _load_source(cfg: Any) -> Any:
     """The float checkpoint; an int8 one is refused naming its float parent."""
     from ..checkpoint import check_output_dir, load_checkpoint
 
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])  # before any work: --out may hold the input
     ckpt = load_checkpoint(cfg.checkpoint)
     if ckpt.kind != "float":
         parent = next((s.get("parent") for s in reversed(ckpt.meta.get("lineage") or [])
                        if s.get("operation") == "quantize"), None)
         raise MhsaError(f"cannot export {ckpt.path}: it is a torch-{ckpt.kind} checkpoint; export its float "
                         f"parent{f' ({parent})' if parent else ''} instead (--int8 makes ORT's own int8)")
-    if Path(cfg.out).resolve() == ckpt.path.resolve():
-        raise MhsaError(f"--out {cfg.out} is the input checkpoint; choose another folder")
-    check_output_dir(cfg.out, cfg.force)
     return ckpt
 
 
@@ -125,6 +130,52 @@ def _checks(model: Any, folder: Path, files: list[str], data: Any, why: str | No
     return {"parity": parity, "test_acc": acc}
 
 
+def _int8_gate(folder: Path, quant: dict[str, dict[str, Any]], data: Any, cfg: Any, threads: int,
+               progress: Progress) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Measure each int8 file on validation (:func:`.int8.gate`); keep the chosen one as
+    ``model.int8.onnx`` and delete the rest. Returns (the gate's record, the kept file's
+    quantization settings or None).
+
+    The files are loaded through the runtime registry, so ``folder`` must hold an
+    ``export.json`` listing them all (:func:`_listed`)."""
+    from ..runtimes import load_runtime
+    from .int8 import gate
+
+    def call(precision: str) -> Any:
+        return load_runtime("onnxruntime", folder, precision, threads).call
+
+    with progress.task(f"int8 quality gate ({len(quant)} variant(s), validation)", total=1) as bar:
+        calls = {q["method"]: call(p) for p, q in quant.items()}
+        record = gate(calls, call("fp32"), data.val, cfg.max_drop, threads)
+        bar.advance(1)
+    chosen = record["chosen"]
+    keep = next((p for p, q in quant.items() if q["method"] == chosen), None)
+    for p in quant:
+        if p != keep:
+            (folder / FILES[p]).unlink()
+    if keep is not None and keep != "int8":
+        (folder / FILES[keep]).rename(folder / FILES["int8"])
+    return record, quant.get(keep) if keep else None
+
+
+def _ungated(asked: tuple[str, ...], quant: dict[str, dict[str, Any]], why: str | None,
+             max_drop: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Without data: no gate (it measures on validation); dynamic int8 is kept unmeasured and
+    static int8 is not made (its calibration reads validation rows). Returns what :func:`_int8_gate` does."""
+    not_made = {m: "its calibration needs validation rows" for m in asked if m != "dynamic"}
+    text = f"int8 gate skipped ({why}): dynamic int8 kept as {FILES['int8']} without a validation check"
+    if not_made:
+        text += f"; {', '.join(not_made)} int8 not made ({next(iter(not_made.values()))})"
+    record = {"max_drop_pts": max_drop, "fp32_val_acc": None, "variants": {}, "chosen": "dynamic",
+              "skipped": why, "not_made": not_made, "why": text}
+    return record, quant.get("int8")
+
+
+def _listed(folder: Path, precisions: list[str]) -> dict[str, dict[str, Any]]:
+    """``export.json`` files entries (name, SHA-256) of a provisional folder, so the runtime loads them."""
+    return {p: {"file": FILES[p], "sha256": file_sha256(folder / FILES[p])} for p in precisions}
+
+
 def _file_facts(folder: Path, precisions: list[str], threads: int) -> dict[str, dict[str, Any]]:
     out = {}
     for p in precisions:
@@ -174,22 +225,36 @@ def _meta(ckpt: Any, labels: list[str], exporter: dict[str, Any], quant: dict[st
     }
 
 
+INT8_PRECISION = {"dynamic": "int8", "static": "int8-static"}  # int8 method -> precision (its file: FILES)
+
+
 def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = False,
-                 per_channel: bool = False, opset: int = 17,
-                 qkv: bool = True, attention: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Write ``model.onnx`` (and ``model.int8.onnx``) of a float model into ``folder`` (no checks, no JSON).
+                 per_channel: bool = False, opset: int = 17, qkv: bool = True, attention: bool = True,
+                 int8_methods: tuple[str, ...] = ("dynamic",), calibration: list[Any] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Write ``model.onnx`` (and an int8 file per method) of a float model into ``folder``
+    (no checks, no JSON).
 
     Used by :func:`export` and by ``mhsa bench`` (temporary exports).
 
+    Args:
+        int8_methods: :data:`.int8.INT8_METHODS` keys; ``dynamic`` writes ``model.int8.onnx``,
+            ``static`` ``model.int8-static.onnx`` (calibrated on ``calibration``: validation batches).
+
     Returns:
-        (exporter settings, quantization settings or None).
+        (exporter settings, {int8 precision: quantization settings}).
     """
+    from .int8 import INT8_METHODS
+
     example = tracing_input(model)
     exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention)
     exporter["fused_qkv_layers"] = fuse_qkv(folder / FILES["fp32"]) if qkv else 0
-    quant = quantize_onnx(folder / FILES["fp32"], folder / FILES["int8"], reduce_range, per_channel) if int8 else None
-    if int8:
-        check_int8_graph(op_counts(folder / FILES["int8"]), folder / FILES["int8"])
+    quant = {}
+    for method in int8_methods if int8 else ():
+        dst = folder / FILES[INT8_PRECISION[method]]
+        quant[INT8_PRECISION[method]] = INT8_METHODS[method](folder / FILES["fp32"], dst, calibration,
+                                                             per_channel, reduce_range)
+        check_int8_graph(op_counts(dst), dst, method)
     return exporter, quant
 
 
@@ -202,7 +267,7 @@ def tracing_input(model: Any) -> torch.Tensor:
 
 
 def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
-    """``mhsa export``: ONNX (fp32, and ORT dynamic int8) of a float checkpoint, checked.
+    """``mhsa export``: ONNX (fp32, and the ORT int8 the quality gate keeps) of a float checkpoint, checked.
 
     Args:
         cfg: an :class:`~mhsa_cli.config.ExportConfig`.
@@ -225,25 +290,37 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
     threads = set_threads(cfg.threads)
     model = load_model(ckpt)
     data, why = task_or_reason(ckpt.task_spec)
-    precisions = ["fp32", "int8"] if cfg.int8 else ["fp32"]
+    asked = tuple(dict.fromkeys(cfg.int8_methods))
+    methods = asked if data is not None else ("dynamic",)  # static calibrates on validation rows
+    calibration = calibration_batches(data.val) if cfg.int8 and "static" in methods else None
     box: dict[str, Any] = {}
 
     def write(tmp: Path) -> None:
-        with progress.task("exporting to ONNX" + (" + int8" if cfg.int8 else ""), total=1) as bar:
+        with progress.task("exporting to ONNX" + (f" + int8 ({', '.join(methods)})" if cfg.int8 else ""),
+                           total=1) as bar:
             exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
-                                           cfg.fuse_qkv, cfg.fuse_attention)
+                                           cfg.fuse_qkv, cfg.fuse_attention, methods, calibration)
             bar.advance(1)
-        meta = box["meta"] = _meta(ckpt, _labels(ckpt, data), exporter, quant,
-                                   _file_facts(tmp, precisions, threads), cfg)
+        labels = _labels(ckpt, data)
+        gate_record, kept = None, None
+        if quant and data is None:
+            gate_record, kept = _ungated(asked, quant, why, cfg.max_drop)
+        elif quant:  # a provisional export.json: the gate loads every file through the runtime registry
+            _write_json(tmp / META, _meta(ckpt, labels, exporter, None, _listed(tmp, ["fp32", *quant]), cfg))
+            gate_record, kept = _int8_gate(tmp, quant, data, cfg, threads, progress)
+        precisions = ["fp32"] + (["int8"] if kept else [])
+        meta = box["meta"] = _meta(ckpt, labels, exporter, kept, _file_facts(tmp, precisions, threads), cfg)
+        meta["int8_gate"] = gate_record
         _write_json(tmp / META, meta)  # a loadable folder: the checks load it through the runtime registry
         meta["checks"] = _checks(model, tmp, precisions, data, why, cfg, threads, progress)
         _write_json(tmp / META, meta)
 
-    atomic_dir(Path(cfg.out), cfg.force, write)
+    atomic_dir(Path(cfg.out), cfg.force, write, inputs=[cfg.checkpoint])
     meta = box["meta"]
     acc = meta["checks"]["test_acc"] or {}
+    notes = [meta["int8_gate"]["why"]] if meta.get("int8_gate") else []
     return ExportResult(str(cfg.out), str(ckpt.path), meta["files"], meta["checks"]["parity"], acc, threads,
-                        _notes(acc, why), meta)
+                        notes + _notes(acc, why), meta)
 
 
 def _labels(ckpt: Any, data: Any) -> list[str]:

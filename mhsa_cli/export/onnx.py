@@ -10,10 +10,11 @@ within 6e-7 of torch; it needs no onnxscript. The model's one forward
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -136,6 +137,25 @@ def fuse_qkv(path: Path) -> int:
     return len(groups)
 
 
+@contextlib.contextmanager
+def pre_processed(src: Path, dst: Path) -> Iterator[Path]:
+    """ORT's ``quant_pre_process`` of ``src`` (symbolic shape inference + basic graph optimisation)
+    into a scratch file beside ``dst``, deleted afterwards; ORT's notices silenced inside."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # auto_merge: the CLS token makes the sequence axis "sequence + 1" inside the graph;
+            # without it symbolic inference stops ("Incomplete symbolic shape inference")
+            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_onnx_shape=False,
+                              skip_symbolic_shape=False, auto_merge=True)
+            yield pre
+    finally:
+        pre.unlink(missing_ok=True)
+
+
 def quantize_onnx(src: Path, dst: Path, reduce_range: bool, per_channel: bool) -> dict[str, Any]:
     """Dynamic int8 of an fp32 ONNX file, ORT's recommended way.
 
@@ -148,20 +168,10 @@ def quantize_onnx(src: Path, dst: Path, reduce_range: bool, per_channel: bool) -
         The settings used (recorded in export.json).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = dst.with_name(dst.stem + ".pre.onnx")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # auto_merge: the CLS token makes the sequence axis "sequence + 1" inside the graph;
-            # without it symbolic inference stops ("Incomplete symbolic shape inference")
-            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_onnx_shape=False,
-                              skip_symbolic_shape=False, auto_merge=True)
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range)
-    finally:
-        pre.unlink(missing_ok=True)
+    with pre_processed(src, dst) as pre:
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         reduce_range=reduce_range)
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "pre_process": "quant_pre_process (auto_merge)",
             "format": "QOperator", "weight_type": "QInt8", "activations": "uint8, dynamic per call",
             "per_channel": per_channel, "reduce_range": reduce_range}
@@ -189,8 +199,11 @@ def optimized_op_counts(path: Path, threads: int) -> dict[str, int]:
         return op_counts(Path(so.optimized_model_filepath))
 
 
-def check_int8_graph(counts: dict[str, int], where: Path) -> None:
+INT8_STATIC_OPS = ("QuantizeLinear", "DequantizeLinear")  # what static (QDQ) quantization must leave
+
+
+def check_int8_graph(counts: dict[str, int], where: Path, method: str = "dynamic") -> None:
     """Raise if a quantized graph lacks the integer ops (nothing was quantized)."""
-    missing = [op for op in INT8_OPS if not counts.get(op)]
+    missing = [op for op in (INT8_OPS if method == "dynamic" else INT8_STATIC_OPS) if not counts.get(op)]
     if missing:
-        raise MhsaError(f"{where}: ORT dynamic quantization left no {', '.join(missing)} nodes")
+        raise MhsaError(f"{where}: ORT {method} quantization left no {', '.join(missing)} nodes")

@@ -22,10 +22,10 @@ import torch
 from ..checkpoint import check_output_dir, make_meta, save_model
 from ..config import ImportConfig, to_dict
 from ..errors import MhsaError
-from ..model import MHSAClassifier, ModelConfig, build_model, count_parameters
+from ..model import ModelConfig, build_model, count_parameters
 from ..progress import NULL, Progress
 from . import hf_check
-from .families import FAMILIES, Family, family_of, supported
+from .families import FAMILIES, Family, family_of, labels_of, supported
 
 __all__ = ["import_hf", "ImportResult", "FAMILIES", "supported", "read_folder"]
 
@@ -156,50 +156,53 @@ def _sources(fam: Family, n_layers: int, tensors: dict[str, torch.Tensor]) -> di
     return table
 
 
-def _labels(hf: dict[str, Any]) -> list[str]:
-    """The model's own class names (config.json id2label, by id)."""
-    id2label = hf.get("id2label") or {}
-    if id2label:
-        return [str(id2label[k]) for k in sorted(id2label, key=int)]
-    return [f"LABEL_{i}" for i in range(int(hf.get("num_labels", 2)))]
-
-
-def map_weights(model: MHSAClassifier, fam: Family, tensors: dict[str, torch.Tensor],
-                keep_head: bool) -> tuple[list[str], list[str]]:
-    """Copy HF ``tensors`` into ``model`` through ``fam``'s table, checking every shape.
+def plan_weights(mcfg: ModelConfig, fam: Family, tensors: dict[str, torch.Tensor],
+                 keep_head: bool) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Which HF tensor fills each mhsa parameter, every one checked against ``mcfg`` before a model is
+    built (shapes from a meta-device state dict: no memory): shape, floating point, finite.
 
     Args:
         keep_head: copy the classifier ``head`` too (else it stays as initialised).
 
     Returns:
-        (fresh modules left as initialised, HF tensor names not used).
+        (mhsa key -> tensor, fresh modules left as initialised, HF tensor names not used).
 
     Raises:
-        MhsaError: a required tensor is missing or has the wrong shape.
+        MhsaError: a required tensor is missing, of the wrong shape or dtype, or holds NaN/Inf.
     """
-    state = model.state_dict()
-    used, fresh = set(), []
-    for ours, theirs in _sources(fam, model.config.n_layers, tensors).items():
+    from ..checkpoint import expected_state
+
+    expected = expected_state(mcfg)
+    mapped, used, fresh = {}, set(), []
+    for ours, theirs in _sources(fam, mcfg.n_layers, tensors).items():
         if ours == "head" and not keep_head:
             fresh.append(ours)
             continue
         for suffix in (".weight", ".bias") if ours != "pos" else ("",):
             key, src = ours + suffix, theirs + (suffix or ".weight")
-            if key not in state:
+            if key not in expected:
                 continue  # e.g. no token types in this config
             if src not in tensors:
                 if ours in ("pooler", "head"):
                     fresh.append(ours)
                     break
                 raise MhsaError(f"weights lack tensor '{src}' (needed for {key})")
-            t = tensors[src].unsqueeze(0) if ours == "pos" else tensors[src]  # pos: (1, P, D)
-            if tuple(t.shape) != tuple(state[key].shape):
-                raise MhsaError(f"tensor '{src}' has shape {tuple(tensors[src].shape)}, but config.json "
-                                f"implies {tuple(state[key].shape)[1:] if ours == 'pos' else tuple(state[key].shape)}")
-            state[key] = t
+            mapped[key] = _checked(src, tensors[src], ours == "pos", tuple(expected[key].shape))
             used.add(src)
-    model.load_state_dict(state, strict=True)
-    return sorted(set(fresh)), sorted(set(tensors) - used)
+    return mapped, sorted(set(fresh)), sorted(set(tensors) - used)
+
+
+def _checked(src: str, t: torch.Tensor, pos: bool, want: tuple[int, ...]) -> torch.Tensor:
+    """HF tensor ``src`` as the mhsa parameter of shape ``want`` (pos: (1, P, D)), or a one-line refusal."""
+    from ..checkpoint import check_finite
+
+    got = tuple(t.shape)
+    if ((1, *got) if pos else got) != want:
+        raise MhsaError(f"tensor '{src}' has shape {got}, but config.json implies {want[1:] if pos else want}")
+    if not t.is_floating_point():
+        raise MhsaError(f"tensor '{src}' is {t.dtype}, expected floating point")
+    check_finite({f"'{src}'": t})
+    return t.unsqueeze(0) if pos else t
 
 
 def _check_tokenizer(tok: dict[str, Any] | None, mcfg: ModelConfig) -> None:
@@ -210,12 +213,17 @@ def _check_tokenizer(tok: dict[str, Any] | None, mcfg: ModelConfig) -> None:
     from ..tasks.hf_text import make_tokenizer
 
     t = make_tokenizer(tok, 8)
-    n = t.get_vocab_size(with_added_tokens=True)
+    vocab = t.get_vocab(with_added_tokens=True)  # token -> id; ids need not be dense
+    n = len(vocab)
     if n > mcfg.vocab_size:
         raise MhsaError(f"tokenizer.json has {n} tokens but the embedding has {mcfg.vocab_size} rows "
                         "(tokenizer and model do not belong together)")
+    token, top = max(vocab.items(), key=lambda kv: kv[1], default=("", 0))
+    if top >= mcfg.vocab_size:
+        raise MhsaError(f"tokenizer.json gives token {token!r} id {top}, but the embedding has {mcfg.vocab_size} "
+                        "rows (tokenizer and model do not belong together)")
     pad = (tok.get("padding") or {}).get("pad_id")
-    if pad is not None and int(pad) != mcfg.pad_id:
+    if pad is not None and pad != mcfg.pad_id:
         raise MhsaError(f"tokenizer.json pads with id {pad} but config.json's pad_token_id is {mcfg.pad_id}")
 
 
@@ -243,7 +251,7 @@ def _task(cfg: ImportConfig, folder: HFFolder, own_labels: list[str], max_len: i
 
 def _own_labels(cfg: ImportConfig, hf: dict[str, Any], is_classifier: bool) -> list[str]:
     """The classifier's class names: config.json's id2label, renamed by --labels of the same length."""
-    own = _labels(hf)
+    own = labels_of(hf)
     if is_classifier and cfg.labels and len(cfg.labels) == len(own):
         return list(cfg.labels)  # e.g. LABEL_0, LABEL_1 -> neg, pos (to match a data file)
     return own
@@ -264,7 +272,7 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
             pickle weights, an unsupported architecture, a tokenizer that does not
             fit the embedding, or a tensor of the wrong shape. Nothing is written then.
     """
-    check_output_dir(cfg.out, cfg.force)
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.path, cfg.data])  # --out must not hold what is read
     folder = read_folder(cfg.path)
     fam, is_classifier = family_of(folder.config)
     arch = fam.classifier if is_classifier else fam.base
@@ -277,8 +285,9 @@ def import_hf(cfg: ImportConfig, progress: Progress = NULL) -> ImportResult:
     with progress.task("import: reading weights", total=len(folder.weight_files)) as bar:
         tensors = load_weights(folder.weight_files)
         bar.advance(len(folder.weight_files))
+    mapped, fresh, ignored = plan_weights(mcfg, fam, tensors, keep_head)  # every tensor checked first
     model = build_model(mcfg, seed=cfg.seed)
-    fresh, ignored = map_weights(model, fam, tensors, keep_head)
+    model.load_state_dict({**model.state_dict(), **mapped}, strict=True)
     model.eval()
     metrics: dict[str, Any] = {"params": count_parameters(model)}
     with progress.task("import: checking against transformers", total=1) as bar:

@@ -7,6 +7,10 @@ Design points that the compression stages rely on:
 * **Each layer has its own head count** (``ModelConfig.heads``); the head size
   ``head_dim`` is shared and stays fixed when heads are removed. A layer with
   zero heads is valid: its attention sub-layer adds only the output bias.
+* **Each layer has its own feed-forward width** (``ModelConfig.d_ff``: an int
+  for every layer, or a per-layer list after neuron pruning; ``ff_sizes`` always
+  gives the list). A layer with 0 neurons is valid too: its feed-forward adds
+  only the old ``ff2`` bias (``Block.ff_bias``).
 * The default forward uses ``F.scaled_dot_product_attention``. Per-head gates
   (for importance scores) and attention probabilities (for distillation) are
   opt-in through :meth:`MHSAClassifier.forward_features`.

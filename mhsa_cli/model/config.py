@@ -41,7 +41,10 @@ class ModelConfig:
     d_model: int = 64
     heads: list[int] = field(default_factory=lambda: [4, 4])  # per layer
     head_dim: int = 16
-    d_ff: int = 128
+    # feed-forward width: an int (every layer; what unpruned models and older checkpoints hold) or
+    # one int per layer after neuron pruning (0 = that layer's feed-forward adds only a bias); kept
+    # canonical: a list whose entries are all equal becomes that int (see :meth:`ff_sizes`)
+    d_ff: int | list[int] = 128
     dropout: float = 0.0
     pooling: str = "cls"
     # BERT-family switches; the defaults are the original mhsa model
@@ -62,9 +65,19 @@ class ModelConfig:
         """The architecture switches a student copies from its teacher."""
         return {k: getattr(self, k) for k in self.STYLE}
 
+    def __post_init__(self) -> None:
+        if isinstance(self.d_ff, (list, tuple)):
+            sizes = [int(f) for f in self.d_ff]
+            self.d_ff = sizes[0] if sizes and len(set(sizes)) == 1 and len(sizes) == len(self.heads) else sizes
+
     @property
     def n_layers(self) -> int:
         return len(self.heads)
+
+    @property
+    def ff_sizes(self) -> list[int]:
+        """Feed-forward width of each layer (``d_ff`` as a per-layer list)."""
+        return list(self.d_ff) if isinstance(self.d_ff, list) else [self.d_ff] * self.n_layers
 
     def validate(self) -> "ModelConfig":
         """Check the shape; raise :class:`MhsaError` with one line if it is unusable."""
@@ -72,8 +85,12 @@ class ModelConfig:
             raise MhsaError("model needs at least 1 layer")
         if any(h < 0 for h in self.heads):
             raise MhsaError(f"head counts must be >= 0, got {self.heads}")
-        if min(self.d_model, self.head_dim, self.d_ff, self.max_len, self.num_classes) < 1:
-            raise MhsaError("d_model, head_dim, d_ff, max_len and num_classes must be >= 1")
+        if min(self.d_model, self.head_dim, self.max_len, self.num_classes) < 1:
+            raise MhsaError("d_model, head_dim, max_len and num_classes must be >= 1")
+        if isinstance(self.d_ff, list) and len(self.d_ff) != self.n_layers:
+            raise MhsaError(f"d_ff has {len(self.d_ff)} entries for {self.n_layers} layers")
+        if any(f < 0 for f in self.ff_sizes):
+            raise MhsaError(f"d_ff must be >= 0, got {self.d_ff}")
         if not 0.0 <= self.dropout < 1.0:
             raise MhsaError(f"dropout must be in [0, 1), got {self.dropout}")
         for name, allowed in (("pooling", POOLINGS), ("norm", NORMS), ("activation", ACTIVATIONS),

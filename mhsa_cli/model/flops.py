@@ -23,11 +23,11 @@ def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
     T = (seq_len or c.max_len) + (1 if c.pooling == "cls" else 0)
     embed = T * c.feature_dim * c.d_model if c.input_kind == "features" else 0
     total = embed
-    for i, h in enumerate(c.heads):
+    for i, (h, d_ff) in enumerate(zip(c.heads, c.ff_sizes)):
         rows = 1 if c.pooling in FIRST_POSITION and i == len(c.heads) - 1 else T  # query rows
         inner = h * c.head_dim
         total += 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
         total += 2 * rows * T * inner  # scores + probs @ v
-        total += 2 * rows * c.d_model * c.d_ff  # ff1 + ff2
+        total += 2 * rows * c.d_model * d_ff  # ff1 + ff2
     total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
     return 2 * total

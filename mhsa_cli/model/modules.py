@@ -93,28 +93,40 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(d_model, eps=ln_eps)
         self.attn = Attention(d_model, n_heads, head_dim, dropout)
         self.ln2 = nn.LayerNorm(d_model, eps=ln_eps)
-        self.ff1 = nn.Linear(d_model, d_ff)
-        self.ff2 = nn.Linear(d_ff, d_model)
+        self.d_ff = d_ff
+        if d_ff > 0:
+            self.ff1 = nn.Linear(d_model, d_ff)
+            self.ff2 = nn.Linear(d_ff, d_model)
+        else:  # all neurons removed: only ff2's bias survives (as a 0-head attention keeps o's)
+            self.ff_bias = nn.Parameter(torch.zeros(d_model))
         self.drop = nn.Dropout(dropout)
 
-    def _ff(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.ff2(self.act(self.ff1(x))))  # (B, T, D)
+    def _ff(self, x: torch.Tensor, ff_gate: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D); ff_gate: (F,) or (B, F) scales each neuron's activation
+        (0 == neuron removed)."""
+        if self.d_ff == 0:
+            return self.drop(self.ff_bias.expand_as(x))
+        a = self.act(self.ff1(x))  # (B, T, F)
+        if ff_gate is not None:
+            a = a * (ff_gate.view(1, 1, -1) if ff_gate.dim() == 1 else ff_gate[:, None, :])
+        return self.drop(self.ff2(a))
 
-    def forward(self, x, attn_mask=None, gate=None, need_weights=False, first_only=False):
+    def forward(self, x, attn_mask=None, gate=None, need_weights=False, first_only=False, ff_gate=None):
         """x: (B, T, D) -> (B, T, D), or (B, 1, D) with ``first_only``: the first position's
         output alone (every row still serves as key and value), the same numbers as row 0
-        of the full output for a fraction of the work (see :meth:`MHSAClassifier.forward`)."""
+        of the full output for a fraction of the work (see :meth:`MHSAClassifier.forward`).
+        gate: head gates (H,) or (B, H); ff_gate: neuron gates (F,) or (B, F)."""
         # contiguous: F.linear on a strided (B, 1, D) view rounds differently with the weights'
         # memory alignment (measured: 4 results over 16 offsets), i.e. from one load to the next
         if self.post:
             q = x[:, :1].contiguous() if first_only else None
             a, probs = self.attn(x, attn_mask, gate, need_weights, q)
             x = self.ln1((x if q is None else q) + self.drop(a))
-            return self.ln2(x + self._ff(x)), probs
+            return self.ln2(x + self._ff(x, ff_gate)), probs
         hx = self.ln1(x)
         a, probs = self.attn(hx, attn_mask, gate, need_weights, hx[:, :1].contiguous() if first_only else None)
         x = (x[:, :1] if first_only else x) + self.drop(a)
-        return x + self._ff(self.ln2(x)), probs
+        return x + self._ff(self.ln2(x), ff_gate), probs
 
 
 class MHSAClassifier(nn.Module):
@@ -139,8 +151,8 @@ class MHSAClassifier(nn.Module):
             self.embed_ln = nn.LayerNorm(c.d_model, eps=c.ln_eps)
             self.embed_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, h, c.head_dim, c.d_ff, c.dropout, c.norm, c.activation, c.ln_eps)
-            for h in c.heads
+            Block(c.d_model, h, c.head_dim, f, c.dropout, c.norm, c.activation, c.ln_eps)
+            for h, f in zip(c.heads, c.ff_sizes)
         )
         self.ln_f = nn.LayerNorm(c.d_model, eps=c.ln_eps) if c.final_norm else nn.Identity()
         if POOLERS[c.pooler] is not None:
@@ -153,6 +165,11 @@ class MHSAClassifier(nn.Module):
     def heads(self) -> list[int]:
         """Current per-layer head counts (kept in sync with ``config.heads``)."""
         return [b.attn.n_heads for b in self.blocks]
+
+    @property
+    def ff_sizes(self) -> list[int]:
+        """Current per-layer feed-forward widths (kept in sync with ``config.ff_sizes``)."""
+        return [b.d_ff for b in self.blocks]
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T) ids or (B, T, F) -> (B, T', D) and pad mask (B, T') or None."""
@@ -212,15 +229,21 @@ class MHSAClassifier(nn.Module):
         return self.head(z)
 
     def forward_features(self, x: torch.Tensor, head_gates: list[torch.Tensor] | None = None,
-                         output_attentions: bool = False) -> EncoderOutput:
-        """Full forward with hidden states, optional gates (one (H_l,) tensor per layer)
-        and optional attention probabilities."""
+                         output_attentions: bool = False, ff_gates: list[torch.Tensor] | None = None,
+                         skip_layers: frozenset[int] | set[int] = frozenset()) -> EncoderOutput:
+        """Full forward with hidden states, optional head gates (one (H_l,) or (B, H_l) tensor
+        per layer), neuron gates (one (F_l,) or (B, F_l) per layer), optional attention
+        probabilities, and blocks skipped (``skip_layers``: the residual stream passes them
+        unchanged; their hidden state repeats the previous one, their attention is None)."""
         h, pad = self._embed(x)
         attn_mask = pad[:, None, None, :] if pad is not None else None  # (B, 1, 1, T)
         hidden, attns = [h], []
         for i, block in enumerate(self.blocks):
-            gate = head_gates[i] if head_gates is not None else None
-            h, probs = block(h, attn_mask, gate, output_attentions)
+            probs = None
+            if i not in skip_layers:
+                gate = head_gates[i] if head_gates is not None else None
+                ff_gate = ff_gates[i] if ff_gates is not None else None
+                h, probs = block(h, attn_mask, gate, output_attentions, ff_gate=ff_gate)
             hidden.append(h)
             attns.append(probs)
         return EncoderOutput(self._classify(h, pad), hidden, attns, pad)

@@ -86,9 +86,23 @@ def _check_out(cfg: PredictConfig) -> str | None:
         raise MhsaError(f"--out {out} is a folder; give a file name")
     if not out.parent.is_dir():
         raise MhsaError(f"--out {out}: folder {out.parent} does not exist")
+    if cfg.data and _same_file(out, cfg.data):
+        raise MhsaError(f"--out {out} is the --data file; choose another file name")
     if out.exists() and not cfg.force:
         raise MhsaError(f"--out {out} exists; pass --force to replace it")
     return fmt
+
+
+def _same_file(out: Path, data: str) -> bool:
+    """``out`` would overwrite ``data`` (same path after symlinks, or a hard link to it)."""
+    from ..checkpoint import resolve_path
+
+    if resolve_path(out, "--out") == resolve_path(data, "--data"):
+        return True
+    try:
+        return out.exists() and os.path.samefile(out, data)
+    except OSError:
+        return False
 
 
 def spec_encoder(spec: dict[str, Any]) -> tuple[Any, bool, int]:
@@ -129,7 +143,10 @@ def predict_texts(loaded: Loaded, texts: list[str], batch_size: int = 256, token
     with torch.inference_mode():
         for pos, x in _encode_sorted(tokenizer or own, texts, int(loaded.spec["max_len"]), batch_size, special,
                                      pad_id):
-            probs[pos] = loaded.call(x).float().softmax(-1)
+            logits = loaded.call(x)  # (B, C)
+            if logits.shape[-1] != probs.shape[1]:  # a model that is not the one its labels describe
+                raise MhsaError(f"the model gives {logits.shape[-1]} scores per row but has {probs.shape[1]} labels")
+            probs[pos] = logits.float().softmax(-1)
     return probs
 
 

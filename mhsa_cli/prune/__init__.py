@@ -1,4 +1,5 @@
-"""Head importance criteria + physical head removal (``mhsa prune``).
+"""Structured pruning (``mhsa prune``): heads, feed-forward neurons and whole blocks, each
+scored on the validation split and physically removed.
 
 Three steps, each a public function in its own module:
 
@@ -10,6 +11,12 @@ Three steps, each a public function in its own module:
    weights, updates ``model.config.heads`` and proves with a forward pass that
    the pruned model equals the original with those heads gated to zero.
 
+Beyond heads: :mod:`.neurons` (:func:`neuron_importance`, :func:`remove_neurons`:
+``ff1`` rows / ``ff2`` columns, per-layer ``d_ff``) and :mod:`.layers`
+(:func:`layer_importance`, :func:`drop_layers`: whole blocks); :mod:`.plan` runs one
+step over all three (blocks, then heads, then neurons) and :mod:`.record` writes
+``pruning.json``. Every removal is proven equal to the masked original.
+
 :mod:`.command` holds :func:`prune` (``mhsa prune``): load, score, remove
 (optionally in several steps with fine-tuning), save a checkpoint; or, with
 ``sweep``, the sensitivity curve of Michel et al. (2019).
@@ -20,6 +27,8 @@ Everything public is importable from here (``from mhsa_cli.prune import X``).
 from __future__ import annotations
 
 from .command import Accuracy, PruneResult, SweepResult, prune
+from .layers import LAYER_IMPORTANCE, drop_layers, layer_importance, select_layers
+from .neurons import NEURON_IMPORTANCE, neuron_importance, remove_neurons
 from .importance import (IMPORTANCE, NEEDS_DATA, NORMALIZED, SEEDED, Batches, ImportanceFn, head_importance,
                          normalize_per_layer, validation_batches)
 from .select import SCOPES, heads_to_remove_count, select_heads
@@ -27,7 +36,8 @@ from .surgery import (TOLERANCE, check_structure, gap_tolerance, gates_for, max_
                       remove_heads)
 
 __all__ = [
-    "Accuracy", "Batches", "IMPORTANCE", "ImportanceFn", "NEEDS_DATA", "NORMALIZED", "PruneResult", "SCOPES",
+    "Accuracy", "Batches", "IMPORTANCE", "LAYER_IMPORTANCE", "NEURON_IMPORTANCE", "drop_layers",
+    "layer_importance", "neuron_importance", "remove_neurons", "select_layers", "ImportanceFn", "NEEDS_DATA", "NORMALIZED", "PruneResult", "SCOPES",
     "SEEDED", "SweepResult", "TOLERANCE", "check_structure", "gap_tolerance", "gates_for", "head_importance",
     "heads_to_remove_count", "max_logit_gap", "normalize_per_layer", "probe_input", "prune", "remove_heads",
     "select_heads", "validation_batches",

@@ -7,8 +7,9 @@ it measures the sensitivity curve of Michel et al. (2019) instead
 (:class:`SweepResult`). It never prints; it returns a result dataclass.
 
 Data (:mod:`.data`): ``--data FILE``, else the checkpoint's own. Only scoring
-by gradient or taylor, fine-tuning and a sweep need it; magnitude and random
-prune a checkpoint without data, its accuracy then left out with the reason.
+by gradient or taylor (heads, neurons) or by loss (blocks), fine-tuning and a
+sweep need it; magnitude and random prune a checkpoint without data, its
+accuracy then left out with the reason.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from ..progress import NULL, Progress
 from ..tasks import TaskData
 from ..train import LoopConfig, evaluate, fit, split_report
 from .data import prune_data
-from .importance import IMPORTANCE, NEEDS_DATA, NORMALIZED, SEEDED, head_importance
-from .select import heads_to_remove_count, select_heads
+from .importance import IMPORTANCE, NEEDS_DATA, SEEDED, head_importance
+from .layers import LAYER_NEEDS_DATA
+from .plan import Origin, prune_step, validate_plan
+from .record import importance_doc, light_steps, metrics_doc, pruning_doc
+from .select import select_heads
 from .surgery import remove_heads
 
 
@@ -67,8 +71,15 @@ class PruneResult:
     files: list[str] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
     test_classes: dict[str, Any] | None = None  # per-class metrics of the final model (ClassReport JSON)
+    d_ff_before: list[int] = field(default_factory=list)  # per original layer
+    d_ff_after: list[int] = field(default_factory=list)  # per kept layer
+    neurons_removed: list[list[int]] = field(default_factory=list)  # original indices, per original layer
+    layers_dropped: list[int] = field(default_factory=list)  # original indices
+    layers_kept: list[int] = field(default_factory=list)  # original index of each kept layer
+    layer_scores: list[float | None] | None = None  # scores of the first step that chose blocks
     accuracy_not_measured: str | None = None  # why, without data ("no data", "no data: file ... not found")
-    scored_on: str = "validation split"  # what the scores read: "validation split", or "no data" (magnitude, random)
+    scored_on: str = "validation split"  # what the head scores read: "validation split", or "no data"
+    layers_scored_on: str = "validation split"  # the same for block scores (loss; random: "no data")
 
 
 @dataclass
@@ -93,6 +104,7 @@ def _load_float(path: str) -> Checkpoint:
 
 def _validate(cfg: PruneConfig, heads: list[int]) -> None:
     """All input checks that need only the config and the head counts (before any work)."""
+    validate_plan(cfg, len(heads))
     if not cfg.method:
         raise MhsaError("--method is empty; choose from: " + ", ".join(IMPORTANCE))
     for m in cfg.method:
@@ -107,6 +119,8 @@ def _validate(cfg: PruneConfig, heads: list[int]) -> None:
     if cfg.heads is not None or cfg.finetune_epochs or cfg.iterative > 1:
         raise MhsaError("--sweep measures accuracy without fine-tuning at each ratio; "
                         "drop --heads, --finetune-epochs and --iterative")
+    if cfg.ffn_ratio or cfg.drop_layers or cfg.drop_layers_at:
+        raise MhsaError("--sweep removes heads only; drop --ffn-ratio, --drop-layers and --drop-layers-at")
     for ratio in cfg.sweep:
         select_heads([torch.zeros(h) for h in heads], ratio, None, cfg.scope, cfg.min_heads_per_layer)
 
@@ -118,21 +132,24 @@ def _accuracy(model: nn.Module, data: TaskData | None, device: torch.device) -> 
 
 
 def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepResult:
-    """Score heads on the validation split and remove the least important (``mhsa prune``).
+    """Score heads, neurons and blocks on the validation split and remove the least important.
 
-    Without ``cfg.sweep``: remove ``cfg.heads`` (or ``cfg.ratio`` of all) heads
-    in ``cfg.iterative`` steps, each re-scored and followed by
-    ``cfg.finetune_epochs`` of fine-tuning, and save a float checkpoint (with
-    ``head_importance.json``) in ``cfg.out``. With ``cfg.sweep``: for each
+    Without ``cfg.sweep``: in ``cfg.iterative`` steps, each re-scored and followed by
+    ``cfg.finetune_epochs`` of fine-tuning, drop ``cfg.drop_layers`` blocks (or
+    ``cfg.drop_layers_at``), remove ``cfg.heads`` (or ``cfg.ratio``) of the kept layers'
+    heads and ``cfg.ffn_ratio`` of their feed-forward neurons (see :mod:`.plan`), and save
+    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``. With ``cfg.sweep``: for each
     ratio and method, the test accuracy without fine-tuning, written to
     ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
     is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
+
     Data: see the module docstring.
 
     Raises:
-        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, no data
-            where it is needed (gradient, taylor, fine-tuning, a sweep), an unreadable
-            ``--data``, or an output folder that exists (without ``force``); nothing is written.
+        MhsaError: an int8 checkpoint, a bad ratio/count/min-heads/method, dropping every
+            block, no data where it is needed (gradient, taylor, loss, fine-tuning, a sweep),
+            an unreadable ``--data``, or an output folder that exists (without ``force``);
+            nothing is written.
     """
     set_threads(cfg.threads)
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
@@ -174,86 +191,62 @@ def _row_accuracy(row: dict[str, Any], stage: str) -> Accuracy | None:
     return Accuracy(row[f"val_acc_{stage}"], row[f"test_acc_{stage}"]) if f"val_acc_{stage}" in row else None
 
 
-def _step(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, device: torch.device,
-          progress: Progress, step: int, n: int, origin: list[list[int]]) -> tuple[MHSAClassifier, dict]:
-    """One step: score, remove ``n`` heads, fine-tune (if asked); the new model and its record.
-
-    ``origin[l][h]`` is the original index of layer l's current head h; the
-    record's ``removed`` uses original indices, ``scores`` the current ones.
-    """
-    scores = _score(cfg, model, data, cfg.method[0], cfg.seed + step - 1, progress)
-    chosen = select_heads(scores, n=n, scope=cfg.scope, min_heads_per_layer=cfg.min_heads_per_layer)
-    model = remove_heads(model, chosen)
-    row = {"step": step, "scores": [s.tolist() for s in scores], "heads": model.heads,
-           "removed": [[origin[l][h] for h in chosen[l]] for l in range(len(origin))],
-           **_acc_fields("pruned", _accuracy(model, data, device))}
+def _step(cfg: PruneConfig, model: MHSAClassifier, original: MHSAClassifier, data: TaskData | None,
+          device: torch.device, progress: Progress, step: int, origin: Origin) -> tuple[MHSAClassifier, dict]:
+    """One step: blocks, heads, neurons removed (:func:`.plan.prune_step`), fine-tune (if asked)."""
+    model, row = prune_step(cfg, model, data, step, origin, original, progress)
+    row.update(_acc_fields("pruned", _accuracy(model, data, device)))
     if cfg.finetune_epochs:  # data is there: prune_data refused fine-tuning without it
         row.update(_finetune(cfg, model, data, device, progress, step))
         row.update(_acc_fields("finetuned", _accuracy(model, data, device)))
     return model, row
 
 
+def _union(steps: list[dict[str, Any]], key: str, n_layers: int) -> list[list[int]]:
+    """Original indices removed over all steps, per original layer."""
+    return [sorted(i for s in steps for i in s[key][l]) for l in range(n_layers)]
+
+
+def _scored_on(needs_data: bool) -> str:
+    return "validation split" if needs_data else "no data"
+
+
 def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData | None,
                  device: torch.device, progress: Progress, why: str | None = None) -> PruneResult:
     """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
-    original, k = model, cfg.iterative
-    total = heads_to_remove_count(model.heads, cfg.ratio, cfg.heads)
-    origin = [list(range(h)) for h in model.heads]  # original index of each current head
-    steps = []
-    for step in range(1, k + 1):
-        n = total * step // k - total * (step - 1) // k
-        model, row = _step(cfg, model, data, device, progress, step, n, origin)
-        origin = [[h for h in o if h not in gone] for o, gone in zip(origin, row["removed"])]
+    original, origin, steps = model, Origin.of(model), []
+    for step in range(1, cfg.iterative + 1):
+        model, row = _step(cfg, model, original, data, device, progress, step, origin)
         steps.append(row)
-        progress.log(f"step {step}/{k}: removed {n} heads, heads per layer {model.heads}")
-    last = steps[-1]
+        progress.log(f"step {step}/{cfg.iterative}: layers {row['layers']}, heads {model.heads}, "
+                     f"d_ff {model.ff_sizes}")
+    last, L = steps[-1], len(original.blocks)
     result = PruneResult(
-        cfg.out, cfg.method[0], cfg.scope, steps[0]["scores"],
-        [sorted(h for s in steps for h in s["removed"][l]) for l in range(len(origin))],
+        cfg.out, cfg.method[0], cfg.scope, steps[0]["scores"], _union(steps, "removed", L),
         original.heads, model.heads, count_parameters(original), count_parameters(model),
         attention_flops(original.config), attention_flops(model.config), _accuracy(original, data, device),
         _row_accuracy(last, "pruned"), _row_accuracy(last, "finetuned"),
         steps, task=data.summary() if data is not None else {"name": ckpt.task_spec.get("name")},
         test_classes=split_report(model, data.test, data.labels, device).to_dict() if data is not None else None,
-        accuracy_not_measured=why,
-        scored_on="validation split" if cfg.method[0] in NEEDS_DATA else "no data")
+        d_ff_before=original.ff_sizes, d_ff_after=model.ff_sizes,
+        neurons_removed=_union(steps, "neurons_removed", L),
+        layers_dropped=sorted(i for s in steps for i in s["layers_dropped"]), layers_kept=list(origin.layers),
+        layer_scores=next((s["layer_scores"] for s in steps if "layer_scores" in s), None),
+        accuracy_not_measured=why, scored_on=_scored_on(cfg.method[0] in NEEDS_DATA),
+        layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA))
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
     return result
-
-
-def _importance_doc(cfg: PruneConfig, r: PruneResult) -> dict[str, Any]:
-    """Content of ``head_importance.json``."""
-    return {"method": r.method, "split": "val" if r.method in NEEDS_DATA else None,
-            "normalize": cfg.normalize and r.method in NORMALIZED,
-            "importance_batches": cfg.importance_batches, "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "scope": r.scope, "heads_before": r.heads_before, "heads_after": r.heads_after,
-            "scores": r.scores, "removed": r.removed,
-            "kept": [[h for h in range(n) if h not in r.removed[l]] for l, n in enumerate(r.heads_before)],
-            "steps": [{"step": s["step"], "scores": s["scores"], "removed": s["removed"]} for s in r.steps]}
-
-
-def _metrics(r: PruneResult) -> dict[str, Any]:
-    final = r.finetuned or r.pruned
-    acc = ({"val_acc": final.val_acc, "test_acc": final.test_acc} if final
-           else {"accuracy_not_measured": r.accuracy_not_measured})
-    return {**acc, "params": r.params_after,
-            "flops": r.flops_after, "heads": r.heads_after, "heads_removed": sum(map(len, r.removed)),
-            "params_before": r.params_before, "flops_before": r.flops_before,
-            "accuracy_before": dataclasses.asdict(r.before) if r.before else None,
-            "accuracy_pruned": dataclasses.asdict(r.pruned) if r.pruned else None,
-            "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None,
-            **({"test_macro_f1": r.test_classes["macro_f1"], "test_classes": r.test_classes} if r.test_classes else {})}
 
 
 def _save_pruned(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, r: PruneResult,
                  spec: dict[str, Any]) -> list[str]:
     """Write the checkpoint (task ``spec``: ``--data``'s, else the input's; + head_importance.json,
-    + .png with matplotlib) in one rename."""
+    pruning.json, + .png with matplotlib) in one rename."""
     from ..report.prune import heatmap_png
 
-    meta = make_meta("float", model.config, spec, "prune", to_dict(cfg), _metrics(r),
-                     parent=ckpt, extra={"steps": r.steps})
-    extra: dict[str, Any] = {"head_importance.json": _importance_doc(cfg, r)}
+    meta = make_meta("float", model.config, spec, "prune", to_dict(cfg), metrics_doc(r),
+                     parent=ckpt, extra={"steps": light_steps(r.steps)})
+    extra: dict[str, Any] = {"head_importance.json": importance_doc(cfg, r), "pruning.json": pruning_doc(cfg, r)}
     png = heatmap_png(r.scores, r.removed, f"head importance ({r.method}, {r.scored_on})")
     if png is not None:
         extra["head_importance.png"] = png

@@ -3,9 +3,10 @@
 ``--data FILE`` is read with the checkpoint's tokenizer (as ``train --init``
 reads it: :func:`mhsa_cli.finetune.checkpoint_data`); without it the
 checkpoint's own data, when it can be rebuilt (:func:`mhsa_cli.tasks.task_or_reason`).
-Only scoring by gradient or taylor (:data:`.importance.NEEDS_DATA`),
-fine-tuning and a sweep need data; magnitude and random prune a checkpoint
-without any (an import without ``--data``, a data file gone).
+Only scoring heads or neurons by gradient or taylor (:data:`.importance.NEEDS_DATA`),
+blocks by loss (:data:`.layers.LAYER_NEEDS_DATA`), fine-tuning and a sweep need
+data; magnitude and random (and ``--drop-layers-at``) prune a checkpoint without
+any (an import without ``--data``, a data file gone).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..config import PruneConfig
 from ..errors import MhsaError
 from ..tasks import TaskData, task_or_reason
 from .importance import NEEDS_DATA
+from .layers import LAYER_NEEDS_DATA
 
 
 def _needs_data(cfg: PruneConfig) -> tuple[str, str] | None:
@@ -24,6 +26,9 @@ def _needs_data(cfg: PruneConfig) -> tuple[str, str] | None:
         return "--sweep measures test accuracy", ""
     if scored:
         return f"--method {scored[0]} scores heads on validation data", ", or use --method magnitude or random"
+    if cfg.drop_layers and not cfg.drop_layers_at and cfg.layer_method in LAYER_NEEDS_DATA:
+        return (f"--layer-method {cfg.layer_method} scores blocks on validation data",
+                ", or use --layer-method random or --drop-layers-at")
     if cfg.finetune_epochs:
         return "--finetune-epochs fine-tunes", ", or drop --finetune-epochs"
     return None

@@ -82,6 +82,19 @@ def _gap_and_scale(original: MHSAClassifier, pruned: MHSAClassifier, removed: di
                    x: torch.Tensor) -> tuple[float, float]:
     """(max |logit gap|, max |reference logit|); shapes must match and logits be finite
     (:func:`mhsa_cli.runtimes.parity.logit_gap`)."""
+    return masked_gap(original, pruned, x, "head-gated",
+                      lambda: {"head_gates": gates_for(original.heads, removed, x.device)})
+
+
+def masked_gap(original: MHSAClassifier, pruned: MHSAClassifier, x: torch.Tensor, what: str,
+               reference: Any) -> tuple[float, float]:
+    """(max |pruned(x) - masked original(x)|, max |masked logit|), both models in eval mode.
+
+    Args:
+        reference: a callable returning the keyword arguments of ``original.forward_features``
+            that mask what was removed (``head_gates``, ``ff_gates``, ``skip_layers``).
+        what: how the original is masked, for the error message ("neuron-gated").
+    """
     from ..runtimes.parity import logit_gap
 
     modes = [(m, m.training) for m in (original, pruned)]
@@ -89,14 +102,27 @@ def _gap_and_scale(original: MHSAClassifier, pruned: MHSAClassifier, removed: di
         m.eval()
     try:
         with torch.inference_mode():
-            gates = gates_for(original.heads, removed, x.device)
-            ref = original.forward_features(x, head_gates=gates).logits  # (B, C)
-            gap = logit_gap(ref, pruned(x), "pruned vs head-gated original")
+            ref = original.forward_features(x, **reference()).logits  # (B, C)
+            gap = logit_gap(ref, pruned(x), f"pruned vs {what} original")
             scale = float(ref.abs().max()) if ref.numel() else 0.0
     finally:
         for m, was in modes:
             m.train(was)
     return gap, scale
+
+
+def require_equal(original: MHSAClassifier, pruned: MHSAClassifier, what: str, reference: Any) -> None:
+    """Raise unless ``pruned`` equals the masked ``original`` on a probe batch (see :func:`masked_gap`).
+
+    Raises:
+        RuntimeError: the logit gap exceeds :func:`gap_tolerance` (a surgery bug).
+    """
+    gap, scale = masked_gap(original, pruned, probe_input(original), what, reference)
+    weight = next(original.parameters())
+    tol = gap_tolerance(weight.dtype, weight.device, scale)
+    if not gap <= tol:
+        raise RuntimeError(f"removal changed the model: max |logit gap| {gap:.3g} > {tol:.3g} "
+                           f"against the {what} original")
 
 
 def gap_tolerance(dtype: torch.dtype, device: torch.device | str, scale: float = 1.0) -> float:

@@ -13,7 +13,8 @@ def _ops(counts: dict[str, int], names: tuple[str, ...]) -> str:
     return ", ".join(f"{n} {counts[n]}" for n in names if counts.get(n)) or "none"
 
 
-INT8_SHOWN = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+INT8_SHOWN = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+              "QuantizeLinear", "DequantizeLinear", "QLinearMatMul")
 FUSED_SHOWN = ("FusedMatMul", "BiasGelu", "FastGelu", "SkipLayerNormalization", "Attention",
                "MultiHeadAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
@@ -40,6 +41,12 @@ def render_export(result: Any, console: Console) -> None:
     if "int8" in result.files:
         rows.append(("int8 graph ops", _ops(result.files["int8"]["ops"], INT8_SHOWN)))
         rows.append(("int8 ops ORT runs", _ops(result.files["int8"]["optimized_ops"], INT8_SHOWN)))
+    gate = result.meta.get("int8_gate")
+    for m, v in (gate or {}).get("variants", {}).items():
+        ms = " / ".join(f"{x:.3g}" for x in v["latency_ms_p50"].values())
+        mark = "kept" if m == gate["chosen"] else ("dropped: slower" if v["within"] else "dropped: over --max-drop")
+        rows.append((f"int8 gate: {m}", f"val {pct(v['val_acc'])} ({-v['drop_pts']:+.2f} pts vs fp32), "
+                                        f"p50 {ms} ms at batch {' / '.join(v['latency_ms_p50'])}: {mark}"))
     rows.append(("fp32 fusions ORT runs", _ops(result.files["fp32"]["optimized_ops"], FUSED_SHOWN)))
     rows.append(("threads", str(result.threads)))
     console.print(kv_table("mhsa export", rows))

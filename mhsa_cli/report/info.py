@@ -43,7 +43,7 @@ def render_info(ckpt: Any, console: Console) -> None:
         ("size on disk", human_bytes(size_on_disk(ckpt.path))),
         ("layers", len(m["heads"])),
         ("heads per layer", ", ".join(map(str, m["heads"]))),
-        ("d_model / head_dim / d_ff", f"{m['d_model']} / {m['head_dim']} / {m['d_ff']}"),
+        ("d_model / head_dim / d_ff", f"{m['d_model']} / {m['head_dim']} / {_per_layer(m['d_ff'])}"),
         ("input", f"{m['input_kind']} (max_len {m['max_len']})"),
         ("classes", m["num_classes"]),
         ("pooling", m["pooling"]),
@@ -92,3 +92,8 @@ def render_tasks(console: Console) -> None:
             for t in TASKS.values()]
     console.print(table("Tasks", ["task", "input", "classes", "size", "description",
                                   "options (--task-opt key=value)"], rows))
+
+
+def _per_layer(v: Any) -> str:
+    """An int, or a per-layer list as ``a, b, c`` (like the heads row)."""
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)

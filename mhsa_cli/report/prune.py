@@ -49,11 +49,28 @@ def _score_cell(value: float, removed: bool, colour: str) -> Text:
 
 
 def _kept_table(r: Any) -> Table:
+    """Per original layer: kept or dropped, heads and feed-forward width before -> after."""
+    kept = getattr(r, "layers_kept", None) or list(range(len(r.heads_before)))
+    ff_before = getattr(r, "d_ff_before", None) or []
+    after = {orig: i for i, orig in enumerate(kept)}
     rows = []
-    for layer, (before, after) in enumerate(zip(r.heads_before, r.heads_after)):
-        kept = [h for h in range(before) if h not in r.removed[layer]]
-        rows.append((str(layer), before, after, ", ".join(map(str, kept)) or "none (0 heads)"))
-    return table("Heads per layer", ["layer", "before", "after", "kept (original index)"], rows)
+    for layer, before in enumerate(r.heads_before):
+        i = after.get(layer)
+        heads = [h for h in range(before) if h not in r.removed[layer]] if i is not None else []
+        ff = (f"{ff_before[layer]} → {r.d_ff_after[i] if i is not None else 0}") if ff_before else "–"
+        rows.append((str(layer), "kept" if i is not None else "dropped", before,
+                     r.heads_after[i] if i is not None else 0, ff,
+                     ", ".join(map(str, heads)) or ("none (0 heads)" if i is not None else "–")))
+    return table("Per layer (original numbering)", ["layer", "block", "heads before", "heads after",
+                                                      "d_ff", "heads kept (original index)"], rows)
+
+
+def _layer_table(r: Any) -> Table:
+    """Block importance of the step that chose blocks (original numbering)."""
+    rows = [(str(l), "–" if v is None else f"{v:.4g}", "dropped" if l in r.layers_dropped else "kept")
+            for l, v in enumerate(r.layer_scores)]
+    scored_on = getattr(r, "layers_scored_on", "validation split")
+    return table(f"Layer importance ({scored_on}; higher = kept first)", ["layer", "score", "block"], rows)
 
 
 def _ratio(after: float, before: float) -> str:
@@ -65,7 +82,18 @@ def _size_table(r: Any) -> Table:
         ("parameters", r.params_before, r.params_after, _ratio(r.params_after, r.params_before)),
         ("FLOPs", r.flops_before, r.flops_after, _ratio(r.flops_after, r.flops_before)),
         ("heads", sum(r.heads_before), sum(r.heads_after), _ratio(sum(r.heads_after), sum(r.heads_before))),
+        *_structure_rows(r),
     ])
+
+
+def _structure_rows(r: Any) -> list[tuple[Any, ...]]:
+    """Layers and feed-forward neurons before / after (absent on older results)."""
+    if not getattr(r, "d_ff_before", None):
+        return []
+    layers = len(r.layers_kept)
+    return [("layers", len(r.heads_before), layers, _ratio(layers, len(r.heads_before))),
+            ("feed-forward neurons", sum(r.d_ff_before), sum(r.d_ff_after),
+             _ratio(sum(r.d_ff_after), sum(r.d_ff_before)))]
 
 
 def _accuracy_table(r: Any) -> Table | str:
@@ -79,16 +107,21 @@ def _accuracy_table(r: Any) -> Table | str:
 
 
 def _steps_table(r: Any) -> Table:
-    rows = [(s["step"], "+".join(map(str, s["heads"])), pct(s.get("val_acc_pruned")), pct(s.get("test_acc_pruned")),
+    rows = [(s["step"], ",".join(map(str, s.get("layers_dropped", []))) or "–", "+".join(map(str, s["heads"])),
+             "+".join(map(str, s.get("d_ff", []))), pct(s.get("val_acc_pruned")), pct(s.get("test_acc_pruned")),
              pct(s.get("val_acc_finetuned")), pct(s.get("test_acc_finetuned"))) for s in r.steps]
-    return table("Iterative steps", ["step", "heads", "val pruned", "test pruned", "val tuned", "test tuned"], rows)
+    return table("Iterative steps", ["step", "layers dropped", "heads", "d_ff", "val pruned", "test pruned",
+                                     "val tuned", "test tuned"], rows)
 
 
 def render_single(r: Any, console: Console) -> None:
     """Everything about one pruning run (a :class:`mhsa_cli.prune.PruneResult`)."""
-    scored_on = getattr(r, "scored_on", "validation split")
-    console.print(heatmap_table(r.scores, r.removed, f"Head importance ({r.method}, {scored_on}; "
-                                                     f"✗ = removed, scope {r.scope})"))
+    if r.scores:
+        scored_on = getattr(r, "scored_on", "validation split")
+        console.print(heatmap_table(r.scores, r.removed, f"Head importance ({r.method}, {scored_on}; "
+                                                         f"✗ = removed, scope {r.scope})"))
+    if getattr(r, "layer_scores", None):
+        console.print(_layer_table(r))
     console.print(_kept_table(r))
     console.print(_size_table(r))
     console.print(_accuracy_table(r), markup=False, highlight=False)

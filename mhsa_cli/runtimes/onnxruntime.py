@@ -146,6 +146,10 @@ def check_signature(session: Any, meta: dict[str, Any], where: Path) -> None:
     if got != [(INPUT_NAME, want_type, want_rank)] or [o.name for o in outputs] != [OUTPUT_NAME]:
         raise MhsaError(f"{where}: the ONNX graph's inputs/outputs {got} / {[o.name for o in outputs]} do not "
                         f"match export.json ({INPUT_NAME}: {want_type}, rank {want_rank}; output {OUTPUT_NAME})")
+    classes, shape = meta["model"]["num_classes"], list(outputs[0].shape)
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != classes):
+        raise MhsaError(f"{where}: the ONNX graph's {OUTPUT_NAME} has shape {shape}, but export.json says "
+                        f"(batch, {classes}): {classes} classes")
 
 
 def _precisions(path: Path) -> list[str]:
@@ -190,7 +194,7 @@ def _unavailable(device: str, precision: str) -> str | None:
     if device != "cuda":
         return None
     return cuda_provider_reason() or ("ORT dynamic int8 (MatMulInteger) runs on the CPU provider"
-                                      if precision == "int8" else None)
+                                      if precision.startswith("int8") else None)
 
 
 register(Runtime("onnxruntime", "mhsa export folder (ONNX fp32 / dynamic int8), ONNX Runtime", _load, _precisions,

@@ -1,0 +1,195 @@
+"""Targets of issue #22: a real pretrained encoder (all-MiniLM-L6-v2) fine-tuned, compressed, deployed.
+
+    bash ../shared/models/get-minilm.sh          # once: fetches and checks the model
+    python benchmarks/pretrained_targets.py [--model DIR] [--data ../shared/data] [--threads 2]
+                                            [--only sms,recipe,scratch,report] [--out runs/pretrained-targets]
+
+1. sms: `mhsa import` + `mhsa train --init` (defaults only) on sms: test >= 99.0 %, macro-F1 >= 0.97;
+   the import's gap to transformers <= 1e-4.
+2. recipe: `mhsa run recipes/pretrained-text.yaml` on trec (official test split), whole run timed
+   (<= 30 min): the teacher (default fine-tuning, >= 96.0 % test, its training <= 10 min), 50 %-heads
+   pruned + fine-tuned (<= 1.0 pt below the teacher), a 3-layer student from the teacher's layers with
+   logit + hidden-state KD (<= 1.0 pt), and the deployable model (the student with half its heads and
+   neurons removed, fine-tuned, exported; ORT int8). Its bench (torch + ORT fp32 / int8 / int8-static,
+   all rows interleaved in one run, batch 1 and 32 on trec-length validation rows) gives the ratios:
+   best deployable ORT int8 p50 <= 0.15x the teacher's torch fp32 p50 and >= 3x faster than the
+   teacher's ORT int8, at batch 1 and 32, within 1.0 pt of the teacher.
+3. scratch: a from-scratch mhsa text model (`mhsa train --data`, text defaults) on the same files.
+4. report: every target as measured, from the files the steps wrote (rerunnable alone).
+
+Every figure is printed with the load average (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mhsa-models" / "all-MiniLM-L6-v2"
+THREADS = {"n": 2}
+
+
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def mhsa(*args: str) -> float:
+    """Run this tree's CLI; return wall seconds (raises with its stderr on failure)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mhsa_cli", *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise SystemExit(f"mhsa {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def meta(folder: Path) -> dict:
+    return json.loads((folder / "checkpoint.json").read_text())
+
+
+def note(path: Path, key: str, value: object) -> None:
+    """Keep step figures (wall times, loads) beside the outputs, for the report step."""
+    f = path / "figures.json"
+    d = json.loads(f.read_text()) if f.is_file() else {}
+    d[key] = value
+    f.write_text(json.dumps(d, indent=1))
+
+
+def sms(model: Path, data: Path, out: Path) -> None:
+    d = data / "sms"
+    before = load()
+    t_imp = mhsa("import", str(model), "--data", str(d / "train.csv"), "--task-opt", f"test_path={d / 'test.csv'}",
+                 "--out", str(out / "sms-import"), "--force")
+    t_ft = mhsa("train", "--init", str(out / "sms-import"), "--threads", str(THREADS["n"]), "--out",
+                str(out / "sms-teacher"), "--force")
+    note(out, "sms", {"import_s": t_imp, "finetune_s": t_ft, "load_before": before, "load_after": load()})
+    print(f"sms: import {t_imp:.0f} s, fine-tune {t_ft:.0f} s ({before} -> {load()})")
+
+
+def recipe(model: Path, data: Path, out: Path) -> None:
+    d = data / "trec"
+    before = load()
+    wall = mhsa("run", str(ROOT / "recipes" / "pretrained-text.yaml"), "--set", f"import.path={model}",
+                "--set", f"import.data={d / 'train.csv'}", "--set", f"import.task_options.test_path={d / 'test.csv'}",
+                "--set", f"defaults.threads={THREADS['n']}", "--out", str(out / "trec"))
+    note(out, "recipe", {"wall_s": wall, "load_before": before, "load_after": load()})
+    print(f"recipe on trec: {wall:.0f} s ({before} -> {load()})")
+
+
+def scratch(data: Path, out: Path) -> None:
+    d = data / "trec"
+    wall = mhsa("train", "--data", str(d / "train.csv"), "--task-opt", f"test_path={d / 'test.csv'}",
+                "--threads", str(THREADS["n"]), "--out", str(out / "trec-scratch"), "--force")
+    note(out, "scratch", {"wall_s": wall, "load": load()})
+    print(f"scratch text model on trec: {wall:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def _rows(bench: dict) -> dict[tuple[str, str, str], dict]:
+    """(model, runtime, precision) -> row (default-thread rows only)."""
+    return {(r["model"], r["runtime"], r["precision"]): r for r in bench["rows"] if not r.get("variant")}
+
+
+def _p50(row: dict, batch: int) -> float:
+    return next(c["latency_ms_p50"] for c in row["cells"] if c["batch_size"] == batch and c["device"] == "cpu")
+
+
+def _mark(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def report(out: Path) -> None:
+    fig = json.loads((out / "figures.json").read_text()) if (out / "figures.json").is_file() else {}
+    lines = []
+    if (out / "sms-teacher").is_dir():
+        m, imp = meta(out / "sms-teacher")["metrics"], meta(out / "sms-import")["metrics"]
+        ok = m["test_acc"] >= 0.99 and m["test_macro_f1"] >= 0.97
+        lines.append(f"sms fine-tuned (default command): test {100 * m['test_acc']:.2f} %, macro-F1 "
+                     f"{m['test_macro_f1']:.4f} (>= 99.0 %, >= 0.97): {_mark(ok)}; training {m['train_seconds']:.0f} s; "
+                     f"import vs transformers max gap {imp.get('hf_max_gap', float('nan')):.2g} ({imp['hf_check']})")
+    trec = out / "trec"
+    if (trec / "bench.json").is_file():
+        lines += _recipe_lines(trec, fig)
+    if (out / "trec-scratch").is_dir():
+        m = meta(out / "trec-scratch")["metrics"]
+        lines.append(f"from-scratch mhsa text model on trec (text defaults): test {100 * m['test_acc']:.2f} %, "
+                     f"macro-F1 {m['test_macro_f1']:.4f}, {m['params']:,} parameters, training {m['train_seconds']:.0f} s")
+    print("\n".join(f"- {line}" for line in lines))
+
+
+def _recipe_lines(trec: Path, fig: dict) -> list[str]:
+    bench = json.loads((trec / "bench.json").read_text())
+    rows = _rows(bench)
+    t = meta(trec / "teacher")["metrics"]
+    imp = meta(trec / "import")["metrics"]
+    teacher_acc = rows[("teacher", "torch", "fp32")]["test_acc"]
+    out = [f"import vs transformers: max gap {imp.get('hf_max_gap', float('nan')):.2g} ({imp['hf_check']}) "
+           f"(<= 1e-4): {_mark(imp.get('hf_max_gap', 1.0) <= 1e-4)}",
+           f"trec teacher (default fine-tuning): test {100 * teacher_acc:.2f} %, macro-F1 {t['test_macro_f1']:.4f} "
+           f"(>= 96.0 %): {_mark(teacher_acc >= 0.96)}; training {t['train_seconds']:.0f} s (<= 600 s): "
+           f"{_mark(t['train_seconds'] <= 600)}"]
+    if "recipe" in fig:
+        w = fig["recipe"]["wall_s"]
+        out.append(f"recipe wall time {w / 60:.1f} min (<= 30 min): {_mark(w <= 1800)} "
+                   f"({fig['recipe']['load_before']} -> {fig['recipe']['load_after']})")
+    for name, what in (("pruned", "50 % heads + fine-tuning"), ("student", "3-layer student (KD)"),
+                       ("deploy", "student, half heads + neurons, fine-tuned")):
+        r = rows[(name, "torch", "fp32")]
+        gap = 100 * (r["test_acc"] - teacher_acc)
+        out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0): {_mark(gap >= -1.0)}; "
+                   f"{r['params']:,} parameters, heads {r['heads']}")
+    out += _deploy_lines(rows, teacher_acc)
+    return out
+
+
+def _deploy_lines(rows: dict, teacher_acc: float) -> list[str]:
+    fp32 = rows[("teacher", "torch", "fp32")]
+    t_int8 = rows[("teacher", "onnxruntime", "int8")]
+    cands = [r for (m, rt, p), r in rows.items() if rt == "onnxruntime" and p.startswith("int8")
+             and 100 * (r["test_acc"] - teacher_acc) >= -1.0]
+    lines = []
+    for b in (1, 32):
+        lines.append(f"batch {b}: teacher torch fp32 {_p50(fp32, b):.3g} ms, teacher ORT int8 {_p50(t_int8, b):.3g} ms")
+    if not cands:
+        return lines + ["best deployable: no ORT int8 model within 1.0 pt of the teacher: **missed**"]
+    best = min(cands, key=lambda r: _p50(r, 1) * _p50(r, 32))
+    for b in (1, 32):
+        vs_fp32, vs_int8 = _p50(best, b) / _p50(fp32, b), _p50(t_int8, b) / _p50(best, b)
+        lines.append(f"best deployable {best['name']} ({100 * best['test_acc']:.2f} %, "
+                     f"{100 * (best['test_acc'] - teacher_acc):+.2f} pts), batch {b}: {_p50(best, b):.3g} ms = "
+                     f"{vs_fp32:.3f}x the teacher's torch fp32 (<= 0.15: {_mark(vs_fp32 <= 0.15)}), "
+                     f"{vs_int8:.2f}x faster than its ORT int8 (>= 3: {_mark(vs_int8 >= 3)})")
+    lines.append("accuracy per runtime: " + "; ".join(
+        f"{m} {rt}/{p} {100 * r['test_acc']:.2f}" for (m, rt, p), r in rows.items()))
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="sms,recipe,scratch,report")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "pretrained-targets")
+    a = ap.parse_args()
+    THREADS["n"] = a.threads
+    steps = a.only.split(",")
+    if {"sms", "recipe"} & set(steps) and not (a.model / "config.json").is_file():
+        raise SystemExit(f"{a.model}: no model; fetch it with bash ../shared/models/get-minilm.sh")
+    a.out.mkdir(parents=True, exist_ok=True)
+    run = {"sms": lambda: sms(a.model, a.data, a.out), "recipe": lambda: recipe(a.model, a.data, a.out),
+           "scratch": lambda: scratch(a.data, a.out), "report": lambda: report(a.out)}
+    for step in steps:  # in the order given
+        run[step]()
+
+
+if __name__ == "__main__":
+    main()
