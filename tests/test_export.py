@@ -212,6 +212,33 @@ def test_unfused_qkv_same_logits_three_products(tiny_ckpt, tmp_path):
     assert float((a - b).abs().max()) <= 1e-6
 
 
+def _product_shapes(path: Path) -> list[tuple[int, ...]]:
+    """The weight shape of every MatMul with a constant weight in an fp32 graph (D, outputs)."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: tuple(i.dims) for i in g.initializer}
+    return sorted(inits[n.input[1]] for n in g.node if n.op_type == "MatMul" and n.input[1] in inits)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_qkv_stacked_at_trace_time_one_product_per_layer(order, tmp_path, attention):
+    """q|k|v is one product in the traced module (no graph surgery by node name), with fused attention
+    and with standard ops; the cls model's last block computes q for the cls row alone, k|v for all rows."""
+    ckpt = random_ckpt(tmp_path / "m", order, operation="prune", heads=(3, 0, 2))  # d 32, head_dim 8
+    r = do_export(ckpt, tmp_path / "f", int8=False, fuse_attention=attention)
+    assert r.meta["exporter"]["fused_qkv_layers"] == 2
+    shapes = _product_shapes(tmp_path / "f" / "model.onnx")
+    assert (32, 3 * 24) in shapes and (32, 2 * 16) in shapes  # q|k|v of layer 1; k|v of layer 3
+    assert shapes.count((32, 24)) == 0 and shapes.count((32, 16)) == 1  # layer 3's q (cls row) alone
+    assert op_counts(tmp_path / "f" / "model.onnx")["Split"] == 2
+    plain = do_export(ckpt, tmp_path / "p", int8=False, fuse_attention=attention, fuse_qkv=False)
+    assert _product_shapes(tmp_path / "p" / "model.onnx").count((32, 24)) == 3
+    assert plain.meta["exporter"]["fused_qkv_layers"] == 0
+    x = order.test.x[:9, :13]
+    assert independent_gap(ckpt, tmp_path / "f", x) <= 1e-4 and independent_gap(ckpt, tmp_path / "p", x) <= 1e-4
+
+
 def _mha_nodes(path: Path) -> list:
     import onnx
 

@@ -1,7 +1,7 @@
 """``mhsa export``: a float checkpoint -> a self-describing ONNX folder, checked.
 
 :func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`; q/k/v
-projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
+projections one product per layer, attention one node, :mod:`.lean`), with
 ``--int8`` ``model.int8.onnx`` (:func:`.onnx.quantize_onnx`) and ``export.json``
 (:mod:`mhsa_cli.runtimes.folder`) into a temporary folder, checks it and only
 then renames it into place:
@@ -25,7 +25,7 @@ import torch
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
-from .onnx import check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
+from .onnx import check_int8_graph, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
 
@@ -166,8 +166,7 @@ def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = Fals
         (exporter settings, quantization settings or None).
     """
     example = tracing_input(model)
-    exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention)
-    exporter["fused_qkv_layers"] = fuse_qkv(folder / FILES["fp32"]) if qkv else 0
+    exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention, qkv)
     quant = quantize_onnx(folder / FILES["fp32"], folder / FILES["int8"], reduce_range, per_channel) if int8 else None
     if int8:
         check_int8_graph(op_counts(folder / FILES["int8"]), folder / FILES["int8"])
