@@ -156,8 +156,8 @@ def _meta(ckpt: Any, data: Any, exporter: dict[str, Any], quant: dict[str, Any] 
 
 
 def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = False,
-                 per_channel: bool = False, opset: int = 17,
-                 qkv: bool = True, attention: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                 per_channel: bool = False, opset: int = 18, qkv: bool = True, attention: bool = True,
+                 exporter: str = "dynamo") -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Write ``model.onnx`` (and ``model.int8.onnx``) of a float model into ``folder`` (no checks, no JSON).
 
     Used by :func:`export` and by ``mhsa bench`` (temporary exports).
@@ -166,11 +166,11 @@ def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = Fals
         (exporter settings, quantization settings or None).
     """
     example = tracing_input(model)
-    exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention, qkv)
+    settings = to_onnx(model, example, folder / FILES["fp32"], opset, attention, qkv, exporter)
     quant = quantize_onnx(folder / FILES["fp32"], folder / FILES["int8"], reduce_range, per_channel) if int8 else None
     if int8:
         check_int8_graph(op_counts(folder / FILES["int8"]), folder / FILES["int8"])
-    return exporter, quant
+    return settings, quant
 
 
 def tracing_input(model: Any) -> torch.Tensor:
@@ -211,7 +211,7 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
     def write(tmp: Path) -> None:
         with progress.task("exporting to ONNX" + (" + int8" if cfg.int8 else ""), total=1) as bar:
             exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
-                                           cfg.fuse_qkv, cfg.fuse_attention)
+                                           cfg.fuse_qkv, cfg.fuse_attention, cfg.exporter)
             bar.advance(1)
         parity, acc = _checks(model, tmp, precisions, data, cfg, threads, progress)
         files = _file_facts(tmp, precisions, threads)

@@ -53,15 +53,7 @@ class Attention(nn.Module):
         query = x if query is None else query
         if self.n_heads == 0:
             return self.o_bias.expand_as(query), None
-        return self.attend(self.q(query), self.k(x), self.v(x), attn_mask, gate, need_weights)
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-               gate: torch.Tensor | None = None,
-               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The attention after the projections (a layer with heads): q (B, Q, H*S), k, v (B, T, H*S)
-        -> (B, Q, D) and the probabilities or None, as :meth:`forward` (the export computes q|k|v
-        with one product and calls this)."""
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        q, k, v = self._heads(self.q(query)), self._heads(self.k(x)), self._heads(self.v(x))
         p = self.dropout if self.training else 0.0
         probs = None
         if need_weights:  # explicit path: same math as SDPA, keeps the probabilities
