@@ -190,6 +190,7 @@ def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
                                       "--check-rows", "7", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "parity torch vs ORT fp32" in result.output and f"wrote: {out}" in result.output
+    assert "dynamo (torch.export + onnxscript), opset 18" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
     meta = json.loads((out / "export.json").read_text())
     assert set(meta["files"]) == {"fp32"} and meta["quantization"] is None
