@@ -361,9 +361,9 @@ class ExportConfig:
                                      "(com.microsoft domain, needs onnxruntime >= 1.21; same logits; the quickstart "
                                      "student's ORT int8 5-9 % faster at batch 1); "
                                      "--no-fuse-attention: standard ONNX ops only, for other runtimes")
-    exporter: str = opt("dynamo", "torch's ONNX exporter: dynamo (torch.export + onnxscript) or torchscript (the "
-                                  "deprecated exporter, kept as a fallback: 10x faster to run, same graph facts "
-                                  "but one node)", choices=_exporter_names)
+    exporter: str = opt("dynamo", "torch's ONNX exporter: dynamo (torch.export + onnxscript) or torchscript "
+                                  "(deprecated by torch, kept as a fallback: ~0.2 s vs ~4.5 s to export, the same "
+                                  "fused graph, one shape node fewer for ORT)", choices=_exporter_names)
     opset: int = opt(18, "ONNX opset (dynamo: 18-23; torchscript: 14-20, its highest)", min=14, max=23)
     check_rows: int = opt(256, "validation rows compared torch vs ORT fp32", min=1)
     tolerance: float = opt(1e-4, "absolute logit tolerance torch vs ORT fp32 (atol: each logit may differ by "
