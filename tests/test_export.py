@@ -93,6 +93,19 @@ def test_text_model_with_padded_rows(tmp_path):
     assert meta["labels"] == data.labels and meta["input"]["max_len"] == 12
 
 
+def test_max_pooling_int8_at_opset_18_uses_onnx_shape_inference(order, tmp_path):
+    """Opset 18's ReduceMax takes its axes as an input; ORT's symbolic shape inference (int8 pre-processing)
+    fails on it, so ONNX's own inference is used, and said so; at opset 17 the symbolic one runs."""
+    ckpt = random_ckpt(tmp_path / "m", order, pooling="meanmax")
+    new = do_export(ckpt, tmp_path / "o18")
+    old = do_export(ckpt, tmp_path / "o17", exporter="torchscript", opset=17)
+    assert new.meta["quantization"]["pre_process"].startswith("quant_pre_process (ONNX shape inference only; ")
+    assert old.meta["quantization"]["pre_process"] == "quant_pre_process (auto_merge)"
+    ops = [op_counts(tmp_path / f / "model.int8.onnx") for f in ("o18", "o17")]
+    assert ops[0]["MatMulInteger"] == ops[1]["MatMulInteger"] == 2 * 4 + 1 and ops[0]["ReduceMax"] == 1
+    assert new.accuracy["ort_int8"] == pytest.approx(old.accuracy["ort_int8"], abs=0.02)
+
+
 def test_digits_feature_model(tmp_path):
     pytest.importorskip("sklearn")
     data = load_task("digits", 0)
@@ -130,13 +143,18 @@ def test_int8_graph_has_integer_kernels_and_keeps_predictions(tiny_ckpt, tmp_pat
 
 
 def test_export_json_describes_the_folder(tiny_ckpt, tmp_path):
+    import onnx
+
     r = do_export(tiny_ckpt, tmp_path / "e", reduce_range=True)
     meta = json.loads((tmp_path / "e" / "export.json").read_text())
     src = load_checkpoint(tiny_ckpt)
     assert meta["source"]["id"] == src.meta["id"] and meta["source"]["lineage"] == src.meta["lineage"]
     assert meta["model"] == src.meta["model"] and meta["task"] == src.task_spec
     assert meta["quantization"]["reduce_range"] is True and meta["quantization"]["format"] == "QOperator"
-    assert meta["exporter"]["dynamo"] is False and meta["input"]["dynamic_axes"] == {"batch": True, "sequence": True}
+    assert meta["exporter"]["exporter"] == "dynamo" and meta["exporter"]["dynamo"] is True  # the default
+    opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "e" / "model.onnx")).opset_import}
+    assert meta["exporter"]["opset"] == opsets[""] == 18 and opsets["com.microsoft"] == 1
+    assert meta["input"]["dynamic_axes"] == {"batch": True, "sequence": True}
     assert {"torch", "onnx", "onnxruntime"} <= set(meta["environment"])
     assert meta["checks"]["parity"]["max_abs_gap"] == r.parity["max_abs_gap"] <= 1e-4
     assert meta["checks"]["test_acc"]["checkpoint"] == pytest.approx(src.meta["metrics"]["test_acc"])
@@ -174,6 +192,7 @@ def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
                                       "--check-rows", "7", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "parity torch vs ORT fp32" in result.output and f"wrote: {out}" in result.output
+    assert "dynamo (torch.export + onnxscript), opset 18" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
     meta = json.loads((out / "export.json").read_text())
     assert set(meta["files"]) == {"fp32"} and meta["quantization"] is None
@@ -182,10 +201,12 @@ def test_cli_flags_reach_the_files(tiny_ckpt, tmp_path):
     assert meta["config"]["threads"] == 1
     with pytest.raises(MhsaError, match="has no int8 model"):
         load_runtime("onnxruntime", out, "int8")
-    # opset 21 is past the TorchScript exporter (it warned and went on): refused before any work
-    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "o21"), "--opset", "21"])
-    assert_one_line_error(result, "opset")
-    assert not (tmp_path / "o21").exists()
+    # opset 21 is past the TorchScript exporter (it warned and went on), 17 below dynamo's (onnx's version
+    # converter failed on Pad and wrote 18 as is): refused before any work
+    for flags in (["--exporter", "torchscript", "--opset", "21"], ["--opset", "17"]):
+        result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "o"), *flags])
+        assert_one_line_error(result, f"--opset {flags[-1]} is outside the")
+        assert not (tmp_path / "o").exists()
 
 
 def test_per_channel_scales(tiny_ckpt, tmp_path):
@@ -214,6 +235,33 @@ def test_unfused_qkv_same_logits_three_products(tiny_ckpt, tmp_path):
     assert float((a - b).abs().max()) <= 1e-6
 
 
+def _product_shapes(path: Path) -> list[tuple[int, ...]]:
+    """The weight shape of every MatMul with a constant weight in an fp32 graph (D, outputs)."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: tuple(i.dims) for i in g.initializer}
+    return sorted(inits[n.input[1]] for n in g.node if n.op_type == "MatMul" and n.input[1] in inits)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_qkv_stacked_at_trace_time_one_product_per_layer(order, tmp_path, attention):
+    """q|k|v is one product in the traced module (no graph surgery by node name), with fused attention
+    and with standard ops; the cls model's last block computes q for the cls row alone, k|v for all rows."""
+    ckpt = random_ckpt(tmp_path / "m", order, operation="prune", heads=(3, 0, 2))  # d 32, head_dim 8
+    r = do_export(ckpt, tmp_path / "f", int8=False, fuse_attention=attention)
+    assert r.meta["exporter"]["fused_qkv_layers"] == 2
+    shapes = _product_shapes(tmp_path / "f" / "model.onnx")
+    assert (32, 3 * 24) in shapes and (32, 2 * 16) in shapes  # q|k|v of layer 1; k|v of layer 3
+    assert shapes.count((32, 24)) == 0 and shapes.count((32, 16)) == 1  # layer 3's q (cls row) alone
+    assert op_counts(tmp_path / "f" / "model.onnx")["Split"] == 2
+    plain = do_export(ckpt, tmp_path / "p", int8=False, fuse_attention=attention, fuse_qkv=False)
+    assert _product_shapes(tmp_path / "p" / "model.onnx").count((32, 24)) == 3
+    assert plain.meta["exporter"]["fused_qkv_layers"] == 0
+    x = order.test.x[:9, :13]
+    assert independent_gap(ckpt, tmp_path / "f", x) <= 1e-4 and independent_gap(ckpt, tmp_path / "p", x) <= 1e-4
+
+
 def _mha_nodes(path: Path) -> list:
     import onnx
 
@@ -239,8 +287,8 @@ def test_fused_attention_one_node_per_layer_with_heads_or_standard_ops(order, tm
     assert independent_gap(ckpt, tmp_path / "f", x) <= 1e-4 and independent_gap(ckpt, tmp_path / "p", x) <= 1e-4
 
 
-@pytest.mark.parametrize("opset", [14, 20])  # the guard's reduction changed form at opset 18
-def test_all_padding_row_gives_torchs_answer_without_cls(tmp_path, opset):
+@pytest.mark.parametrize("exporter, opset", [("torchscript", 14), ("dynamo", 20)])  # reductions change at 18
+def test_all_padding_row_gives_torchs_answer_without_cls(tmp_path, exporter, opset):
     """Without a cls token a sample can be all padding: no key to attend. SDPA gives 0 there; the
     fused node alone would average every (masked) value, so the export multiplies by "any key"."""
     from .test_tasks import write_rows
@@ -249,11 +297,48 @@ def test_all_padding_row_gives_torchs_answer_without_cls(tmp_path, opset):
     data = load_task("text", 0, path=write_rows(tmp_path / "t.csv", rows), max_len=8)
     # first-token pooling: the row's output is its attention's (mean pooling over no token would be 0 anyway)
     ckpt = random_ckpt(tmp_path / "first", data, pooling="first", heads=(2, 2))
-    do_export(ckpt, tmp_path / "e", int8=False, opset=opset)
+    do_export(ckpt, tmp_path / "e", opset=opset, exporter=exporter)  # int8: its pre-processing reads the guard
     x = data.test.x[:4].clone()
     x[1] = 0  # the padding id: a row with no real token
     assert len(_mha_nodes(tmp_path / "e" / "model.onnx")) == 2
     assert independent_gap(ckpt, tmp_path / "e", x) <= 1e-4
+    # standard ops: the same answer (masked keys -10000, then times "any key")
+    do_export(ckpt, tmp_path / "s", int8=False, opset=opset, exporter=exporter, fuse_attention=False)
+    assert not _mha_nodes(tmp_path / "s" / "model.onnx") and independent_gap(ckpt, tmp_path / "s", x) <= 1e-4
+
+
+def test_dynamo_and_torchscript_exporters_give_the_same_graph(order, tmp_path):
+    """Both exporters: one MultiHeadAttention node per layer with heads, q|k|v one product, the same logits
+    and int8 products; dynamo's graph has fewer nodes (no Constant nodes), ORT's optimised one at most one
+    more (it computes "sequence + 1" for the position rows from the input's shape)."""
+    ckpt = random_ckpt(tmp_path / "m", order, operation="prune", heads=(3, 0, 2))
+    runs = {name: do_export(ckpt, tmp_path / name, exporter=name) for name in ("dynamo", "torchscript")}
+    for name, r in runs.items():
+        assert r.meta["exporter"]["exporter"] == name and r.meta["exporter"]["dynamo"] is (name == "dynamo")
+        assert r.meta["exporter"]["fused_attention_layers"] == r.meta["exporter"]["fused_qkv_layers"] == 2
+        assert [next(a.i for a in n.attribute if a.name == "num_heads")
+                for n in _mha_nodes(tmp_path / name / "model.onnx")] == [3, 2]
+        assert independent_gap(ckpt, tmp_path / name, order.test.x[:9, :13]) <= 1e-4
+    dyn, ts = (runs[n].files for n in ("dynamo", "torchscript"))
+    assert _product_shapes(tmp_path / "dynamo" / "model.onnx") == _product_shapes(tmp_path / "torchscript" / "model.onnx")
+    # q|k|v, o, ff1, ff2; ff1, ff2 (0 heads); q (cls row), k|v, o, ff1, ff2; the classifier
+    assert dyn["int8"]["ops"]["MatMulInteger"] == ts["int8"]["ops"]["MatMulInteger"] == 4 + 2 + 5 + 1
+    assert sum(dyn["fp32"]["ops"].values()) < sum(ts["fp32"]["ops"].values()) and "Constant" not in dyn["fp32"]["ops"]
+    for precision in ("fp32", "int8"):
+        assert sum(dyn[precision]["optimized_ops"].values()) <= sum(ts[precision]["optimized_ops"].values()) + 1
+    x = order.test.x
+    a = load_runtime("onnxruntime", tmp_path / "dynamo", "int8", threads=1).call(x)
+    b = load_runtime("onnxruntime", tmp_path / "torchscript", "int8", threads=1).call(x)
+    assert float((a - b).abs().max()) <= 1e-4  # the same integer products
+
+
+def test_dynamo_without_onnxscript_names_the_fix(tiny_ckpt, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e")])
+    assert_one_line_error(result, "pip install onnxscript", "--exporter torchscript")
+    assert not (tmp_path / "e").exists()
 
 
 def test_export_leaves_the_model_in_eval_mode(order, tmp_path):
@@ -283,10 +368,11 @@ def _fake_ort(monkeypatch, ckpt: Path, logits):
 def test_nan_or_broadcast_logits_fail_export(tiny_ckpt, tmp_path, monkeypatch, broken, message):
     _fake_ort(monkeypatch, tiny_ckpt, broken)
     with pytest.raises(MhsaError, match="ORT fp32 vs torch"):
-        do_export(tiny_ckpt, tmp_path / "e", int8=False, check_rows=8, tolerance=1e9)
+        do_export(tiny_ckpt, tmp_path / "e", int8=False, check_rows=8, tolerance=1e9, exporter="torchscript")
     assert not (tmp_path / "e").exists()
     result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(tmp_path / "e"), "--no-int8",
-                                      "--check-rows", "8", "--tolerance", "1e9", "--threads", "1"])
+                                      "--check-rows", "8", "--tolerance", "1e9", "--threads", "1",
+                                      "--exporter", "torchscript"])  # ORT is stubbed: the fast exporter
     assert_one_line_error(result, message, "nothing written")
 
 

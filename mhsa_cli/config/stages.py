@@ -344,6 +344,12 @@ class BenchConfig:
     force: bool = _force()
 
 
+def _exporter_names() -> list[str]:
+    from ..export.onnx import EXPORTERS
+
+    return list(EXPORTERS)
+
+
 def _predict_loader_names() -> list[str]:
     from ..predict.loaders import runtime_names
 
@@ -390,8 +396,10 @@ class ExportConfig:
                                      "(com.microsoft domain, needs onnxruntime >= 1.21; same logits; the quickstart "
                                      "student's ORT int8 5-9 % faster at batch 1); "
                                      "--no-fuse-attention: standard ONNX ops only, for other runtimes")
-    opset: int = opt(17, "ONNX opset (>= 14 for scaled_dot_product_attention; <= 20, the TorchScript exporter's "
-                          "highest)", min=14, max=20)
+    exporter: str = opt("dynamo", "torch's ONNX exporter: dynamo (torch.export + onnxscript) or torchscript "
+                                  "(deprecated by torch, kept as a fallback: ~0.2 s vs ~4.5 s to export, the same "
+                                  "fused graph, one shape node fewer for ORT)", choices=_exporter_names)
+    opset: int = opt(18, "ONNX opset (dynamo: 18-23; torchscript: 14-20, its highest)", min=14, max=23)
     check_rows: int = opt(256, "rows compared torch vs ORT fp32 (validation rows; without data, seeded rows "
                                "built from the checkpoint)", min=1)
     tolerance: float = opt(1e-4, "absolute logit tolerance torch vs ORT fp32 (atol: each logit may differ by "
@@ -408,6 +416,13 @@ class ExportConfig:
     threads: int = _threads()
     out: str = opt("runs/export", "output folder (an export folder: ONNX files + export.json)")
     force: bool = _force()
+
+    def validate(self) -> None:
+        from ..export.onnx import OPSETS
+
+        low, high = OPSETS[self.exporter]
+        if not low <= self.opset <= high:
+            raise MhsaError(f"--opset {self.opset} is outside the {self.exporter} exporter's {low}-{high}")
 
 
 @dataclass

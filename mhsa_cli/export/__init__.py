@@ -12,7 +12,7 @@ the runtimes that read it.
 from __future__ import annotations
 
 from .command import ExportResult, export, write_export
-from .onnx import INT8_OPS, check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
+from .onnx import INT8_OPS, check_int8_graph, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
-__all__ = ["INT8_OPS", "ExportResult", "check_int8_graph", "export", "fuse_qkv", "op_counts", "optimized_op_counts",
+__all__ = ["INT8_OPS", "ExportResult", "check_int8_graph", "export", "op_counts", "optimized_op_counts",
            "quantize_onnx", "to_onnx", "write_export"]

@@ -1,7 +1,7 @@
 """``mhsa export``: a float checkpoint -> a self-describing ONNX folder, checked.
 
 :func:`export` writes ``model.onnx`` (fp32, :func:`.onnx.to_onnx`; q/k/v
-projections fused into one product per layer, :func:`.onnx.fuse_qkv`), with
+projections one product per layer, attention one node, :mod:`.lean`), with
 ``--int8`` one int8 graph per ``--int8-methods`` (:mod:`.int8`: ORT dynamic, and
 static QDQ calibrated on validation rows), of which the quality gate keeps the
 fastest within ``--max-drop`` points of fp32 on validation as ``model.int8.onnx``
@@ -42,7 +42,7 @@ from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
 from .int8 import calibration_batches
-from .onnx import check_int8_graph, fuse_qkv, op_counts, optimized_op_counts, quantize_onnx, to_onnx
+from .onnx import check_int8_graph, op_counts, optimized_op_counts, quantize_onnx, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
 
@@ -229,7 +229,8 @@ INT8_PRECISION = {"dynamic": "int8", "static": "int8-static"}  # int8 method -> 
 
 
 def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = False,
-                 per_channel: bool = False, opset: int = 17, qkv: bool = True, attention: bool = True,
+                 per_channel: bool = False, opset: int = 18, qkv: bool = True, attention: bool = True,
+                 exporter: str = "dynamo",
                  int8_methods: tuple[str, ...] = ("dynamic",), calibration: list[Any] | None = None,
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Write ``model.onnx`` (and an int8 file per method) of a float model into ``folder``
@@ -247,15 +248,14 @@ def write_export(model: Any, folder: Path, int8: bool, reduce_range: bool = Fals
     from .int8 import INT8_METHODS
 
     example = tracing_input(model)
-    exporter = to_onnx(model, example, folder / FILES["fp32"], opset, attention)
-    exporter["fused_qkv_layers"] = fuse_qkv(folder / FILES["fp32"]) if qkv else 0
+    settings = to_onnx(model, example, folder / FILES["fp32"], opset, attention, qkv, exporter)
     quant = {}
     for method in int8_methods if int8 else ():
         dst = folder / FILES[INT8_PRECISION[method]]
         quant[INT8_PRECISION[method]] = INT8_METHODS[method](folder / FILES["fp32"], dst, calibration,
                                                              per_channel, reduce_range)
         check_int8_graph(op_counts(dst), dst, method)
-    return exporter, quant
+    return settings, quant
 
 
 def tracing_input(model: Any) -> torch.Tensor:
@@ -299,7 +299,7 @@ def export(cfg: Any, progress: Progress = NULL) -> ExportResult:
         with progress.task("exporting to ONNX" + (f" + int8 ({', '.join(methods)})" if cfg.int8 else ""),
                            total=1) as bar:
             exporter, quant = write_export(model, tmp, cfg.int8, cfg.reduce_range, cfg.per_channel, cfg.opset,
-                                           cfg.fuse_qkv, cfg.fuse_attention, methods, calibration)
+                                           cfg.fuse_qkv, cfg.fuse_attention, cfg.exporter, methods, calibration)
             bar.advance(1)
         labels = _labels(ckpt, data)
         gate_record, kept = None, None

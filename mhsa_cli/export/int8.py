@@ -62,7 +62,7 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
             return next(self.items, None)
 
     try:
-        with pre_processed(src, dst) as pre:
+        with pre_processed(src, dst) as (pre, how):
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["MatMul"], per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -70,7 +70,7 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
     finally:
         for extra in dst.parent.glob("augmented_model*.onnx"):  # the calibrator's scratch graph
             extra.unlink(missing_ok=True)
-    return {"tool": "onnxruntime.quantization.quantize_static", "pre_process": "quant_pre_process (auto_merge)",
+    return {"tool": "onnxruntime.quantization.quantize_static", "pre_process": how,
             "format": "QDQ", "weight_type": "QInt8", "activations": "uint8, static scales (MinMax calibration)",
             "calibration": f"{sum(len(b) for b in batches)} validation rows in {len(batches)} batches",
             "ops": ["MatMul"], "per_channel": per_channel}

@@ -4,12 +4,12 @@ At batch 1 a small model's ORT latency is mostly per-node dispatch and the
 parallel sections of tiny ops, not arithmetic: the quickstart student's int8
 graph ran 48 nodes in ~30 us. :class:`LeanExport` runs the same modules and
 weights as :meth:`MHSAClassifier.forward <mhsa_cli.model.MHSAClassifier.forward>`
-(mirrors it: embed, blocks with the pooled-row last block, classify) with two
+(mirrors it: embed, blocks with the pooled-row last block, classify) with three
 export-only changes, each exact:
 
-* cls token (token models): the ids padded with -1 (the padding mask needs them
-  anyway) gather from ``[embedding table; cls]``; ONNX ``Gather`` counts -1 from
-  the end, so that is the cls row (1 node where Slice/Shape/Expand/Concat took 5);
+* cls token (token models): the ids padded with id V (the padding mask needs them
+  anyway) gather from ``[embedding table; cls]`` (V + 1 rows), whose row V is the
+  cls row (1 node where Slice/Shape/Expand/Concat took 5);
 * attention (``fuse_attention``): each layer with heads is one
   ``com.microsoft.MultiHeadAttention`` node (:class:`ExportAttention`) where the
   head split, two MatMuls, mask, Softmax, NaN guard and merge took ~20 standard
@@ -18,6 +18,15 @@ export-only changes, each exact:
   (``--no-fuse-attention`` keeps standard ops). Masked keys get -10000, whose
   softmax weight underflows to 0 as -inf does; a sample with no valid key (all
   padding, only possible without a cls token) is multiplied by 0, as SDPA gives 0.
+  ``--no-fuse-attention`` writes the same math in standard ops (:func:`_attend`:
+  the -10000 score bias, the same guard), not torch's SDPA, whose translations
+  carry a NaN guard and, in dynamo's, shape arithmetic around the key transpose
+  (measured, 2-layer cls model, ORT's int8 graph: TorchScript 68 -> 66 nodes, dynamo 90 -> 68);
+* q/k/v (``fuse_qkv``): one product per layer against the stacked weights (k|v
+  in a last block that computes the pooled row alone), split in three, made in
+  the traced module so every exporter sees it (it was an ONNX rewrite that found
+  the projections by node name). ORT int8, 1 thread, batch 1: 0.93x the latency
+  of three products (quickstart student and baseline); batch 32: 0.98-1.03x.
 
 Measured, quickstart student, ORT int8, p50 in one run (5 alternating blocks of
 0.3 s): 48 -> 29 nodes; batch 1: 1 thread 0.0316 -> 0.0272 ms, 2 threads 0.0447 ->
@@ -30,7 +39,7 @@ shape breaks the TorchScript exporter's peephole pass, so positions stay as trac
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,76 +48,85 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DOMAIN, OP = "com.microsoft", "MultiHeadAttention"
-ATTENTION_OP = f"{DOMAIN}.{OP}"  # as export.json names it
-OPSET = {DOMAIN: 1}  # torch.onnx.export(custom_opsets=...)
+from .ops import ATTENTION_CALLS
 
-
-class _GatherRows(torch.autograd.Function):
-    """``table[ids]`` with negative ids counted from the end, as ONNX ``Gather`` does."""
-
-    @staticmethod
-    def forward(ctx: Any, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return table[ids]  # (V, D)[(B, T)] -> (B, T, D)
-
-    @staticmethod
-    def symbolic(g: Any, table: Any, ids: Any) -> Any:
-        return g.op("Gather", table, ids, axis_i=0)
-
-
-class _MHA(torch.autograd.Function):
-    """SDPA over packed heads; exported as one ``MultiHeadAttention`` node."""
-
-    @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpm: torch.Tensor | None,
-                n_heads: int) -> torch.Tensor:
-        # q (B, Q, H*S); k, v (B, T, H*S); kpm (B, T) int32, 1 = attend -> (B, Q, H*S)
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(t.shape[0], t.shape[1], n_heads, -1).transpose(1, 2)  # (B, H, ., S)
-
-        mask = None if kpm is None else kpm.bool()[:, None, None, :]
-        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask,
-                                           scale=1 / math.sqrt(q.shape[-1] // n_heads))
-        return y.transpose(1, 2).reshape(q.shape)
-
-    @staticmethod
-    def symbolic(g: Any, q: Any, k: Any, v: Any, kpm: Any, n_heads: int) -> Any:
-        attrs: dict[str, Any] = {"num_heads_i": n_heads}
-        width = q.type().sizes()[-1] if q.type().kind() == "TensorType" and q.type().sizes() else None
-        if width:  # ORT's default scale, stated: 1 / sqrt(head_dim)
-            attrs["scale_f"] = 1 / math.sqrt(width // n_heads)
-        if kpm is None or kpm.node().mustBeNone():
-            y = g.op(f"{DOMAIN}::{OP}", q, k, v, **attrs)
-        else:
-            bias = g.op("prim::Constant").setType(torch._C.OptionalType.ofTensor())  # omitted input
-            y = g.op(f"{DOMAIN}::{OP}", q, k, v, bias, kpm, **attrs)
-        return y.setType(q.type())  # typed: no "shape inference missing" notice
+MASKED = -10000.0  # a padding key's score bias: ORT's MultiHeadAttention value (softmax weight 0 in float32)
 
 
 @dataclass
 class Masks:
     """What :class:`ExportAttention` gets in place of the (B, 1, 1, T) bool mask."""
 
-    kpm: torch.Tensor  # (B, T) int32, 1 = real token
+    kpm: torch.Tensor | None  # (B, T) int32, 1 = real token (the MultiHeadAttention node)
+    bias: torch.Tensor | None  # (B, 1, 1, T) float, 0 = real token, MASKED = padding (standard ops)
     valid: torch.Tensor | None  # (B, 1, 1) float: 0 for a sample with no real token; None = never
 
 
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, n_heads: int,
+            head_dim: int) -> torch.Tensor:
+    """Attention in standard ops, what the MultiHeadAttention node computes: q (B, Q, H*S); k, v (B, T, H*S);
+    bias (B, 1, 1, T) 0 or MASKED -> (B, Q, H*S)."""
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], -1, n_heads, head_dim).transpose(1, 2)  # (B, H, ., S)
+
+    scores = heads(q) @ heads(k).transpose(-2, -1) * (1 / math.sqrt(head_dim))  # (B, H, Q, T)
+    if bias is not None:
+        scores = scores + bias
+    y = (scores.softmax(dim=-1) @ heads(v)).transpose(1, 2)  # (B, Q, H, S)
+    return y.reshape(y.shape[0], -1, n_heads * head_dim)
+
+
+def _stacked(*linears: nn.Linear) -> nn.Linear:
+    """One ``nn.Linear`` whose outputs are the given layers' outputs side by side (same input)."""
+    w = torch.cat([lin.weight for lin in linears])  # (sum of outputs, D)
+    out = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        out.weight.copy_(w)
+        out.bias.copy_(torch.cat([lin.bias for lin in linears]))
+    return out.requires_grad_(False)
+
+
 class ExportAttention(nn.Module):
-    """An :class:`~mhsa_cli.model.modules.Attention` with heads, for export: the same projections,
-    the attention as :class:`_MHA` (eval mode: no gates, no probabilities)."""
+    """An :class:`~mhsa_cli.model.modules.Attention` with heads, for export (eval mode: no gates, no
+    probabilities): the same weights and math in fewer graph nodes.
 
-    def __init__(self, attn: nn.Module):
+    * ``qkv``: q, k and v from one product, ``x @ [Wq | Wk | Wv] + [bq | bk | bv]`` split in three
+      (a layer that computes the pooled row alone, ``query_row``: q from that row, k|v from one
+      product), so the graph holds one MatMul (int8: one ``MatMulInteger``) where three read the
+      same input; stacked here, in the traced module, not found in the graph by node name;
+    * ``mha``: the attention as one ``MultiHeadAttention`` node, this exporter's op from
+      :data:`.ops.ATTENTION_CALLS`; None: :func:`_attend`, the node's math in standard ONNX ops.
+    """
+
+    def __init__(self, attn: nn.Module, mha: Callable[..., torch.Tensor] | None, qkv: bool,
+                 query_row: bool = False):
         super().__init__()
-        self.inner = attn
+        self.inner, self.mha, self.query_row = attn, mha, query_row
+        self.width = attn.n_heads * attn.head_dim  # H*S
+        projections = (attn.k, attn.v) if query_row else (attn.q, attn.k, attn.v)
+        self.stacked = _stacked(*projections) if qkv else None
 
-    def forward(self, x: torch.Tensor, masks: Masks | None = None, gate: Any = None, need_weights: bool = False,
-                query: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def _qkv(self, x: torch.Tensor, query: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         a = self.inner
-        kpm = None if masks is None else masks.kpm
-        y = _MHA.apply(a.q(x if query is None else query), a.k(x), a.v(x), kpm, a.n_heads)
+        if self.stacked is None:
+            return a.q(x if query is None else query), a.k(x), a.v(x)
+        parts = self.stacked(x).split(self.width, dim=-1)  # (B, T, H*S) each
+        return (a.q(query), *parts) if self.query_row else parts
+
+    def forward(self, x: torch.Tensor, masks: Masks | None = None, gate: Any = None,
+                need_weights: bool = False, query: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        if (query is not None) != self.query_row and self.stacked is not None:
+            raise RuntimeError("ExportAttention built for another query shape")  # lean_export's bug, not input
+        q, k, v = self._qkv(x, query)
+        a = self.inner
+        if self.mha is None:
+            y = _attend(q, k, v, None if masks is None else masks.bias, a.n_heads, a.head_dim)
+        else:
+            kpm = None if masks is None else masks.kpm
+            y = self.mha(q, k, v, kpm, a.n_heads, 1 / math.sqrt(a.head_dim))  # the model's scale, stated
         if masks is not None and masks.valid is not None:
             y = y * masks.valid
-        return a.o(y), None
+        return self.inner.o(y), None
 
 
 class LeanExport(nn.Module):
@@ -118,25 +136,33 @@ class LeanExport(nn.Module):
     def __init__(self, model: nn.Module, fused: bool):
         super().__init__()
         self.m, self.fused = model, fused
+        c = model.config
+        # [embedding table; cls] (V + 1, D): one Gather gives the cls row and the tokens (a buffer made
+        # here, not a torch.cat in the graph that only constant folding would remove)
+        with_cls = model.cls is not None and c.input_kind == "tokens"
+        table = torch.cat([model.embed.weight, model.cls.view(1, -1)]).detach() if with_cls else None
+        self.register_buffer("table", table, persistent=False)
         # the exporter restores this module's mode afterwards, recursively: a new module's default
         # (training) would leave the model in training mode (dropout on) after an export
         self.train(model.training)
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        m, c = self.m, self.m.config
-        if m.cls is None or c.input_kind != "tokens":
-            return m._tokens(x)
-        ids = F.pad(x, (1, 0), value=-1)  # (B, T'): -1 = the cls row, the table's last
-        table = torch.cat([m.embed.weight, m.cls.view(1, -1)])  # (V + 1, D), one constant after folding
-        return _GatherRows.apply(table, ids), ids != c.pad_id
+        if self.table is None:
+            return self.m._tokens(x)
+        ids = F.pad(x, (1, 0), value=self.table.shape[0] - 1)  # (B, T'): the cls row first
+        return F.embedding(ids, self.table), ids != self.m.config.pad_id  # (B, T', D), (B, T')
 
-    def _masks(self, pad: torch.Tensor | None) -> Masks | torch.Tensor | None:
+    def _masks(self, pad: torch.Tensor | None) -> Masks | None:
         if pad is None:
             return None
-        if not self.fused:
-            return pad[:, None, None, :]  # what the model's own attention takes
-        guard = self.m.cls is None  # a cls token is never padding: every sample has a key
-        return Masks(pad.to(torch.int32), pad.any(dim=1)[:, None, None].to(torch.float32) if guard else None)
+        kpm = pad.to(torch.int32) if self.fused else None
+        bias = None if self.fused else (1 - pad.to(torch.float32))[:, None, None, :] * MASKED  # (B, 1, 1, T)
+        if self.m.cls is not None:  # a cls token is never padding: every sample has a key
+            return Masks(kpm, bias, None)
+        # min(number of keys, 1), not pad.any(): ORT's symbolic shape inference (int8 pre-processing)
+        # cannot follow ReduceMax with its axes as an input (opset >= 18)
+        valid = pad.to(torch.float32).sum(dim=1, keepdim=True).clamp(max=1)[:, :, None]  # (B, 1, 1)
+        return Masks(kpm, bias, valid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.m
@@ -149,14 +175,22 @@ class LeanExport(nn.Module):
 
 
 @contextmanager
-def lean_export(model: nn.Module, fuse_attention: bool = True) -> Iterator[tuple[nn.Module, int]]:
-    """(the module to trace, attention layers fused) for ``model``; with ``fuse_attention`` every layer
-    with heads runs :class:`ExportAttention` inside the block (restored after, also on error)."""
-    swapped = [(b, b.attn) for b in model.blocks if b.attn.n_heads > 0] if fuse_attention else []
+def lean_export(model: nn.Module, fuse_attention: bool = True, fuse_qkv: bool = True,
+                exporter: str = "dynamo") -> Iterator[tuple[nn.Module, dict[str, int]]]:
+    """(the module to trace, {"fused_attention_layers": n, "fused_qkv_layers": n}) for ``model``.
+
+    Every layer with heads runs :class:`ExportAttention` (with ``exporter``'s attention op) inside its
+    block while the context is open (restored after, also on error).
+    """
+    last, mha = len(model.blocks) - 1, ATTENTION_CALLS[exporter] if fuse_attention else None
+    swapped = [(b, b.attn, ExportAttention(b.attn, mha, fuse_qkv, model.first_only and i == last))
+               for i, b in enumerate(model.blocks) if b.attn.n_heads > 0]
     try:
-        for b, attn in swapped:
-            b.attn = ExportAttention(attn)
-        yield LeanExport(model, fuse_attention), len(swapped)
+        for b, _, export_attn in swapped:
+            b.attn = export_attn
+        n = len(swapped)
+        yield LeanExport(model, fuse_attention), {"fused_attention_layers": n if fuse_attention else 0,
+                                                  "fused_qkv_layers": n if fuse_qkv else 0}
     finally:
-        for b, attn in swapped:
+        for b, attn, _ in swapped:
             b.attn = attn

@@ -23,6 +23,10 @@ def render_export(result: Any, console: Console) -> None:
     """Print what was written and what the export measured."""
     acc = result.accuracy
     rows = [("source", result.source), ("out", result.out)]
+    ex = result.meta.get("exporter") or {}
+    if ex:
+        kind = "torch.export + onnxscript" if ex["exporter"] == "dynamo" else "deprecated by torch; the fallback"
+        rows.append(("exporter", f"{ex['exporter']} ({kind}), opset {ex['opset']}"))
     for p, f in result.files.items():
         rows.append((f"{p} file", f"{f['file']} ({human_bytes(f['bytes'])}, {sum(f['ops'].values())} nodes; "
                                  f"ORT runs {sum(f['optimized_ops'].values())})"))
