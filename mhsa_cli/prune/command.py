@@ -149,7 +149,10 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     ``cfg.finetune_epochs`` of fine-tuning, drop ``cfg.drop_layers`` blocks (or
     ``cfg.drop_layers_at``), remove ``cfg.heads`` (or ``cfg.ratio``) of the kept layers'
     heads and ``cfg.ffn_ratio`` of their feed-forward neurons (see :mod:`.plan`), and save
-    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``. With ``cfg.sweep``: for each
+    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``; with
+    ``cfg.target_flops`` / ``cfg.target_latency`` the amounts come from the budget rule
+    (:mod:`.budget`, :mod:`.latency`) instead, and with ``cfg.kd_weight`` / ``cfg.kd_hidden_weight``
+    fine-tuning distils from the unpruned model (:mod:`.kd`). With ``cfg.sweep``: for each
     ratio and method, the test accuracy without fine-tuning, written to
     ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
     is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
