@@ -93,6 +93,15 @@ def dataclass_replace(c, **kw):
     return dataclasses.replace(c, **kw)
 
 
+def test_budget_seq_len_changes_what_is_counted():
+    units = priorities(TINY, SCORES, seq_len=2)  # T = 2: a head = 2 * (32 + 32 + 16) = 160, a neuron 32
+    assert {(u.kind, u.saves) for u in units if u.kind != "layer"} == {("head", 160), ("neuron", 32)}
+    # 848 in all, target 636: -32 (816), -160 (656), -32 (624), as at T = 4 but other numbers
+    plan = greedy_plan(TINY, units, 0.75 * attention_flops(TINY, 2), seq_len=2)
+    assert attention_flops(TINY, 2) == 848 and plan.flops == 624
+    assert plan.flops == Shape(TINY, 2, [1, 2], [1, 3], [True, True]).flops()
+
+
 def test_unreachable_budget_is_refused_before_any_work():
     floor = 16 + 0  # one block with no heads and no neurons adds nothing: classifier alone
     with pytest.raises(MhsaError, match="below what pruning can reach"):
@@ -214,12 +223,12 @@ def test_kd_loss_is_the_hand_computed_ce_kl_mix():
     teacher = frozen_teacher(random_model())
     student = drop_layers(random_model(), [1]).eval()
     x, y = tokens(), torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logits = prune_loss_fn(kd_cfg(kd_weight=0.3, kd_temperature=2.0), teacher, [0, 2], LoopConfig())(student, x, y)
+    loss, logits = prune_loss_fn(kd_cfg(kd_weight=0.3, kd_temperature=3.0), teacher, [0, 2], LoopConfig())(student, x, y)
     with torch.no_grad():
         s, t = student(x), teacher(x)
-        p_t = torch.softmax(t / 2, -1)
-        kl = (p_t * (p_t.log() - torch.log_softmax(s / 2, -1))).sum(-1).mean()
-        expected = 0.7 * F.cross_entropy(s, y) + 0.3 * 4 * kl
+        p_t = torch.softmax(t / 3, -1)
+        kl = (p_t * (p_t.log() - torch.log_softmax(s / 3, -1))).sum(-1).mean()
+        expected = 0.7 * F.cross_entropy(s, y) + 0.3 * 9 * kl  # T^2 = 9
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and torch.allclose(logits, s, atol=1e-5)
 
 
