@@ -283,6 +283,7 @@ def _stages() -> None:
          "Score attention heads, feed-forward neurons and whole blocks; physically remove the least important.",
          "Examples:  mhsa prune runs/baseline --ratio 0.5 --finetune-epochs 1 --out runs/pruned"
          "  ·  mhsa prune runs/baseline --ratio 0.5 --ffn-ratio 0.5 --drop-layers 1 --finetune-epochs 1 --out runs/small"
+         "  ·  mhsa prune runs/baseline --target-flops 0.4 --finetune-epochs 1 --kd-weight 0.5 --out runs/budget"
          "  ·  mhsa prune runs/baseline --sweep 0,0.25,0.5,0.75 --method gradient,magnitude,random --out runs/sweep"),
         ("quantize", c.QuantizeConfig,
          "Dynamic int8 quantization of every Linear layer (CPU inference).",

@@ -20,14 +20,32 @@ def attention_flops(config: ModelConfig, seq_len: int | None = None) -> int:
     as :meth:`MHSAClassifier.forward` does in eval mode.
     """
     c = config
-    T = (seq_len or c.max_len) + (1 if c.pooling == "cls" else 0)
-    embed = T * c.feature_dim * c.d_model if c.input_kind == "features" else 0
-    total = embed
+    T = positions(c, seq_len)
+    total = base_flops(c, seq_len)
     for i, (h, d_ff) in enumerate(zip(c.heads, c.ff_sizes)):
-        rows = 1 if c.pooling in FIRST_POSITION and i == len(c.heads) - 1 else T  # query rows
-        inner = h * c.head_dim
-        total += 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
-        total += 2 * rows * T * inner  # scores + probs @ v
-        total += 2 * rows * c.d_model * d_ff  # ff1 + ff2
-    total += c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0)
+        total += layer_flops(c, h, d_ff, T, last=i == len(c.heads) - 1)
+    return total
+
+
+def positions(config: ModelConfig, seq_len: int | None = None) -> int:
+    """T: positions a block sees (``seq_len``, default ``max_len``; +1 with a ``cls`` token)."""
+    return (seq_len or config.max_len) + (1 if config.pooling == "cls" else 0)
+
+
+def base_flops(config: ModelConfig, seq_len: int | None = None) -> int:
+    """FLOPs (x2 MACs) outside the blocks: feature embedding, pooler, classifier."""
+    c = config
+    embed = positions(c, seq_len) * c.feature_dim * c.d_model if c.input_kind == "features" else 0
+    return 2 * (embed + c.d_model * c.num_classes + (c.d_model ** 2 if c.pooler != "none" else 0))
+
+
+def layer_flops(config: ModelConfig, heads: int, d_ff: int, T: int, last: bool = False) -> int:
+    """FLOPs (x2 MACs) of one block with ``heads`` heads and ``d_ff`` neurons at ``T`` positions;
+    ``last``: the final block, which computes 1 query row under a first-position pooling."""
+    c = config
+    rows = 1 if last and c.pooling in FIRST_POSITION else T  # query rows
+    inner = heads * c.head_dim
+    total = 2 * T * c.d_model * inner + 2 * rows * c.d_model * inner  # k, v; q, o
+    total += 2 * rows * T * inner  # scores + probs @ v
+    total += 2 * rows * c.d_model * d_ff  # ff1 + ff2
     return 2 * total

@@ -17,6 +17,10 @@ Beyond heads: :mod:`.neurons` (:func:`neuron_importance`, :func:`remove_neurons`
 step over all three (blocks, then heads, then neurons) and :mod:`.record` writes
 ``pruning.json``. Every removal is proven equal to the masked original.
 
+Instead of ratios, a budget: :mod:`.budget` (``--target-flops``: greedy by importance per
+FLOP) and :mod:`.latency` (``--target-latency``: the FLOPs target found by bisection on
+measured latency). :mod:`.kd` fine-tunes each step with the unpruned model as teacher.
+
 :mod:`.command` holds :func:`prune` (``mhsa prune``): load, score, remove
 (optionally in several steps with fine-tuning), save a checkpoint; or, with
 ``sweep``, the sensitivity curve of Michel et al. (2019).

@@ -15,6 +15,7 @@ accuracy then left out with the reason.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,15 @@ from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, finetune_loo
 from ..config import PruneConfig, resolve_loop, to_dict
 from ..environment import resolve_device, set_threads
 from ..errors import MhsaError, choice
-from ..model import MHSAClassifier, attention_flops, count_parameters
+from ..model import MHSAClassifier, ModelConfig, attention_flops, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData
 from ..train import LoopConfig, evaluate, fit, split_report
 from .data import prune_data
+from .budget import budget_step, check_budget
 from .importance import IMPORTANCE, NEEDS_DATA, SEEDED, head_importance
+from .kd import frozen_teacher, kd_enabled, prune_loss_fn
+from .latency import budget_doc, choose_fraction
 from .layers import LAYER_NEEDS_DATA
 from .plan import Origin, prune_step, validate_plan
 from .record import importance_doc, light_steps, metrics_doc, pruning_doc
@@ -79,6 +83,7 @@ class PruneResult:
     layer_scores: list[float | None] | None = None  # scores of the first step that chose blocks
     accuracy_not_measured: str | None = None  # why, without data ("no data", "no data: file ... not found")
     scored_on: str = "validation split"  # what the head scores read: "validation split", or "no data"
+    budget: dict[str, Any] | None = None  # budget mode: the rule, FLOPs and latency, what each kind lost
     layers_scored_on: str = "validation split"  # the same for block scores (loss; random: "no data")
 
 
@@ -102,9 +107,13 @@ def _load_float(path: str) -> Checkpoint:
     return ckpt
 
 
-def _validate(cfg: PruneConfig, heads: list[int]) -> None:
-    """All input checks that need only the config and the head counts (before any work)."""
+def _validate(cfg: PruneConfig, config: ModelConfig) -> None:
+    """All input checks that need only the config and the model's shape (before any work)."""
+    heads = config.heads
     validate_plan(cfg, len(heads))
+    if cfg.budget:
+        check_budget(getattr(cfg, cfg.budget), config, cfg.budget_seq_len, cfg.min_heads_per_layer,
+                     "--" + cfg.budget.replace("_", "-"))
     if not cfg.method:
         raise MhsaError("--method is empty; choose from: " + ", ".join(IMPORTANCE))
     for m in cfg.method:
@@ -112,6 +121,8 @@ def _validate(cfg: PruneConfig, heads: list[int]) -> None:
     if cfg.sweep is None:
         if len(cfg.method) > 1:
             raise MhsaError(f"several methods ({', '.join(cfg.method)}) need --sweep; prune with one")
+        if cfg.budget:
+            return
         select_heads([torch.zeros(h) for h in heads], cfg.ratio, cfg.heads, cfg.scope, cfg.min_heads_per_layer)
         return
     if not cfg.sweep:
@@ -138,7 +149,10 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     ``cfg.finetune_epochs`` of fine-tuning, drop ``cfg.drop_layers`` blocks (or
     ``cfg.drop_layers_at``), remove ``cfg.heads`` (or ``cfg.ratio``) of the kept layers'
     heads and ``cfg.ffn_ratio`` of their feed-forward neurons (see :mod:`.plan`), and save
-    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``. With ``cfg.sweep``: for each
+    a float checkpoint (with ``head_importance.json`` and ``pruning.json``) in ``cfg.out``; with
+    ``cfg.target_flops`` / ``cfg.target_latency`` the amounts come from the budget rule
+    (:mod:`.budget`, :mod:`.latency`) instead, and with ``cfg.kd_weight`` / ``cfg.kd_hidden_weight``
+    fine-tuning distils from the unpruned model (:mod:`.kd`). With ``cfg.sweep``: for each
     ratio and method, the test accuracy without fine-tuning, written to
     ``sweep.json`` / ``sweep.csv`` / ``sweep.png`` in ``cfg.out`` (``cfg.ratio``
     is not used; ``--random-seeds`` seeds for ``random``, starting at ``cfg.seed``).
@@ -155,7 +169,7 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     ckpt = _load_float(cfg.checkpoint)
     resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
-    _validate(cfg, ckpt.model_config.heads)
+    _validate(cfg, ckpt.model_config)
     device = resolve_device(cfg.device)
     data, why = prune_data(cfg, ckpt)
     model = load_model(ckpt).to(device)
@@ -174,9 +188,11 @@ def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, metho
 
 
 def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
-              progress: Progress, step: int) -> dict[str, Any]:
+              progress: Progress, step: int, teacher: MHSAClassifier | None, kept: list[int]) -> dict[str, Any]:
+    """Fine-tune after a step: cross-entropy, or with ``teacher`` the KD loss of :mod:`.kd`."""
     loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
-    fitted = fit(model, data, loop, device, progress=progress, desc=f"fine-tune (step {step})")
+    loss_fn = prune_loss_fn(cfg, teacher, kept, loop) if teacher is not None else None
+    fitted = fit(model, data, loop, device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune (step {step})")
     return {"finetune_best_epoch": fitted.best_epoch, "finetune_seconds": fitted.seconds,
             "finetune_history": fitted.history}
 
@@ -192,12 +208,14 @@ def _row_accuracy(row: dict[str, Any], stage: str) -> Accuracy | None:
 
 
 def _step(cfg: PruneConfig, model: MHSAClassifier, original: MHSAClassifier, data: TaskData | None,
-          device: torch.device, progress: Progress, step: int, origin: Origin) -> tuple[MHSAClassifier, dict]:
-    """One step: blocks, heads, neurons removed (:func:`.plan.prune_step`), fine-tune (if asked)."""
-    model, row = prune_step(cfg, model, data, step, origin, original, progress)
+          device: torch.device, progress: Progress, step: int, origin: Origin,
+          teacher: MHSAClassifier | None = None, removal: Any = prune_step) -> tuple[MHSAClassifier, dict]:
+    """One step: blocks, heads, neurons removed (``removal``: :func:`.plan.prune_step`, or with a
+    budget :func:`.budget.budget_step`), fine-tune (if asked; with ``teacher``: KD)."""
+    model, row = removal(cfg, model, data, step, origin, original, progress)
     row.update(_acc_fields("pruned", _accuracy(model, data, device)))
     if cfg.finetune_epochs:  # data is there: prune_data refused fine-tuning without it
-        row.update(_finetune(cfg, model, data, device, progress, step))
+        row.update(_finetune(cfg, model, data, device, progress, step, teacher, origin.layers))
         row.update(_acc_fields("finetuned", _accuracy(model, data, device)))
     return model, row
 
@@ -215,8 +233,11 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
                  device: torch.device, progress: Progress, why: str | None = None) -> PruneResult:
     """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
     original, origin, steps = model, Origin.of(model), []
+    teacher = frozen_teacher(original) if kd_enabled(cfg) else None
+    search = choose_fraction(cfg, model, data, progress) if cfg.budget else None
+    removal = functools.partial(budget_step, fraction=search.fraction) if search else prune_step
     for step in range(1, cfg.iterative + 1):
-        model, row = _step(cfg, model, original, data, device, progress, step, origin)
+        model, row = _step(cfg, model, original, data, device, progress, step, origin, teacher, removal)
         steps.append(row)
         progress.log(f"step {step}/{cfg.iterative}: layers {row['layers']}, heads {model.heads}, "
                      f"d_ff {model.ff_sizes}")
@@ -234,6 +255,8 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         layer_scores=next((s["layer_scores"] for s in steps if "layer_scores" in s), None),
         accuracy_not_measured=why, scored_on=_scored_on(cfg.method[0] in NEEDS_DATA),
         layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA))
+    if search is not None:
+        result.budget = budget_doc(cfg, search, original, model, progress)
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
     return result
 

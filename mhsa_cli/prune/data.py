@@ -26,7 +26,7 @@ def _needs_data(cfg: PruneConfig) -> tuple[str, str] | None:
         return "--sweep measures test accuracy", ""
     if scored:
         return f"--method {scored[0]} scores heads on validation data", ", or use --method magnitude or random"
-    if cfg.drop_layers and not cfg.drop_layers_at and cfg.layer_method in LAYER_NEEDS_DATA:
+    if (cfg.drop_layers or cfg.budget) and not cfg.drop_layers_at and cfg.layer_method in LAYER_NEEDS_DATA:
         return (f"--layer-method {cfg.layer_method} scores blocks on validation data",
                 ", or use --layer-method random or --drop-layers-at")
     if cfg.finetune_epochs:

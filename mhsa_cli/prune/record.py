@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import PruneConfig
 from .importance import NEEDS_DATA, NORMALIZED
+from .kd import kd_plan
 from .layers import LAYER_NEEDS_DATA
 
 HEAVY = ("neuron_scores",)  # kept in pruning.json only: one float per neuron and step
@@ -40,26 +41,27 @@ def _plan(cfg: PruneConfig) -> dict[str, Any]:
             "layers": {"drop": cfg.drop_layers, "at": cfg.drop_layers_at, "method": cfg.layer_method},
             "heads": {"ratio": cfg.ratio, "count": cfg.heads, "scope": cfg.scope, "method": cfg.method[0],
                       "min_heads_per_layer": cfg.min_heads_per_layer},
-            "neurons": {"ratio": cfg.ffn_ratio, "scope": cfg.ffn_scope, "method": cfg.method[0]}}
+            "neurons": {"ratio": cfg.ffn_ratio, "scope": cfg.ffn_scope, "method": cfg.method[0]},
+            "kd": kd_plan(cfg), "budget": cfg.budget}
 
 
 def _split(cfg: PruneConfig) -> str | None:
     """``"val"`` when a score read the validation split; None when every criterion read weights alone."""
-    blocks = cfg.drop_layers and not cfg.drop_layers_at and cfg.layer_method in LAYER_NEEDS_DATA
+    blocks = (cfg.drop_layers or cfg.budget) and not cfg.drop_layers_at and cfg.layer_method in LAYER_NEEDS_DATA
     return "val" if cfg.method[0] in NEEDS_DATA or blocks else None
 
 
 def pruning_doc(cfg: PruneConfig, r: Any) -> dict[str, Any]:
     """Content of ``pruning.json``: the plan, the shapes, what was removed, every step."""
     n_layers = len(r.heads_before)
-    return {"split": _split(cfg), "plan": _plan(cfg),
+    return {"split": _split(cfg), "plan": _plan(cfg), "budget": getattr(r, "budget", None),
             "before": {"layers": n_layers, "heads": r.heads_before, "d_ff": r.d_ff_before},
             "after": {"layers": r.layers_kept, "heads": r.heads_after, "d_ff": r.d_ff_after},
             "removed": {"layers": r.layers_dropped, "heads": r.removed, "neurons": r.neurons_removed},
             "kept_neurons": _kept(r.d_ff_before, r.neurons_removed, r.layers_kept),
             "layer_scores": r.layer_scores,
             "steps": [{k: s.get(k) for k in ("step", "layers_dropped", "layer_scores", "removed",
-                                             "neurons_removed", "neuron_scores", "heads", "d_ff")}
+                                             "neurons_removed", "neuron_scores", "heads", "d_ff", "budget")}
                       for s in r.steps]}
 
 

@@ -96,6 +96,22 @@ def _structure_rows(r: Any) -> list[tuple[Any, ...]]:
              _ratio(sum(r.d_ff_after), sum(r.d_ff_before)))]
 
 
+def _budget_table(b: dict[str, Any]) -> Table:
+    """Budget mode: what was asked, the FLOPs reached, latency predicted vs measured, losses per kind."""
+    asked = (f"FLOPs ≤ {b['target_flops']:g}×" if b.get("target_flops") is not None
+             else f"latency ≤ {b['target_latency']:g}×")
+    rows = [("asked", asked), ("FLOPs fraction aimed at", f"{b['flops_fraction']:.3f}"),
+            ("FLOPs after / before", f"{b['flops_ratio']:.3f}× (at {b['seq_len']} positions)")]
+    lat = b.get("latency")
+    if lat:
+        where = f"{lat['runtime']}, {lat['threads']} thread(s), batch {lat['batch']}"
+        rows += [("latency predicted (FLOPs)", f"{lat['predicted_ratio']:.3f}×"),
+                 ("latency in the search", f"{lat['search_ratio']:.3f}× ({len(lat['rounds'])} rounds)"),
+                 ("latency measured", f"{lat['measured_ratio']:.3f}× ({where})")]
+    rows += [(f"{kind} removed", f"{v['removed']} ({pct(v['fraction'])})") for kind, v in b["lost"].items()]
+    return kv_table("Budget (greedy by importance per FLOP)", rows)
+
+
 def _accuracy_table(r: Any) -> Table | str:
     if r.before is None:
         return f"accuracy: not measured ({getattr(r, 'accuracy_not_measured', None) or 'no data'})"
@@ -124,6 +140,8 @@ def render_single(r: Any, console: Console) -> None:
         console.print(_layer_table(r))
     console.print(_kept_table(r))
     console.print(_size_table(r))
+    if getattr(r, "budget", None):
+        console.print(_budget_table(r.budget))
     console.print(_accuracy_table(r), markup=False, highlight=False)
     if len(r.steps) > 1:
         console.print(_steps_table(r))
