@@ -42,7 +42,7 @@ from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..runtimes.folder import DTYPES, FILES, FORMAT, INPUT_NAME, META, OUTPUT_NAME, VERSION, file_sha256
 from .int8 import calibration_batches
-from .onnx import check_int8_graph, op_counts, optimized_op_counts, quantize_onnx, to_onnx
+from .onnx import check_int8_graph, op_counts, optimized_op_counts, to_onnx
 
 INT8_ACC_BUDGET_PTS = 0.5  # int8 losing more test accuracy than this gets a note
 

@@ -174,6 +174,27 @@ def validation_batches(split: Split, batch_size: int, max_batches: int = 0,
     return out
 
 
+def run_scorer(fn: Callable[..., Any], model: nn.Module, data: Split | TaskData | None, method: str,
+               needs_data: bool, unit: str, batch_size: int, max_batches: int, seed: int) -> Any:
+    """``fn(model, batches, seed)`` in eval mode (the model's mode restored), on the validation
+    batches when the method reads data (else none): what neuron and block scoring share.
+
+    Raises:
+        MhsaError: a method that needs data and got none.
+    """
+    split = data.val if isinstance(data, TaskData) else data
+    if split is None and needs_data:
+        raise MhsaError(f"'{method}' importance scores {unit} on validation data, and none was given")
+    device = next(model.parameters()).device
+    batches = validation_batches(split, batch_size, max_batches, device) if needs_data else []
+    was_training = model.training
+    model.eval()
+    try:
+        return fn(model, batches, seed)
+    finally:
+        model.train(was_training)
+
+
 def head_importance(model: MHSAClassifier, data: Split | TaskData | None, method: str, *,
                     batch_size: int = 64, max_batches: int = 0, normalize: bool = False,
                     seed: int = 0) -> list[torch.Tensor]:

@@ -26,7 +26,7 @@ from .. import registry
 from ..errors import MhsaError, choice
 from ..model import MHSAClassifier
 from ..tasks import Split, TaskData
-from .importance import Batches, validation_batches
+from .importance import Batches, run_scorer
 from .surgery import require_equal
 
 
@@ -78,17 +78,7 @@ def layer_importance(model: MHSAClassifier, data: Split | TaskData | None, metho
         MhsaError: unknown method, no data for a method that needs it, or scores that are not finite.
     """
     fn = LAYER_IMPORTANCE[choice("layer importance method", method, LAYER_IMPORTANCE)]
-    split = data.val if isinstance(data, TaskData) else data
-    if split is None and method in LAYER_NEEDS_DATA:
-        raise MhsaError(f"'{method}' layer importance scores blocks on validation data, and none was given")
-    device = next(model.parameters()).device
-    batches = validation_batches(split, batch_size, max_batches, device) if method in LAYER_NEEDS_DATA else []
-    was_training = model.training
-    model.eval()
-    try:
-        scores = fn(model, batches, seed)
-    finally:
-        model.train(was_training)
+    scores = run_scorer(fn, model, data, method, method in LAYER_NEEDS_DATA, "blocks", batch_size, max_batches, seed)
     if not torch.isfinite(scores).all():
         raise MhsaError(f"'{method}' layer importance produced non-finite scores (diverged model?)")
     return scores

@@ -30,7 +30,7 @@ from .. import registry
 from ..errors import MhsaError, choice
 from ..model import Block, MHSAClassifier
 from ..tasks import Split, TaskData
-from .importance import NEEDS_DATA, Batches, normalize_per_layer, validation_batches
+from .importance import NEEDS_DATA, Batches, normalize_per_layer, run_scorer
 from .surgery import gates_for, require_equal
 
 # --------------------------------------------------------------------------- importance
@@ -114,17 +114,7 @@ def neuron_importance(model: MHSAClassifier, data: Split | TaskData | None, meth
         MhsaError: unknown method, no data for a method that needs it, or scores that are not finite.
     """
     fn = NEURON_IMPORTANCE[choice("importance method", method, NEURON_IMPORTANCE)]
-    split = data.val if isinstance(data, TaskData) else data
-    if split is None and method in NEEDS_DATA:
-        raise MhsaError(f"'{method}' importance scores neurons on validation data, and none was given")
-    device = next(model.parameters()).device
-    batches = validation_batches(split, batch_size, max_batches, device) if method in NEEDS_DATA else []
-    was_training = model.training
-    model.eval()
-    try:
-        scores = fn(model, batches, seed)
-    finally:
-        model.train(was_training)
+    scores = run_scorer(fn, model, data, method, method in NEEDS_DATA, "neurons", batch_size, max_batches, seed)
     if any(not torch.isfinite(s).all() for s in scores):
         raise MhsaError(f"'{method}' neuron importance produced non-finite scores (diverged model?)")
     return normalize_per_layer(scores) if normalize and method in NEEDS_DATA else scores
