@@ -47,7 +47,7 @@ def test_build_and_rebuild_from_spec(tok, tmp_path):
 
 
 def test_a_spec_without_data_encodes_as_predict_does(tok):
-    from mhsa_cli.predict.command import spec_encoder
+    from mhsa_cli.tasks.encoding import spec_encoder
 
     spec = hf_text.data_spec(tok, 1, ["x", "y"], 5)
     assert hf_text.encode(["a", "b c d e f"], spec["tokenizer"], spec["max_len"], spec["pad_id"]).tolist() == [

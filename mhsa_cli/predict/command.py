@@ -12,7 +12,6 @@ place at the end, so a failed run leaves nothing behind.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import tempfile
@@ -28,7 +27,7 @@ from ..environment import set_threads
 from ..errors import MhsaError
 from ..progress import NULL, Progress
 from ..tasks import hf_text
-from ..tasks.text import spec_tokenizer
+from ..tasks.encoding import encode_sorted as _encode_sorted, spec_encoder
 from . import reader
 from .loaders import Loaded, load_for_predict
 
@@ -103,30 +102,6 @@ def _same_file(out: Path, data: str) -> bool:
         return out.exists() and os.path.samefile(out, data)
     except OSError:
         return False
-
-
-def spec_encoder(spec: dict[str, Any]) -> tuple[Any, bool, int]:
-    """(tokenizer, add special tokens?, padding id) of a ``text`` or ``hf-text`` spec.
-
-    ``hf-text`` (imported encoders): the stored tokenizer truncates to ``max_len`` and adds its
-    [CLS]/[SEP] (or <s>/</s>) itself; padding is the model's ``pad_id``.
-    """
-    if spec.get("name") == hf_text.NAME:
-        return hf_text.make_tokenizer(spec["tokenizer"], int(spec["max_len"])), True, int(spec.get("pad_id", 0))
-    return spec_tokenizer(spec), False, 0
-
-
-def _encode_sorted(tok: Any, texts: list[str], max_len: int, batch_size: int, special: bool = False,
-                   pad_id: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (row positions, (B, L) ids) batches of ``texts`` sorted by length; L = longest row."""
-    ids = [e.ids[:max_len] or [1] for e in tok.encode_batch(texts, add_special_tokens=special)]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        part = order[start: start + batch_size]
-        x = torch.full((len(part), len(ids[part[-1]])), pad_id, dtype=torch.long)  # (B, L), padded
-        for row, i in enumerate(part):
-            x[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-        yield torch.tensor(part), x
 
 
 def predict_texts(loaded: Loaded, texts: list[str], batch_size: int = 256, tokenizer: Any = None) -> torch.Tensor:
