@@ -30,7 +30,7 @@ from .. import registry
 from ..errors import MhsaError, choice
 from ..model import Block, MHSAClassifier
 from ..tasks import Split, TaskData
-from .importance import NEEDS_DATA, Batches, normalize_per_layer, run_scorer
+from .importance import NEEDS_DATA, Batches, gate_gradient, normalize_per_layer, run_scorer
 from .surgery import gates_for, require_equal
 
 # --------------------------------------------------------------------------- importance
@@ -38,17 +38,7 @@ from .surgery import gates_for, require_equal
 
 def _gradient(model: MHSAClassifier, batches: Batches, seed: int) -> list[torch.Tensor]:
     """I_i = E_x |dL(x)/d gate_i| at gate = 1, one gate row per example (no cancelling)."""
-    device = next(model.parameters()).device
-    total = [torch.zeros(f) for f in model.ff_sizes]
-    seen = 0
-    for x, y in batches:
-        gates = [torch.ones(x.shape[0], f, device=device, requires_grad=True) for f in model.ff_sizes]  # (B, F_l)
-        live = [g for g in gates if g.shape[1]]  # 0-neuron layers ignore their gate
-        loss = F.cross_entropy(model.forward_features(x, ff_gates=gates).logits, y, reduction="sum")
-        grads = iter(torch.autograd.grad(loss, live)) if live else iter(())
-        total = [t + next(grads).abs().sum(0).cpu() if t.numel() else t for t in total]
-        seen += x.shape[0]
-    return [t / max(seen, 1) for t in total]
+    return gate_gradient(model, batches, model.ff_sizes, "ff_gates")
 
 
 def _group_dot(block: Block) -> torch.Tensor:
