@@ -1,21 +1,26 @@
-"""Target figures of structured `mhsa prune` (heads + feed-forward neurons) on the quickstart model.
+"""Target figures of issue 23: structured `mhsa prune` (heads, feed-forward neurons, whole blocks).
 
-Issue 23's targets for the quickstart model (the trec / MiniLM targets need the
-pretrained-encoder checkpoints and are not measured here yet):
+Steps (``--only``, in the order given; each writes under ``--out`` and ``report`` reads it all back):
 
-1. Accuracy: 50 % of heads and 50 % of feed-forward neurons removed (gradient
-   importance, ``--ffn-scope layer``), 1 epoch of fine-tuning: test accuracy drop
-   <= 1 point.
-2. Importance: at the same ratios without fine-tuning, ``gradient`` beats seeded
-   ``random`` (mean over >= 3 seeds).
+- ``quick``: the quickstart model (trained with `mhsa train` defaults unless ``--quick CKPT``), and
+- ``text``: the from-scratch trec text model (``--text CKPT``, else `mhsa train --data trec`):
+  1. 50 % of heads + 50 % of neurons per layer removed (gradient importance), one fine-tuning epoch:
+     test drop <= 1 point;
+  2. the same ratios without fine-tuning: gradient beats seeded random (mean of 3 seeds).
+- ``minilm``: the fine-tuned all-MiniLM-L6-v2 of issue 22 (``--teacher``, e.g. the ``teacher`` stage of
+  ``recipes/pretrained-text.yaml`` on trec): the plan ``--drop-layers 2 --ratio 0.5 --ffn-ratio 0.5``
+  (gradient, loss-ranked blocks) with KD fine-tuning from the unpruned model:
+  3. <= 40 % of the teacher's FLOPs and <= 1.0 pt below it on test;
+  4. its ORT int8 export >= 2.5x faster than the teacher's ORT int8 at batch 1 and 32 (one interleaved
+     `mhsa bench` run, trec validation rows);
+  5. the prune step of that plan alone (scores + surgery + accuracy, no fine-tuning) <= 2 min, timed.
+- ``budget``: 6. ``--target-latency 0.4`` in ORT int8 (1 thread, batch 1 and 32) lands within 10 % of
+  the asked ratio (measured / asked - 1, as `mhsa prune` measures the final model).
 
-FLOPs per sample (``model.attention_flops``) before and after are printed with
-each result. Latency is left to ``mhsa bench`` on the written checkpoints.
+    python benchmarks/structured_targets.py --only quick,text,report --text runs/trec-scratch
+    python benchmarks/structured_targets.py --only minilm,budget,report --teacher runs/recipes/pretrained-text/teacher
 
-Run (trains the quickstart baseline first when no checkpoint is given; minutes on 2 cores)::
-
-    python benchmarks/structured_targets.py
-    python benchmarks/structured_targets.py runs/baseline --seeds 3 --out runs/structured-targets
+Figures are printed with the load average (run one timing job at a time on an idle machine).
 """
 
 from __future__ import annotations
@@ -24,92 +29,193 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mhsa_cli.config import PruneConfig, TrainConfig, build_config  # noqa: E402
-from mhsa_cli.prune import prune  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
 MAX_DROP_POINTS = 1.0
-HEAD_RATIO = 0.5
-FFN_RATIO = 0.5
+HEAD_RATIO = FFN_RATIO = 0.5
+PLAN = ("--method", "gradient", "--drop-layers", "2", "--ratio", "0.5", "--ffn-ratio", "0.5")
+KD = ("--kd-weight", "0.5", "--kd-hidden-weight", "1.0", "--finetune-epochs", "3", "--batch-size", "32")
+BUDGET_LATENCY = 0.4
 
 
-def baseline(path: str | None, work: Path) -> Path:
-    """The given checkpoint, or the quickstart baseline trained with `mhsa train` defaults."""
-    if path:
-        return Path(path)
-    from mhsa_cli.train import train
-
-    out = work / "baseline"
-    train(build_config(TrainConfig, {"out": str(out), "device": "cpu"}))
-    return out
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def _prune(ckpt: Path, out: Path, method: str, seed: int = 0, finetune_epochs: int = 0) -> Any:
-    """One structured prune: HEAD_RATIO of heads and FFN_RATIO of neurons per layer."""
-    return prune(build_config(PruneConfig, {
-        "checkpoint": str(ckpt), "out": str(out), "method": [method], "ratio": HEAD_RATIO,
-        "ffn_ratio": FFN_RATIO, "ffn_scope": "layer", "seed": seed, "finetune_epochs": finetune_epochs,
-        "device": "cpu", "force": True}))
+def mhsa(*args: Any) -> float:
+    """Run this tree's CLI; return wall seconds (exits with its stderr on failure)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mhsa_cli", *map(str, args)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise SystemExit(f"mhsa {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
 
 
-def accuracy_target(ckpt: Path, work: Path) -> dict[str, Any]:
-    """Target 1: gradient, heads 50 % + neurons 50 %, 1 epoch of fine-tuning."""
-    r = _prune(ckpt, work / "pruned", "gradient", finetune_epochs=1)
-    drop = 100 * (r.before.test_acc - r.finetuned.test_acc)
-    return {"heads_after": r.heads_after, "d_ff_after": r.d_ff_after, "flop_ratio": r.flops_after / r.flops_before,
-            "test_acc_before": r.before.test_acc, "test_acc_pruned": r.pruned.test_acc,
-            "test_acc_finetuned": r.finetuned.test_acc, "drop_points": drop, "target_met": drop <= MAX_DROP_POINTS}
+def metrics(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "checkpoint.json").read_text())["metrics"]
 
 
-def importance_target(ckpt: Path, work: Path, seeds: int) -> dict[str, Any]:
-    """Target 2: gradient vs random (``seeds`` seeds) at the same ratios, no fine-tuning."""
-    g = _prune(ckpt, work / "gradient", "gradient").pruned.test_acc
-    rnd = [_prune(ckpt, work / f"random-{s}", "random", seed=s).pruned.test_acc for s in range(seeds)]
-    mean = statistics.fmean(rnd)
-    return {"gradient_test_acc": g, "random_test_acc": rnd, "random_test_acc_mean": mean,
-            "random_test_acc_std": statistics.stdev(rnd) if len(rnd) > 1 else 0.0,
-            "random_seeds": list(range(seeds)), "target_met": g > mean}
+def note(out: Path, key: str, value: Any) -> None:
+    f = out / "structured_targets.json"
+    doc = json.loads(f.read_text()) if f.is_file() else {}
+    doc[key] = value
+    f.write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def report(acc: dict[str, Any], imp: dict[str, Any]) -> None:
-    ok = lambda flag: "MET" if flag else "MISSED"  # noqa: E731
-    print(f"\n1. heads {HEAD_RATIO:.0%} + neurons {FFN_RATIO:.0%} (gradient), 1 epoch fine-tune: heads "
-          f"{acc['heads_after']}, d_ff {acc['d_ff_after']}, FLOPs {acc['flop_ratio']:.3f}x")
-    print(f"   test acc before {100 * acc['test_acc_before']:.2f}%  pruned {100 * acc['test_acc_pruned']:.2f}%"
-          f"  fine-tuned {100 * acc['test_acc_finetuned']:.2f}%  drop {acc['drop_points']:+.2f} pt"
-          f"  (target <= {MAX_DROP_POINTS} pt): {ok(acc['target_met'])}")
-    print(f"2. same ratios, no fine-tuning: gradient {100 * imp['gradient_test_acc']:.2f}%  vs random "
-          f"{100 * imp['random_test_acc_mean']:.2f}% ± {100 * imp['random_test_acc_std']:.2f} "
-          f"(seeds {imp['random_seeds']}): {ok(imp['target_met'])}")
+# ------------------------------------------------------------------------- quickstart and trec text model
+
+def small_targets(name: str, ckpt: Path, out: Path, threads: int, seeds: int) -> None:
+    """Targets 1 and 2 on one from-scratch model (``name``: quick or text)."""
+    base = (ckpt, "--ratio", HEAD_RATIO, "--ffn-ratio", FFN_RATIO, "--ffn-scope", "layer", "--threads", threads,
+            "--device", "cpu", "--force")
+    mhsa("prune", *base, "--method", "gradient", "--finetune-epochs", 1, "--out", out / f"{name}-finetuned")
+    mhsa("prune", *base, "--method", "gradient", "--out", out / f"{name}-gradient")
+    for s in range(seeds):
+        mhsa("prune", *base, "--method", "random", "--seed", s, "--out", out / f"{name}-random-{s}")
+    ft = metrics(out / f"{name}-finetuned")
+    rnd = [metrics(out / f"{name}-random-{s}")["test_acc"] for s in range(seeds)]
+    note(out, name, {"checkpoint": str(ckpt), "threads": threads, "before": ft["accuracy_before"]["test_acc"],
+                     "finetuned": ft["test_acc"], "pruned_no_ft": ft["accuracy_pruned"]["test_acc"],
+                     "flop_ratio": ft["flops"] / ft["flops_before"], "heads": ft["heads"], "d_ff": ft["d_ff"],
+                     "gradient": metrics(out / f"{name}-gradient")["test_acc"], "random": rnd, "load": load()})
+
+
+def trained(kind: str, out: Path, threads: int) -> Path:
+    """The quickstart baseline or the trec text model, trained with `mhsa train` defaults."""
+    folder = out / f"{kind}-baseline"
+    if not (folder / "checkpoint.json").is_file():
+        data = () if kind == "quick" else ("--data", DATA / "trec" / "train.csv", "--task-opt",
+                                           f"test_path={DATA / 'trec' / 'test.csv'}")
+        mhsa("train", *data, "--threads", threads, "--device", "cpu", "--out", folder, "--force")
+    return folder
+
+
+# ------------------------------------------------------------------------------------ MiniLM and budget
+
+def minilm(teacher: Path, out: Path, threads: int) -> None:
+    """Targets 3-5: the plan timed alone, then with KD fine-tuning, then both models benched."""
+    step_s = mhsa("prune", teacher, *PLAN, "--threads", threads, "--device", "cpu", "--out", out / "minilm-step",
+                  "--force")
+    load_step = load()
+    ft_s = mhsa("prune", teacher, *PLAN, *KD, "--threads", threads, "--device", "cpu", "--out", out / "minilm-pruned",
+                "--force")
+    mhsa("bench", teacher, out / "minilm-pruned", "--runtime", "torch,onnxruntime", "--batch-sizes", "1,32",
+         "--threads", threads, "--out", out / "minilm-bench", "--force")
+    note(out, "minilm", {"teacher": str(teacher), "threads": threads, "step_s": step_s, "load_step": load_step,
+                         "finetune_s": ft_s, "load": load()})
+
+
+def budget(teacher: Path, out: Path) -> None:
+    """Target 6: --target-latency in ORT int8 at 1 thread, batch 1 and 32 (no fine-tuning)."""
+    for b in (1, 32):
+        mhsa("prune", teacher, "--target-latency", BUDGET_LATENCY, "--budget-runtime", "onnxruntime-int8",
+             "--budget-threads", 1, "--budget-batch", b, "--device", "cpu", "--out", out / f"budget-b{b}", "--force")
+    note(out, "budget", {"teacher": str(teacher), "load": load()})
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def _mark(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def _small_lines(name: str, d: dict[str, Any]) -> list[str]:
+    drop = 100 * (d["before"] - d["finetuned"])
+    mean, sd = statistics.fmean(d["random"]), statistics.stdev(d["random"]) if len(d["random"]) > 1 else 0.0
+    return [f"{name}: heads 50 % + neurons 50 % (gradient), FLOPs {d['flop_ratio']:.3f}x; test {100 * d['before']:.2f}"
+            f" -> {100 * d['pruned_no_ft']:.2f} (no fine-tuning) -> {100 * d['finetuned']:.2f} % after 1 epoch "
+            f"({-drop:+.2f} pt, >= -1.0): {_mark(drop <= MAX_DROP_POINTS)}",
+            f"{name}: no fine-tuning, gradient {100 * d['gradient']:.2f} % vs random {100 * mean:.2f} ± {100 * sd:.2f} "
+            f"% ({len(d['random'])} seeds): {_mark(d['gradient'] > mean)}"]
+
+
+def _p50(row: dict[str, Any], batch: int) -> float:
+    return next(c["latency_ms_p50"] for c in row["cells"] if c["batch_size"] == batch and c["device"] == "cpu")
+
+
+def _minilm_lines(out: Path, d: dict[str, Any]) -> list[str]:
+    m, t = metrics(out / "minilm-pruned"), metrics(Path(d["teacher"]))
+    flops, gap = m["flops"] / m["flops_before"], 100 * (m["test_acc"] - t["test_acc"])
+    lines = [f"MiniLM plan (2 blocks, 50 % heads, 50 % neurons, KD fine-tuning): layers kept {len(m['heads'])}, "
+             f"heads {m['heads']}, d_ff {m['d_ff']}; FLOPs {flops:.3f}x (<= 0.40: {_mark(flops <= 0.4)}); test "
+             f"{100 * m['test_acc']:.2f} % vs teacher {100 * t['test_acc']:.2f} % ({gap:+.2f} pt, >= -1.0): "
+             f"{_mark(gap >= -MAX_DROP_POINTS)}",
+             f"MiniLM prune step alone (scores + surgery + accuracy): {d['step_s']:.0f} s (<= 120 s): "
+             f"{_mark(d['step_s'] <= 120)} ({d['load_step']})"]
+    rows = json.loads((out / "minilm-bench" / "bench.json").read_text())["rows"]
+    ort = {r["name"]: r for r in rows if r["runtime"] == "onnxruntime" and r["precision"] == "int8"
+           and not r.get("variant")}
+    t8, p8 = ort.get("teacher"), ort.get("minilm-pruned")
+    for b in (1, 32):
+        if t8 is None or p8 is None:
+            lines.append("MiniLM ORT int8 rows missing from bench.json")
+            break
+        x = _p50(t8, b) / _p50(p8, b)
+        lines.append(f"batch {b}: ORT int8 teacher {_p50(t8, b):.3g} ms, pruned {_p50(p8, b):.3g} ms: {x:.2f}x "
+                     f"(>= 2.5: {_mark(x >= 2.5)})")
+    return lines
+
+
+def _budget_lines(out: Path) -> list[str]:
+    lines = []
+    for b in (1, 32):
+        f = out / f"budget-b{b}" / "pruning.json"
+        if not f.is_file():
+            continue
+        lat = json.loads(f.read_text())["budget"]["latency"]
+        err = lat["measured_ratio"] / BUDGET_LATENCY - 1
+        lines.append(f"budget --target-latency {BUDGET_LATENCY} (ORT int8, 1 thread, batch {b}): measured "
+                     f"{lat['measured_ratio']:.3f} ({100 * err:+.1f} %, within 10 %: {_mark(abs(err) <= 0.1)}); "
+                     f"FLOPs {lat['predicted_ratio']:.3f}")
+    return lines
+
+
+def report(out: Path) -> None:
+    doc = json.loads((out / "structured_targets.json").read_text())
+    lines = []
+    for key, name in (("quick", "quickstart"), ("text", "trec text model")):
+        if key in doc:
+            lines += _small_lines(name, doc[key])
+    if "minilm" in doc:
+        lines += _minilm_lines(out, doc["minilm"])
+    lines += _budget_lines(out)
+    print("\n".join(f"- {line}" for line in lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", nargs="?", help="quickstart baseline to reuse (default: train one)")
-    ap.add_argument("--out", help="keep the pruned checkpoints and structured_targets.json here")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for everything (fixed)")
+    ap.add_argument("--only", default="quick,text,report", help="steps: quick,text,minilm,budget,report")
+    ap.add_argument("--quick", type=Path, help="quickstart baseline (default: train one)")
+    ap.add_argument("--text", type=Path, help="trec text model (default: train one on ../shared/data/trec)")
+    ap.add_argument("--teacher", type=Path, help="fine-tuned MiniLM checkpoint (minilm, budget)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of the quick/text steps")
+    ap.add_argument("--minilm-threads", type=int, default=2, help="threads of the MiniLM prune and bench")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the random method (>= 3)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; threads {args.threads}")
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.out or tmp)
-        ckpt = baseline(args.checkpoint, work)
-        acc = accuracy_target(ckpt, work)
-        imp = importance_target(ckpt, work, max(3, args.seeds))
-        report(acc, imp)
-        if args.out:
-            doc = {"accuracy": acc, "importance": imp, "threads": args.threads, "checkpoint": str(ckpt)}
-            (work / "structured_targets.json").write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "structured-targets")
+    a = ap.parse_args()
+    steps = a.only.split(",")
+    if {"minilm", "budget"} & set(steps) and not (a.teacher and (a.teacher / "checkpoint.json").is_file()):
+        raise SystemExit("minilm/budget need --teacher: the fine-tuned MiniLM checkpoint folder")
+    a.out.mkdir(parents=True, exist_ok=True)
+    print(f"{load()} on {os.cpu_count()} cores")
+    run = {"quick": lambda: small_targets("quick", a.quick or trained("quick", a.out, a.threads), a.out, a.threads,
+                                          max(3, a.seeds)),
+           "text": lambda: small_targets("text", a.text or trained("text", a.out, a.threads), a.out, a.threads,
+                                         max(3, a.seeds)),
+           "minilm": lambda: minilm(a.teacher, a.out, a.minilm_threads), "budget": lambda: budget(a.teacher, a.out),
+           "report": lambda: report(a.out)}
+    for step in steps:
+        t0 = time.perf_counter()
+        run[step]()
+        print(f"{step}: {time.perf_counter() - t0:.0f} s ({load()})", flush=True)
 
 
 if __name__ == "__main__":

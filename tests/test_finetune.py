@@ -144,3 +144,26 @@ def test_init_refuses_a_tokenizer_option_in_one_line(bert, tmp_path, option):
     symlink = tmp_path / "loop"
     symlink.symlink_to(symlink)
     assert_one_line_error(invoke("train", "--init", symlink, "--out", tmp_path / "y"), "symlink loop")
+
+
+def test_prune_counts_flops_at_the_datas_length_not_the_encoders_positions(bert, tmp_path):
+    """An imported encoder keeps its position table (max_len 40 here) while its data needs far fewer
+    positions: FLOPs (report, metrics, budget) are counted at the data's max_len, recorded as such."""
+    from mhsa_cli.model import attention_flops
+
+    imported, _ = bert
+    csv = tmp_path / "short.csv"  # two words a row: a few tokens with [CLS] / [SEP]
+    csv.write_text("text,label\n" + "".join(f"{' '.join(t.split()[:2])},{lab}\n" for t, lab in corpus(60)))
+    r = invoke("train", "--init", imported, "--data", csv, "--epochs", 1, "--device", "cpu", "--out", tmp_path / "ft")
+    assert r.exit_code == 0, r.output
+    ft = load_checkpoint(tmp_path / "ft")
+    n = ft.task_spec["max_len"]
+    assert n < ft.model_config.max_len  # the premise: the data is shorter than the positions
+    r = invoke("prune", tmp_path / "ft", "--ratio", 0.5, "--device", "cpu", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    assert f"one sample at {n} positions" in r.output
+    p = load_checkpoint(tmp_path / "p")
+    m = p.meta["metrics"]
+    assert m["flops_seq_len"] == n and p.meta["lineage"][-1]["settings"]["budget_seq_len"] == n
+    assert (m["flops_before"], m["flops"]) == (attention_flops(ft.model_config, n), attention_flops(p.model_config, n))
+    assert m["flops_before"] < attention_flops(ft.model_config)  # not the max_len count

@@ -239,7 +239,7 @@ class PruneConfig:
                                           "latency in --budget-runtime (FLOPs target chosen by bisection; 0 < L < 1)",
                                           min=0.0, max=1.0, min_open=True, max_open=True)
     budget_seq_len: Optional[int] = opt(None, "sequence length FLOPs and latency are counted at (default: the "
-                                        "model's max_len)", min=1, max=MAX_WIDTH)
+                                        "data's max_len when shorter than the model's, else the model's)", min=1, max=MAX_WIDTH)
     budget_runtime: str = opt("torch", "--target-latency: the runtime latency is measured in",
                               choices=BUDGET_RUNTIMES)
     budget_threads: int = opt(1, "--target-latency: intra-op threads of the measurement", min=1, max=MAX_THREADS)

@@ -66,7 +66,7 @@ class PruneResult:
     heads_after: list[int]
     params_before: int
     params_after: int
-    flops_before: int  # per sample at max_len (see model.attention_flops)
+    flops_before: int  # per sample at flops_seq_len positions (see model.attention_flops)
     flops_after: int
     before: Accuracy | None  # None: no data (accuracy_not_measured says why)
     pruned: Accuracy | None  # after the last removal, before its fine-tuning
@@ -85,6 +85,7 @@ class PruneResult:
     scored_on: str = "validation split"  # what the head scores read: "validation split", or "no data"
     budget: dict[str, Any] | None = None  # budget mode: the rule, FLOPs and latency, what each kind lost
     layers_scored_on: str = "validation split"  # the same for block scores (loss; random: "no data")
+    flops_seq_len: int | None = None  # positions FLOPs were counted at (None: the model's max_len)
 
 
 @dataclass
@@ -99,6 +100,13 @@ class SweepResult:
     baseline: Accuracy
     cells: list[dict[str, Any]]  # one per (ratio, method); see _cell
     files: list[str] = field(default_factory=list)
+
+
+def data_len(ckpt: Checkpoint) -> int | None:
+    """Positions FLOPs are counted at: the task's ``max_len`` when the checkpoint's data set a shorter
+    one than the model's (an imported encoder has 512 positions; trec rows need 28), else None (max_len)."""
+    n = ckpt.task_spec.get("max_len")
+    return n if isinstance(n, int) and 0 < n < ckpt.model_config.max_len else None
 
 
 def _load_float(path: str) -> Checkpoint:
@@ -169,6 +177,7 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
     ckpt = _load_float(cfg.checkpoint)
     resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
+    cfg.budget_seq_len = cfg.budget_seq_len or data_len(ckpt)
     _validate(cfg, ckpt.model_config)
     device = resolve_device(cfg.device)
     data, why = prune_data(cfg, ckpt)
@@ -245,7 +254,8 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
     result = PruneResult(
         cfg.out, cfg.method[0], cfg.scope, steps[0]["scores"], _union(steps, "removed", L),
         original.heads, model.heads, count_parameters(original), count_parameters(model),
-        attention_flops(original.config), attention_flops(model.config), _accuracy(original, data, device),
+        attention_flops(original.config, cfg.budget_seq_len), attention_flops(model.config, cfg.budget_seq_len),
+        _accuracy(original, data, device),
         _row_accuracy(last, "pruned"), _row_accuracy(last, "finetuned"),
         steps, task=data.summary() if data is not None else {"name": ckpt.task_spec.get("name")},
         test_classes=split_report(model, data.test, data.labels, device).to_dict() if data is not None else None,
@@ -254,7 +264,7 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         layers_dropped=sorted(i for s in steps for i in s["layers_dropped"]), layers_kept=list(origin.layers),
         layer_scores=next((s["layer_scores"] for s in steps if "layer_scores" in s), None),
         accuracy_not_measured=why, scored_on=_scored_on(cfg.method[0] in NEEDS_DATA),
-        layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA))
+        layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA), flops_seq_len=cfg.budget_seq_len)
     if search is not None:
         result.budget = budget_doc(cfg, search, original, model, progress)
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)
