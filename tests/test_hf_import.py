@@ -640,9 +640,11 @@ def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path,
     assert ckpt["teacher"]["model"]["heads"] == [4, 4] and sum(ckpt["pruned"]["model"]["heads"]) == 4
     assert ckpt["student"]["model"]["heads"] == [4] and ckpt["deploy"]["model"]["heads"] == [2]
     assert ckpt["deploy"]["model"]["d_ff"] in (19, [19])  # 37 - int(0.5 x 37) neurons kept
-    for stage in ("pruned", "student", "deploy"):  # the teacher's fine-tuning loop is inherited
-        s = ckpt[stage]["lineage"][-1]["settings"]
-        assert (s["lr"], s["schedule"]) == (5e-5, "linear"), stage
+    for stage, lr in (("pruned", 5e-5), ("student", 1e-4), ("deploy", 1e-4)):  # the schedule is inherited,
+        s = ckpt[stage]["lineage"][-1]["settings"]  # the recipe sets the student's and deploy's lr
+        assert (s["lr"], s["schedule"]) == (lr, "linear"), stage
+    kd = ckpt["deploy"]["lineage"][-1]["settings"]
+    assert (kd["kd_weight"], kd["kd_hidden_weight"]) == (0.5, 1.0)  # deploy learns from the unpruned student
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "pruned", "student", "deploy") for p in ("fp32", "int8", "int8-static")}
