@@ -106,6 +106,11 @@ def _mark(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
+def _pts(a: float, b: float) -> float:
+    """Accuracy gap a - b in points, rounded to 1e-6 (5 rows of 500 are 1.0 pt, not 1.0000000000000009)."""
+    return round(100 * (a - b), 6)
+
+
 def report(out: Path) -> None:
     fig = json.loads((out / "figures.json").read_text()) if (out / "figures.json").is_file() else {}
     lines = []
@@ -143,7 +148,7 @@ def _recipe_lines(trec: Path, fig: dict) -> list[str]:
     for name, what in (("pruned", "50 % heads + fine-tuning"), ("student", "3-layer student (KD)"),
                        ("deploy", "student, half heads + neurons, fine-tuned")):
         r = rows[(name, "torch", "fp32")]
-        gap = 100 * (r["test_acc"] - teacher_acc)
+        gap = _pts(r["test_acc"], teacher_acc)
         out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0): {_mark(gap >= -1.0)}; "
                    f"{r['params']:,} parameters, heads {r['heads']}")
     out += _deploy_lines(rows, teacher_acc)
@@ -154,7 +159,7 @@ def _deploy_lines(rows: dict, teacher_acc: float) -> list[str]:
     fp32 = rows[("teacher", "torch", "fp32")]
     t_int8 = rows[("teacher", "onnxruntime", "int8")]
     cands = [r for (m, rt, p), r in rows.items() if rt == "onnxruntime" and p.startswith("int8")
-             and 100 * (r["test_acc"] - teacher_acc) >= -1.0]
+             and _pts(r["test_acc"], teacher_acc) >= -1.0]
     lines = []
     for b in (1, 32):
         lines.append(f"batch {b}: teacher torch fp32 {_p50(fp32, b):.3g} ms, teacher ORT int8 {_p50(t_int8, b):.3g} ms")

@@ -8,8 +8,9 @@ Steps (``--only``, in the order given; each writes under ``--out`` and ``report`
      test drop <= 1 point;
   2. the same ratios without fine-tuning: gradient beats seeded random (mean of 3 seeds).
 - ``minilm``: the fine-tuned all-MiniLM-L6-v2 of issue 22 (``--teacher``, e.g. the ``teacher`` stage of
-  ``recipes/pretrained-text.yaml`` on trec): the plan ``--drop-layers 2 --ratio 0.5 --ffn-ratio 0.5``
-  (gradient, loss-ranked blocks) with KD fine-tuning from the unpruned model:
+  ``recipes/pretrained-text.yaml`` on trec): the plan ``--target-flops 0.3`` (heads, neurons and blocks,
+  lowest gradient / loss importance per FLOP first) with 5 epochs of KD fine-tuning (lr 1e-4) from the
+  unpruned model:
   3. <= 40 % of the teacher's FLOPs and <= 1.0 pt below it on test;
   4. its ORT int8 export >= 2.5x faster than the teacher's ORT int8 at batch 1 and 32 (one interleaved
      `mhsa bench` run, trec validation rows);
@@ -39,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 MAX_DROP_POINTS = 1.0
 HEAD_RATIO = FFN_RATIO = 0.5
-PLAN = ("--method", "gradient", "--drop-layers", "2", "--ratio", "0.5", "--ffn-ratio", "0.5")
-KD = ("--kd-weight", "0.5", "--kd-hidden-weight", "1.0", "--finetune-epochs", "3", "--batch-size", "32")
+PLAN = ("--method", "gradient", "--target-flops", "0.3")  # asked: <= 0.4; 0.3 aims at the >= 2.5x int8 target too
+KD = ("--kd-weight", "0.5", "--kd-hidden-weight", "1.0", "--finetune-epochs", "5", "--lr", "1e-4", "--batch-size", "32")
 BUDGET_LATENCY = 0.4
 
 
@@ -127,8 +128,13 @@ def _mark(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
+def _pts(a: float, b: float) -> float:
+    """Accuracy gap a - b in points, rounded to 1e-6 (5 rows of 500 are 1.0 pt, not 1.0000000000000009)."""
+    return round(100 * (a - b), 6)
+
+
 def _small_lines(name: str, d: dict[str, Any]) -> list[str]:
-    drop = 100 * (d["before"] - d["finetuned"])
+    drop = _pts(d["before"], d["finetuned"])
     mean, sd = statistics.fmean(d["random"]), statistics.stdev(d["random"]) if len(d["random"]) > 1 else 0.0
     return [f"{name}: heads 50 % + neurons 50 % (gradient), FLOPs {d['flop_ratio']:.3f}x; test {100 * d['before']:.2f}"
             f" -> {100 * d['pruned_no_ft']:.2f} (no fine-tuning) -> {100 * d['finetuned']:.2f} % after 1 epoch "
@@ -143,15 +149,15 @@ def _p50(row: dict[str, Any], batch: int) -> float:
 
 def _minilm_lines(out: Path, d: dict[str, Any]) -> list[str]:
     m, t = metrics(out / "minilm-pruned"), metrics(Path(d["teacher"]))
-    flops, gap = m["flops"] / m["flops_before"], 100 * (m["test_acc"] - t["test_acc"])
-    lines = [f"MiniLM plan (2 blocks, 50 % heads, 50 % neurons, KD fine-tuning): layers kept {len(m['heads'])}, "
+    flops, gap = m["flops"] / m["flops_before"], _pts(m["test_acc"], t["test_acc"])
+    lines = [f"MiniLM plan (--target-flops 0.3, KD fine-tuning): layers kept {len(m['heads'])}, "
              f"heads {m['heads']}, d_ff {m['d_ff']}; FLOPs {flops:.3f}x (<= 0.40: {_mark(flops <= 0.4)}); test "
              f"{100 * m['test_acc']:.2f} % vs teacher {100 * t['test_acc']:.2f} % ({gap:+.2f} pt, >= -1.0): "
              f"{_mark(gap >= -MAX_DROP_POINTS)}",
              f"MiniLM prune step alone (scores + surgery + accuracy): {d['step_s']:.0f} s (<= 120 s): "
              f"{_mark(d['step_s'] <= 120)} ({d['load_step']})"]
     rows = json.loads((out / "minilm-bench" / "bench.json").read_text())["rows"]
-    ort = {r["name"]: r for r in rows if r["runtime"] == "onnxruntime" and r["precision"] == "int8"
+    ort = {r["model"]: r for r in rows if r["runtime"] == "onnxruntime" and r["precision"] == "int8"
            and not r.get("variant")}
     t8, p8 = ort.get("teacher"), ort.get("minilm-pruned")
     for b in (1, 32):

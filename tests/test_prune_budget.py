@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mhsa_cli.checkpoint import load_checkpoint, load_model
 from mhsa_cli.config import PruneConfig, build_config
-from mhsa_cli.config.stages import BUDGET_RUNTIMES
+from mhsa_cli.config.pruning import BUDGET_RUNTIMES
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import ModelConfig, attention_flops
 from mhsa_cli.prune.budget import Shape, check_budget, greedy_plan, priorities, rank_quantiles

@@ -10,16 +10,19 @@ Modules of this package:
 
 * :mod:`.fields` -- :func:`opt`, type coercion and validation, :func:`build_config`,
   ``key=value`` overrides (:func:`parse_assignments`), :func:`load_yaml`.
-* :mod:`.stages` -- the stage dataclasses (:class:`TrainConfig`, :class:`PruneConfig`, ...),
-  shared option groups and the upper bounds of numbers (``MAX_*``).
+* :mod:`.common` -- the upper bounds of numbers (``MAX_*``) and the option groups every stage shares.
+* :mod:`.training` -- :class:`TrainConfig`, :class:`DistillConfig`, the training and fine-tuning
+  defaults, :func:`resolve_loop`.
+* :mod:`.pruning` -- :class:`PruneConfig`.
+* :mod:`.stages` -- the other stage dataclasses (quantize, bench, predict, export, import, recipe).
 """
 
 from .fields import (ConfigFactory, _base_type, _check_choice, _check_range, _coerce, _scalar_or_text,
                      build_config, field_types, load_yaml, opt, parse_assignments, to_dict)
-from .stages import (INIT_FIXED, MAX_BATCH, MAX_EPOCHS, MAX_FF, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_THREADS,
-                     MAX_WIDTH, TRAIN_DEFAULTS, BenchConfig, DistillConfig, ExportConfig, ImportConfig,
-                     PredictConfig, PruneConfig, QuantizeConfig, RecipeConfig, TrainConfig, resolve_loop,
-                     task_names)
+from .common import MAX_BATCH, MAX_EPOCHS, MAX_FF, MAX_LAYERS, MAX_LR, MAX_SEED, MAX_THREADS, MAX_WIDTH, task_names
+from .pruning import PruneConfig
+from .stages import BenchConfig, ExportConfig, ImportConfig, PredictConfig, QuantizeConfig, RecipeConfig
+from .training import INIT_FIXED, TRAIN_DEFAULTS, DistillConfig, TrainConfig, resolve_loop
 
 __all__ = [
     "INIT_FIXED", "MAX_BATCH", "MAX_EPOCHS", "MAX_FF", "MAX_LAYERS", "MAX_LR", "MAX_SEED", "MAX_THREADS",
