@@ -25,29 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _cli import ROOT, load, mark, mhsa, p50, pts
+
 DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mhsa-models" / "all-MiniLM-L6-v2"
 THREADS = {"n": 2}
-
-
-def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-def mhsa(*args: str) -> float:
-    """Run this tree's CLI; return wall seconds (raises with its stderr on failure)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mhsa_cli", *args], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode:
-        raise SystemExit(f"mhsa {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - t0
 
 
 def meta(folder: Path) -> dict:
@@ -98,19 +81,6 @@ def _rows(bench: dict) -> dict[tuple[str, str, str], dict]:
     return {(r["model"], r["runtime"], r["precision"]): r for r in bench["rows"] if not r.get("variant")}
 
 
-def _p50(row: dict, batch: int) -> float:
-    return next(c["latency_ms_p50"] for c in row["cells"] if c["batch_size"] == batch and c["device"] == "cpu")
-
-
-def _mark(ok: bool) -> str:
-    return "**met**" if ok else "**missed**"
-
-
-def _pts(a: float, b: float) -> float:
-    """Accuracy gap a - b in points, rounded to 1e-6 (5 rows of 500 are 1.0 pt, not 1.0000000000000009)."""
-    return round(100 * (a - b), 6)
-
-
 def report(out: Path) -> None:
     fig = json.loads((out / "figures.json").read_text()) if (out / "figures.json").is_file() else {}
     lines = []
@@ -118,7 +88,7 @@ def report(out: Path) -> None:
         m, imp = meta(out / "sms-teacher")["metrics"], meta(out / "sms-import")["metrics"]
         ok = m["test_acc"] >= 0.99 and m["test_macro_f1"] >= 0.97
         lines.append(f"sms fine-tuned (default command): test {100 * m['test_acc']:.2f} %, macro-F1 "
-                     f"{m['test_macro_f1']:.4f} (>= 99.0 %, >= 0.97): {_mark(ok)}; training {m['train_seconds']:.0f} s; "
+                     f"{m['test_macro_f1']:.4f} (>= 99.0 %, >= 0.97): {mark(ok)}; training {m['train_seconds']:.0f} s; "
                      f"import vs transformers max gap {imp.get('hf_max_gap', float('nan')):.2g} ({imp['hf_check']})")
     trec = out / "trec"
     if (trec / "bench.json").is_file():
@@ -137,19 +107,19 @@ def _recipe_lines(trec: Path, fig: dict) -> list[str]:
     imp = meta(trec / "import")["metrics"]
     teacher_acc = rows[("teacher", "torch", "fp32")]["test_acc"]
     out = [f"import vs transformers: max gap {imp.get('hf_max_gap', float('nan')):.2g} ({imp['hf_check']}) "
-           f"(<= 1e-4): {_mark(imp.get('hf_max_gap', 1.0) <= 1e-4)}",
+           f"(<= 1e-4): {mark(imp.get('hf_max_gap', 1.0) <= 1e-4)}",
            f"trec teacher (default fine-tuning): test {100 * teacher_acc:.2f} %, macro-F1 {t['test_macro_f1']:.4f} "
-           f"(>= 96.0 %): {_mark(teacher_acc >= 0.96)}; training {t['train_seconds']:.0f} s (<= 600 s): "
-           f"{_mark(t['train_seconds'] <= 600)}"]
+           f"(>= 96.0 %): {mark(teacher_acc >= 0.96)}; training {t['train_seconds']:.0f} s (<= 600 s): "
+           f"{mark(t['train_seconds'] <= 600)}"]
     if "recipe" in fig:
         w = fig["recipe"]["wall_s"]
-        out.append(f"recipe wall time {w / 60:.1f} min (<= 30 min): {_mark(w <= 1800)} "
+        out.append(f"recipe wall time {w / 60:.1f} min (<= 30 min): {mark(w <= 1800)} "
                    f"({fig['recipe']['load_before']} -> {fig['recipe']['load_after']})")
     for name, what in (("pruned", "50 % heads + fine-tuning"), ("student", "3-layer student (KD)"),
                        ("deploy", "student, half heads + neurons, fine-tuned")):
         r = rows[(name, "torch", "fp32")]
-        gap = _pts(r["test_acc"], teacher_acc)
-        out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0): {_mark(gap >= -1.0)}; "
+        gap = pts(r["test_acc"], teacher_acc)
+        out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0): {mark(gap >= -1.0)}; "
                    f"{r['params']:,} parameters, heads {r['heads']}")
     out += _deploy_lines(rows, teacher_acc)
     return out
@@ -159,19 +129,19 @@ def _deploy_lines(rows: dict, teacher_acc: float) -> list[str]:
     fp32 = rows[("teacher", "torch", "fp32")]
     t_int8 = rows[("teacher", "onnxruntime", "int8")]
     cands = [r for (m, rt, p), r in rows.items() if rt == "onnxruntime" and p.startswith("int8")
-             and _pts(r["test_acc"], teacher_acc) >= -1.0]
+             and pts(r["test_acc"], teacher_acc) >= -1.0]
     lines = []
     for b in (1, 32):
-        lines.append(f"batch {b}: teacher torch fp32 {_p50(fp32, b):.3g} ms, teacher ORT int8 {_p50(t_int8, b):.3g} ms")
+        lines.append(f"batch {b}: teacher torch fp32 {p50(fp32, b):.3g} ms, teacher ORT int8 {p50(t_int8, b):.3g} ms")
     if not cands:
         return lines + ["best deployable: no ORT int8 model within 1.0 pt of the teacher: **missed**"]
-    best = min(cands, key=lambda r: _p50(r, 1) * _p50(r, 32))
+    best = min(cands, key=lambda r: p50(r, 1) * p50(r, 32))
     for b in (1, 32):
-        vs_fp32, vs_int8 = _p50(best, b) / _p50(fp32, b), _p50(t_int8, b) / _p50(best, b)
+        vs_fp32, vs_int8 = p50(best, b) / p50(fp32, b), p50(t_int8, b) / p50(best, b)
         lines.append(f"best deployable {best['name']} ({100 * best['test_acc']:.2f} %, "
-                     f"{100 * (best['test_acc'] - teacher_acc):+.2f} pts), batch {b}: {_p50(best, b):.3g} ms = "
-                     f"{vs_fp32:.3f}x the teacher's torch fp32 (<= 0.15: {_mark(vs_fp32 <= 0.15)}), "
-                     f"{vs_int8:.2f}x faster than its ORT int8 (>= 3: {_mark(vs_int8 >= 3)})")
+                     f"{100 * (best['test_acc'] - teacher_acc):+.2f} pts), batch {b}: {p50(best, b):.3g} ms = "
+                     f"{vs_fp32:.3f}x the teacher's torch fp32 (<= 0.15: {mark(vs_fp32 <= 0.15)}), "
+                     f"{vs_int8:.2f}x faster than its ORT int8 (>= 3: {mark(vs_int8 >= 3)})")
     lines.append("accuracy per runtime: " + "; ".join(
         f"{m} {rt}/{p} {100 * r['test_acc']:.2f}" for (m, rt, p), r in rows.items()))
     return lines

@@ -30,34 +30,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _cli import ROOT, load, mark, mhsa, p50, pts
+
 DATA = ROOT.parent / "shared" / "data"
 MAX_DROP_POINTS = 1.0
 HEAD_RATIO = FFN_RATIO = 0.5
 PLAN = ("--method", "gradient", "--target-flops", "0.3")  # asked: <= 0.4; 0.3 aims at the >= 2.5x int8 target too
 KD = ("--kd-weight", "0.5", "--kd-hidden-weight", "1.0", "--finetune-epochs", "5", "--lr", "1e-4", "--batch-size", "32")
 BUDGET_LATENCY = 0.4
-
-
-def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-def mhsa(*args: Any) -> float:
-    """Run this tree's CLI; return wall seconds (exits with its stderr on failure)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mhsa_cli", *map(str, args)], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode:
-        raise SystemExit(f"mhsa {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - t0
 
 
 def metrics(folder: Path) -> dict[str, Any]:
@@ -124,38 +108,26 @@ def budget(teacher: Path, out: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- report
 
-def _mark(ok: bool) -> str:
-    return "**met**" if ok else "**missed**"
-
-
-def _pts(a: float, b: float) -> float:
-    """Accuracy gap a - b in points, rounded to 1e-6 (5 rows of 500 are 1.0 pt, not 1.0000000000000009)."""
-    return round(100 * (a - b), 6)
-
 
 def _small_lines(name: str, d: dict[str, Any]) -> list[str]:
-    drop = _pts(d["before"], d["finetuned"])
+    drop = pts(d["before"], d["finetuned"])
     mean, sd = statistics.fmean(d["random"]), statistics.stdev(d["random"]) if len(d["random"]) > 1 else 0.0
     return [f"{name}: heads 50 % + neurons 50 % (gradient), FLOPs {d['flop_ratio']:.3f}x; test {100 * d['before']:.2f}"
             f" -> {100 * d['pruned_no_ft']:.2f} (no fine-tuning) -> {100 * d['finetuned']:.2f} % after 1 epoch "
-            f"({-drop:+.2f} pt, >= -1.0): {_mark(drop <= MAX_DROP_POINTS)}",
+            f"({-drop:+.2f} pt, >= -1.0): {mark(drop <= MAX_DROP_POINTS)}",
             f"{name}: no fine-tuning, gradient {100 * d['gradient']:.2f} % vs random {100 * mean:.2f} ± {100 * sd:.2f} "
-            f"% ({len(d['random'])} seeds): {_mark(d['gradient'] > mean)}"]
-
-
-def _p50(row: dict[str, Any], batch: int) -> float:
-    return next(c["latency_ms_p50"] for c in row["cells"] if c["batch_size"] == batch and c["device"] == "cpu")
+            f"% ({len(d['random'])} seeds): {mark(d['gradient'] > mean)}"]
 
 
 def _minilm_lines(out: Path, d: dict[str, Any]) -> list[str]:
     m, t = metrics(out / "minilm-pruned"), metrics(Path(d["teacher"]))
-    flops, gap = m["flops"] / m["flops_before"], _pts(m["test_acc"], t["test_acc"])
+    flops, gap = m["flops"] / m["flops_before"], pts(m["test_acc"], t["test_acc"])
     lines = [f"MiniLM plan (--target-flops 0.3, KD fine-tuning): layers kept {len(m['heads'])}, "
-             f"heads {m['heads']}, d_ff {m['d_ff']}; FLOPs {flops:.3f}x (<= 0.40: {_mark(flops <= 0.4)}); test "
+             f"heads {m['heads']}, d_ff {m['d_ff']}; FLOPs {flops:.3f}x (<= 0.40: {mark(flops <= 0.4)}); test "
              f"{100 * m['test_acc']:.2f} % vs teacher {100 * t['test_acc']:.2f} % ({gap:+.2f} pt, >= -1.0): "
-             f"{_mark(gap >= -MAX_DROP_POINTS)}",
+             f"{mark(gap >= -MAX_DROP_POINTS)}",
              f"MiniLM prune step alone (scores + surgery + accuracy): {d['step_s']:.0f} s (<= 120 s): "
-             f"{_mark(d['step_s'] <= 120)} ({d['load_step']})"]
+             f"{mark(d['step_s'] <= 120)} ({d['load_step']})"]
     rows = json.loads((out / "minilm-bench" / "bench.json").read_text())["rows"]
     ort = {r["model"]: r for r in rows if r["runtime"] == "onnxruntime" and r["precision"] == "int8"
            and not r.get("variant")}
@@ -164,9 +136,9 @@ def _minilm_lines(out: Path, d: dict[str, Any]) -> list[str]:
         if t8 is None or p8 is None:
             lines.append("MiniLM ORT int8 rows missing from bench.json")
             break
-        x = _p50(t8, b) / _p50(p8, b)
-        lines.append(f"batch {b}: ORT int8 teacher {_p50(t8, b):.3g} ms, pruned {_p50(p8, b):.3g} ms: {x:.2f}x "
-                     f"(>= 2.5: {_mark(x >= 2.5)})")
+        x = p50(t8, b) / p50(p8, b)
+        lines.append(f"batch {b}: ORT int8 teacher {p50(t8, b):.3g} ms, pruned {p50(p8, b):.3g} ms: {x:.2f}x "
+                     f"(>= 2.5: {mark(x >= 2.5)})")
     return lines
 
 
@@ -179,7 +151,7 @@ def _budget_lines(out: Path) -> list[str]:
         lat = json.loads(f.read_text())["budget"]["latency"]
         err = lat["measured_ratio"] / BUDGET_LATENCY - 1
         lines.append(f"budget --target-latency {BUDGET_LATENCY} (ORT int8, 1 thread, batch {b}): measured "
-                     f"{lat['measured_ratio']:.3f} ({100 * err:+.1f} %, within 10 %: {_mark(abs(err) <= 0.1)}); "
+                     f"{lat['measured_ratio']:.3f} ({100 * err:+.1f} %, within 10 %: {mark(abs(err) <= 0.1)}); "
                      f"FLOPs {lat['predicted_ratio']:.3f}")
     return lines
 
