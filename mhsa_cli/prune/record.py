@@ -80,7 +80,7 @@ def metrics_doc(r: Any) -> dict[str, Any]:
             "d_ff": r.d_ff_after, "neurons_removed": sum(map(len, r.neurons_removed)),
             "layers_dropped": r.layers_dropped,
             "params_before": r.params_before, "flops_before": r.flops_before,
-            "flops_seq_len": getattr(r, "flops_seq_len", None),
+            "flops_seq_len": r.flops_seq_len,
             "accuracy_before": dataclasses.asdict(r.before) if r.before else None,
             "accuracy_pruned": dataclasses.asdict(r.pruned) if r.pruned else None,
             "accuracy_finetuned": dataclasses.asdict(r.finetuned) if r.finetuned else None,

@@ -78,7 +78,7 @@ def _ratio(after: float, before: float) -> str:
 
 
 def _size_table(r: Any) -> Table:
-    at = f"{r.flops_seq_len} positions" if getattr(r, "flops_seq_len", None) else "max_len"
+    at = f"{r.flops_seq_len} positions" if r.flops_seq_len else "max_len"
     return table(f"Size (FLOPs: one sample at {at})", ["", "before", "after", "after/before"], [
         ("parameters", r.params_before, r.params_after, _ratio(r.params_after, r.params_before)),
         ("FLOPs", r.flops_before, r.flops_after, _ratio(r.flops_after, r.flops_before)),
