@@ -29,7 +29,6 @@ from .checkpoint import check_output_dir, make_meta, save_model
 from .config import TrainConfig, to_dict
 from .environment import resolve_device, set_threads
 from .errors import MhsaError
-from .metrics import ClassReport, classification_report
 from .model import build_model, count_parameters, make_config
 from .progress import NULL, Progress
 from .tasks import Split, TaskData, load_task

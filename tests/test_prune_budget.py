@@ -16,7 +16,7 @@ from mhsa_cli.config.pruning import BUDGET_RUNTIMES
 from mhsa_cli.errors import MhsaError
 from mhsa_cli.model import ModelConfig, attention_flops
 from mhsa_cli.prune.budget import Shape, check_budget, greedy_plan, priorities, rank_quantiles
-from mhsa_cli.prune.kd import frozen_teacher, hidden_pairs, prune_loss_fn
+from mhsa_cli.prune.kd import KDTeacher, frozen_teacher, hidden_pairs, prune_loss_fn
 from mhsa_cli.prune.latency import MEASURES, bisect_fraction
 from mhsa_cli.prune.layers import drop_layers
 from mhsa_cli.train import LoopConfig
@@ -223,7 +223,8 @@ def test_kd_loss_is_the_hand_computed_ce_kl_mix():
     teacher = frozen_teacher(random_model())
     student = drop_layers(random_model(), [1]).eval()
     x, y = tokens(), torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logits = prune_loss_fn(kd_cfg(kd_weight=0.3, kd_temperature=3.0), teacher, [0, 2], LoopConfig())(student, x, y)
+    kd = KDTeacher(teacher, {1: 1, 2: 2, 3: 3}, "the unpruned input model")
+    loss, logits = prune_loss_fn(kd_cfg(kd_weight=0.3, kd_temperature=3.0), kd, [0, 2], LoopConfig())(student, x, y)
     with torch.no_grad():
         s, t = student(x), teacher(x)
         p_t = torch.softmax(t / 3, -1)
@@ -237,7 +238,8 @@ def test_kd_hidden_states_pair_kept_blocks_with_their_original_index():
     student = drop_layers(random_model(seed=3), [1]).eval()
     assert hidden_pairs([0, 2]) == [(1, 1), (2, 3)]
     x, y = tokens(), torch.tensor([0, 1, 2, 0, 1, 2])
-    fn = prune_loss_fn(kd_cfg(kd_weight=0.0, kd_hidden_weight=0.5), teacher, [0, 2], LoopConfig())
+    kd = KDTeacher(teacher, {1: 1, 2: 2, 3: 3}, "the unpruned input model")
+    fn = prune_loss_fn(kd_cfg(kd_weight=0.0, kd_hidden_weight=0.5), kd, [0, 2], LoopConfig())
     loss, _ = fn(student, x, y)
     with torch.no_grad():
         s, t = student.forward_features(x), teacher.forward_features(x)

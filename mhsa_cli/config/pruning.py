@@ -67,6 +67,13 @@ class PruneConfig:
     kd_hidden_weight: float = opt(0.0, "fine-tuning: weight of the hidden-state MSE between each kept block and "
                                   "the same block of the unpruned model (0 = off; needs --finetune-epochs)",
                                   min=0.0)
+    kd_teacher: Optional[str] = opt(None, "KD teacher checkpoint instead of the unpruned input model: same task "
+                                    "and width, e.g. the deeper model a distilled student came from (in a "
+                                    "recipe: an earlier stage's name)")
+    kd_hidden_layers: Optional[list[str]] = opt(None, "model:teacher block pairs of the hidden loss, 1-based in "
+                                                "the input model's numbering (0 = embeddings), e.g. 1:2 (default: "
+                                                "each block with itself; with a deeper --kd-teacher block i with "
+                                                "i*L_t//L, TinyBERT's uniform map)")
     target_flops: Optional[float] = opt(None, "budget instead of ratios: remove heads, neurons and blocks, lowest "
                                         "importance per FLOP first, until the model has at most this fraction of "
                                         "the input's FLOPs (0 < F < 1)", min=0.0, max=1.0, min_open=True,
@@ -119,6 +126,12 @@ class PruneConfig:
         if (self.kd_weight or self.kd_hidden_weight) and not self.finetune_epochs:
             raise MhsaError("--kd-weight and --kd-hidden-weight act on fine-tuning: add --finetune-epochs N",
                             key="kd_weight")
+        if self.kd_teacher and not (self.kd_weight or self.kd_hidden_weight):
+            raise MhsaError("--kd-teacher teaches through --kd-weight or --kd-hidden-weight: set one > 0",
+                            key="kd_teacher")
+        if self.kd_hidden_layers and not self.kd_hidden_weight:
+            raise MhsaError("--kd-hidden-layers pairs blocks for the hidden loss: set --kd-hidden-weight > 0",
+                            key="kd_hidden_layers")
 
     def _validate_budget(self) -> None:
         """A budget replaces the ratios: refuse it with them (or with the other budget)."""

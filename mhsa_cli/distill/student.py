@@ -102,8 +102,12 @@ def init_from_teacher(student: MHSAClassifier, teacher: MHSAClassifier, mapping:
     student.load_state_dict(state, strict=True)
 
 
-def parse_pairs(specs: list[str] | None, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+def parse_pairs(specs: list[str] | None, n_student: int, n_teacher: int, flag: str = "--hidden-layers",
+                sides: tuple[str, str] = ("student", "teacher")) -> list[tuple[int, int]]:
     """``["1:2", "0:0"]`` -> ``[(1, 2), (0, 0)]``; default last student : last teacher block.
+
+    ``flag`` and ``sides`` name the option and its two sides in errors (prune's ``--kd-hidden-layers``
+    pairs the pruned model's blocks with its teacher's).
 
     Raises:
         MhsaError: a malformed pair or an index out of range (0 = embeddings).
@@ -115,10 +119,10 @@ def parse_pairs(specs: list[str] | None, n_student: int, n_teacher: int) -> list
         try:
             s, t = (int(v) for v in str(spec).split(":"))
         except ValueError:
-            raise MhsaError(f"--hidden-layers: expected student:teacher pairs like 1:2, got '{spec}'") from None
-        for who, i, n in (("student", s, n_student), ("teacher", t, n_teacher)):
+            raise MhsaError(f"{flag}: expected {sides[0]}:{sides[1]} pairs like 1:2, got '{spec}'") from None
+        for who, i, n in ((sides[0], s, n_student), (sides[1], t, n_teacher)):
             if not 0 <= i <= n:
-                raise MhsaError(f"--hidden-layers: {who} layer {i} out of range 0..{n} (0 = embeddings) in '{spec}'")
+                raise MhsaError(f"{flag}: {who} layer {i} out of range 0..{n} (0 = embeddings) in '{spec}'")
         pairs.append((s, t))
     return pairs
 

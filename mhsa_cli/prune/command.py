@@ -36,7 +36,7 @@ from ..train import LoopConfig, evaluate, fit, split_report
 from .data import prune_data
 from .budget import budget_step, check_budget
 from .importance import IMPORTANCE, NEEDS_DATA, SEEDED, head_importance
-from .kd import frozen_teacher, kd_enabled, prune_loss_fn
+from .kd import KDTeacher, block_map, check_teacher, kd_enabled, kd_plan, kd_teacher, prune_loss_fn
 from .latency import budget_doc, choose_fraction
 from .layers import LAYER_NEEDS_DATA
 from .plan import Origin, prune_step, validate_plan
@@ -86,6 +86,7 @@ class PruneResult:
     budget: dict[str, Any] | None = None  # budget mode: the rule, FLOPs and latency, what each kind lost
     layers_scored_on: str = "validation split"  # the same for block scores (loss; random: "no data")
     flops_seq_len: int | None = None  # positions FLOPs were counted at (None: the model's max_len)
+    kd: dict[str, Any] | None = None  # KD fine-tuning: teacher, weights, block pairs (None: off)
 
 
 @dataclass
@@ -174,17 +175,31 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
             nothing is written.
     """
     set_threads(cfg.threads)
-    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint])
+    check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint, *([cfg.kd_teacher] if cfg.kd_teacher else [])])
     ckpt = _load_float(cfg.checkpoint)
     resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
     cfg.budget_seq_len = cfg.budget_seq_len or data_len(ckpt)
     _validate(cfg, ckpt.model_config)
+    teacher = _kd_teacher_checkpoint(cfg, ckpt)
     device = resolve_device(cfg.device)
     data, why = prune_data(cfg, ckpt)
     model = load_model(ckpt).to(device)
     if cfg.sweep is not None:
         return _sweep(cfg, ckpt, model, data, device, progress)
-    return _prune_steps(cfg, ckpt, model, data, device, progress, why)
+    return _prune_steps(cfg, ckpt, model, data, device, progress, why, teacher)
+
+
+def _kd_teacher_checkpoint(cfg: PruneConfig, ckpt: Checkpoint) -> Checkpoint | None:
+    """``--kd-teacher``'s checkpoint (None: not given), checked against ``ckpt`` with the block
+    pairs before any work."""
+    teacher = None
+    if cfg.kd_teacher:
+        teacher = load_checkpoint(cfg.kd_teacher)
+        teacher.require_kind("float", "distil from", "use the float teacher (int8 models run only for inference)")
+        check_teacher(cfg, ckpt, teacher)
+    n = len(ckpt.model_config.heads)
+    block_map(cfg, n, len(teacher.model_config.heads) if teacher else n, own=teacher is None)
+    return teacher
 
 
 def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, method: str, seed: int,
@@ -197,7 +212,7 @@ def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, metho
 
 
 def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
-              progress: Progress, step: int, teacher: MHSAClassifier | None, kept: list[int]) -> dict[str, Any]:
+              progress: Progress, step: int, teacher: KDTeacher | None, kept: list[int]) -> dict[str, Any]:
     """Fine-tune after a step: cross-entropy, or with ``teacher`` the KD loss of :mod:`.kd`."""
     loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
     loss_fn = prune_loss_fn(cfg, teacher, kept, loop) if teacher is not None else None
@@ -218,7 +233,7 @@ def _row_accuracy(row: dict[str, Any], stage: str) -> Accuracy | None:
 
 def _step(cfg: PruneConfig, model: MHSAClassifier, original: MHSAClassifier, data: TaskData | None,
           device: torch.device, progress: Progress, step: int, origin: Origin,
-          teacher: MHSAClassifier | None = None, removal: Any = prune_step) -> tuple[MHSAClassifier, dict]:
+          teacher: KDTeacher | None = None, removal: Any = prune_step) -> tuple[MHSAClassifier, dict]:
     """One step: blocks, heads, neurons removed (``removal``: :func:`.plan.prune_step`, or with a
     budget :func:`.budget.budget_step`), fine-tune (if asked; with ``teacher``: KD)."""
     model, row = removal(cfg, model, data, step, origin, original, progress)
@@ -239,10 +254,11 @@ def _scored_on(needs_data: bool) -> str:
 
 
 def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData | None,
-                 device: torch.device, progress: Progress, why: str | None = None) -> PruneResult:
+                 device: torch.device, progress: Progress, why: str | None = None,
+                 kd_checkpoint: Checkpoint | None = None) -> PruneResult:
     """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
     original, origin, steps = model, Origin.of(model), []
-    teacher = frozen_teacher(original) if kd_enabled(cfg) else None
+    teacher = kd_teacher(cfg, original, kd_checkpoint) if kd_enabled(cfg) else None
     search = choose_fraction(cfg, model, data, progress) if cfg.budget else None
     removal = functools.partial(budget_step, fraction=search.fraction) if search else prune_step
     for step in range(1, cfg.iterative + 1):
@@ -264,7 +280,8 @@ def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data
         layers_dropped=sorted(i for s in steps for i in s["layers_dropped"]), layers_kept=list(origin.layers),
         layer_scores=next((s["layer_scores"] for s in steps if "layer_scores" in s), None),
         accuracy_not_measured=why, scored_on=_scored_on(cfg.method[0] in NEEDS_DATA),
-        layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA), flops_seq_len=cfg.budget_seq_len)
+        layers_scored_on=_scored_on(cfg.layer_method in LAYER_NEEDS_DATA), flops_seq_len=cfg.budget_seq_len,
+        kd=kd_plan(cfg, teacher))
     if search is not None:
         result.budget = budget_doc(cfg, search, original, model, progress)
     result.files = _save_pruned(cfg, ckpt, model, result, data.spec if cfg.data else ckpt.task_spec)

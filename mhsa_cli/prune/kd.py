@@ -1,32 +1,52 @@
-"""Fine-tuning after a pruning step with the unpruned input model as teacher.
+"""Fine-tuning after a pruning step with a teacher: the unpruned input model, or ``--kd-teacher``.
 
 ``--kd-weight alpha`` (with ``--finetune-epochs``) replaces the plain cross-entropy of
 each step's fine-tuning by the distillation loss of :mod:`mhsa_cli.distill.losses`:
 
     (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
-    + kd_hidden_weight * mean over kept blocks of MSE(h_s, h_t)
+    + kd_hidden_weight * mean over paired blocks of MSE(h_s, h_t)
 
-The teacher ``t`` is the model as loaded, before any removal (not the previous step's
-model). Pruning keeps ``d_model``, so hidden states compare directly (no learned map):
-kept block ``i`` (1-based, current numbering) is paired with the teacher's block
-``origin.layers[i-1] + 1``, its own index in the unpruned model. The teacher is a
-frozen copy: eval mode, ``requires_grad=False``, run under ``no_grad`` (no graph kept).
+The teacher ``t`` is by default the model as loaded, before any removal (not the previous
+step's model); ``--kd-teacher CKPT`` names another float checkpoint of the same task and width
+instead, e.g. the deeper model a distilled student came from (CoFi and TinyBERT distil the
+pruned model from the fine-tuned original). Pruning keeps ``d_model``, so hidden states compare
+directly (no learned map). Blocks are paired by their index in the *input* model (1-based;
+0 = embeddings), so a pair survives layer dropping: ``--kd-hidden-layers 1:2`` pairs the input's
+block 1 with the teacher's block 2. Default: each block with itself (the unpruned model), or
+with a deeper ``--kd-teacher`` block ``i`` with block ``i * L_t // L`` (TinyBERT's uniform map:
+3 -> 6 blocks pairs 1:2, 2:4, 3:6). The teacher is frozen: eval mode, ``requires_grad=False``,
+run under ``no_grad`` (no graph kept).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
+from ..checkpoint import Checkpoint
 from ..config import PruneConfig
 from ..distill.losses import LossWeights, make_loss_fn
+from ..distill.student import parse_pairs
+from ..errors import MhsaError
 from ..model import MHSAClassifier
 from ..train import LossFn, LoopConfig, make_mixup
 
 
+@dataclass
+class KDTeacher:
+    """The frozen teacher of a prune's fine-tuning and how its blocks pair with the input model's."""
+
+    model: MHSAClassifier
+    blocks: dict[int, int]  # input model's block (1-based, 0 = embeddings) -> teacher block
+    source: str  # "the unpruned input model" or the --kd-teacher folder
+    checkpoint_id: str | None = None
+
+
 def kd_enabled(cfg: PruneConfig) -> bool:
-    """Whether fine-tuning distils from the unpruned model (``--kd-weight`` or ``--kd-hidden-weight`` > 0)."""
+    """Whether fine-tuning distils from a teacher (``--kd-weight`` or ``--kd-hidden-weight`` > 0)."""
     return bool(cfg.finetune_epochs) and (cfg.kd_weight > 0 or cfg.kd_hidden_weight > 0)
 
 
@@ -36,41 +56,108 @@ def frozen_teacher(model: MHSAClassifier) -> MHSAClassifier:
     return teacher.eval().requires_grad_(False)
 
 
-def hidden_pairs(kept: list[int]) -> list[tuple[int, int]]:
-    """(student block, teacher block), 1-based: each kept block with its original index.
+def block_map(cfg: PruneConfig, n_input: int, n_teacher: int, own: bool) -> dict[int, int]:
+    """Input block -> teacher block for the hidden loss (``--kd-hidden-layers``, else the default).
+
+    Example:
+        >>> from mhsa_cli.config import PruneConfig
+        >>> block_map(PruneConfig(checkpoint="m"), 3, 6, own=False)
+        {1: 2, 2: 4, 3: 6}
+
+    Raises:
+        MhsaError: a malformed pair, an index out of range, or an input block paired twice.
+    """
+    if cfg.kd_hidden_layers:
+        pairs = parse_pairs(cfg.kd_hidden_layers, n_input, n_teacher, flag="--kd-hidden-layers",
+                            sides=("model", "teacher"))
+        mapping = dict(pairs)
+        if len(mapping) < len(pairs):
+            raise MhsaError("--kd-hidden-layers: each block of the model pairs with one teacher block",
+                            key="kd_hidden_layers")
+        return mapping
+    if own:
+        return {i: i for i in range(1, n_input + 1)}
+    return {i: max(1, i * n_teacher // n_input) for i in range(1, n_input + 1)}
+
+
+def check_teacher(cfg: PruneConfig, ckpt: Checkpoint, teacher: Checkpoint) -> None:
+    """Refuse a ``--kd-teacher`` that cannot teach ``ckpt``'s model (before any work).
+
+    Raises:
+        MhsaError: another input kind, vocabulary, class count or label set, or (with the
+            hidden loss) another width; the model and teacher must read the same token ids.
+    """
+    m, t = ckpt.model_config, teacher.model_config
+    for what, a, b in (("input", m.input_kind, t.input_kind), ("vocabulary size", m.vocab_size, t.vocab_size),
+                       ("feature size", m.feature_dim, t.feature_dim), ("classes", m.num_classes, t.num_classes),
+                       ("task", ckpt.task_spec.get("name"), teacher.task_spec.get("name")),
+                       ("labels", ckpt.task_spec.get("labels"), teacher.task_spec.get("labels"))):
+        if a != b:
+            raise MhsaError(f"--kd-teacher {teacher.path} cannot teach this model: {what} {b} vs the model's {a}",
+                            key="kd_teacher")
+    if cfg.kd_hidden_weight > 0 and m.d_model != t.d_model:
+        raise MhsaError(f"--kd-teacher {teacher.path}: width {t.d_model} vs the model's {m.d_model}; the hidden "
+                        "loss compares states directly (use --kd-hidden-weight 0 for logits only)",
+                        key="kd_teacher")
+
+
+def kd_teacher(cfg: PruneConfig, original: MHSAClassifier, teacher: Checkpoint | None) -> KDTeacher:
+    """The frozen teacher: ``teacher``'s model (``--kd-teacher``, checked by :func:`check_teacher`)
+    or a copy of the unpruned ``original``, on ``original``'s device, with its block pairs."""
+    n = len(original.blocks)
+    if teacher is None:
+        return KDTeacher(frozen_teacher(original), block_map(cfg, n, n, own=True), "the unpruned input model")
+    from ..checkpoint import load_model
+
+    device = next(original.parameters()).device
+    model = load_model(teacher).to(device).eval().requires_grad_(False)
+    return KDTeacher(model, block_map(cfg, n, len(model.blocks), own=False), str(teacher.path),
+                     teacher.meta.get("id"))
+
+
+def hidden_pairs(kept: list[int], blocks: dict[int, int] | None = None) -> list[tuple[int, int]]:
+    """(model block, teacher block), 1-based (0 = embeddings): each kept block with its partner in
+    ``blocks`` (keyed by original index; default: itself); unpaired blocks are left out.
 
     Example:
         >>> hidden_pairs([0, 2])  # block 1 of a 3-block model was dropped
         [(1, 1), (2, 3)]
+        >>> hidden_pairs([0, 2], {0: 0, 1: 2, 3: 6})  # a 6-block teacher
+        [(0, 0), (1, 2), (2, 6)]
     """
-    return [(i + 1, original + 1) for i, original in enumerate(kept)]
+    blocks = {i + 1: i + 1 for i in kept} if blocks is None else blocks
+    pairs = [(0, blocks[0])] if 0 in blocks else []
+    return pairs + [(i + 1, blocks[o + 1]) for i, o in enumerate(kept) if o + 1 in blocks]
 
 
-def prune_loss_fn(cfg: PruneConfig, teacher: MHSAClassifier, kept: list[int], loop: LoopConfig) -> LossFn:
+def prune_loss_fn(cfg: PruneConfig, teacher: KDTeacher, kept: list[int], loop: LoopConfig) -> LossFn:
     """The fine-tuning loss of one step: ``(model, x, y) -> (loss, logits)`` for :func:`mhsa_cli.train.fit`.
 
     Args:
         cfg: ``kd_weight`` (alpha), ``kd_temperature`` (T), ``kd_hidden_weight``.
-        teacher: the frozen unpruned model (:func:`frozen_teacher`).
+        teacher: the frozen teacher and its block pairs (:func:`kd_teacher`).
         kept: original index of each current block (``Origin.layers``).
         loop: the fine-tuning loop (its mixup, if any, is shared by teacher and student).
 
     Returns:
-        The loss function; ``loss_fn.teacher`` is ``teacher`` and ``loss_fn.pairs`` the hidden pairs
-        (for records and tests).
+        The loss function; ``loss_fn.teacher`` is the teacher model and ``loss_fn.pairs`` the hidden
+        pairs (for records and tests).
     """
-    pairs = hidden_pairs(kept) if cfg.kd_hidden_weight > 0 else []
+    pairs = hidden_pairs(kept, teacher.blocks) if cfg.kd_hidden_weight > 0 else []
     weights = LossWeights(cfg.kd_weight, cfg.kd_temperature, cfg.kd_hidden_weight, 0.0)
     identity = nn.ModuleList(nn.Identity() for _ in pairs)  # same width: states compare directly
-    fn = make_loss_fn(teacher, weights, pairs, [], identity, make_mixup(loop))
-    fn.teacher, fn.pairs = teacher, pairs  # type: ignore[attr-defined]
+    fn = make_loss_fn(teacher.model, weights, pairs, [], identity, make_mixup(loop))
+    fn.teacher, fn.pairs = teacher.model, pairs  # type: ignore[attr-defined]
     return fn
 
 
-def kd_plan(cfg: PruneConfig) -> dict[str, object] | None:
+def kd_plan(cfg: PruneConfig, teacher: KDTeacher | None = None) -> dict[str, Any] | None:
     """What ``pruning.json`` records of the distillation (None when off)."""
     if not kd_enabled(cfg):
         return None
-    return {"teacher": "the unpruned input model", "alpha": cfg.kd_weight, "temperature": cfg.kd_temperature,
-            "hidden_weight": cfg.kd_hidden_weight,
-            "hidden_pairs": "each kept block with its original index" if cfg.kd_hidden_weight > 0 else None}
+    blocks = teacher.blocks if teacher is not None else None
+    return {"teacher": teacher.source if teacher else "the unpruned input model",
+            "teacher_id": teacher.checkpoint_id if teacher else None,
+            "alpha": cfg.kd_weight, "temperature": cfg.kd_temperature, "hidden_weight": cfg.kd_hidden_weight,
+            "hidden_pairs": ([f"{i}:{t}" for i, t in sorted(blocks.items())] if blocks is not None
+                             else "each kept block with its original index") if cfg.kd_hidden_weight > 0 else None}

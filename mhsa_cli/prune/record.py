@@ -14,7 +14,6 @@ from typing import Any
 
 from ..config import PruneConfig
 from .importance import NEEDS_DATA, NORMALIZED
-from .kd import kd_plan
 from .layers import LAYER_NEEDS_DATA
 
 HEAVY = ("neuron_scores",)  # kept in pruning.json only: one float per neuron and step
@@ -36,13 +35,13 @@ def importance_doc(cfg: PruneConfig, r: Any) -> dict[str, Any]:
             "steps": [{"step": s["step"], "scores": s["scores"], "removed": s["removed"]} for s in r.steps]}
 
 
-def _plan(cfg: PruneConfig) -> dict[str, Any]:
+def _plan(cfg: PruneConfig, r: Any) -> dict[str, Any]:
     return {"iterative": cfg.iterative, "finetune_epochs": cfg.finetune_epochs,
             "layers": {"drop": cfg.drop_layers, "at": cfg.drop_layers_at, "method": cfg.layer_method},
             "heads": {"ratio": cfg.ratio, "count": cfg.heads, "scope": cfg.scope, "method": cfg.method[0],
                       "min_heads_per_layer": cfg.min_heads_per_layer},
             "neurons": {"ratio": cfg.ffn_ratio, "scope": cfg.ffn_scope, "method": cfg.method[0]},
-            "kd": kd_plan(cfg), "budget": cfg.budget}
+            "kd": r.kd, "budget": cfg.budget}
 
 
 def _split(cfg: PruneConfig) -> str | None:
@@ -54,7 +53,7 @@ def _split(cfg: PruneConfig) -> str | None:
 def pruning_doc(cfg: PruneConfig, r: Any) -> dict[str, Any]:
     """Content of ``pruning.json``: the plan, the shapes, what was removed, every step."""
     n_layers = len(r.heads_before)
-    return {"split": _split(cfg), "plan": _plan(cfg), "budget": getattr(r, "budget", None),
+    return {"split": _split(cfg), "plan": _plan(cfg, r), "budget": getattr(r, "budget", None),
             "before": {"layers": n_layers, "heads": r.heads_before, "d_ff": r.d_ff_before},
             "after": {"layers": r.layers_kept, "heads": r.heads_after, "d_ff": r.d_ff_after},
             "removed": {"layers": r.layers_dropped, "heads": r.removed, "neurons": r.neurons_removed},

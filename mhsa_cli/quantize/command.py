@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import MhsaError, choice
+from ..errors import choice
 from ..progress import NULL, Progress
 from .backend import BACKENDS, linear_names
 from .engines import quiet, resolve_engine, use_engine

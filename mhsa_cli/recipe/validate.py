@@ -49,6 +49,8 @@ STAGE_TYPES: dict[str, StageType] = {
     "finetune": StageType(C.TrainConfig, "init", ("float",), lambda s: "float"),  # train --init <from>
 }
 RUNNER_KEYS = ("out", "force")  # set by the runner, not by the recipe
+# settings whose value names an earlier stage (resolved to its folder and hashed as an input)
+STAGE_REFS: dict[str, tuple[str, ...]] = {"prune": ("kd_teacher",)}
 STAGE_META_KEYS = ("name", "type", "from", "compare")
 TOP_KEYS = ("name", "description", "defaults", "stages")
 STAGE_FILE = "stage.json"
@@ -255,6 +257,11 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
     values["force"] = True
     if st.input_field:
         values[st.input_field] = str(root / inputs[0])
+    for key in STAGE_REFS.get(kind, ()):
+        if own.get(key):
+            ref = _stage_ref(name, own[key], earlier, at(key), key)
+            inputs.append(ref)
+            values[key] = str(root / ref)
     if kind == "bench":
         values["checkpoints"] = [str(root / s) for s in inputs]
         if "baseline" in own:
@@ -274,6 +281,18 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
                         f"(give it with --set {name}.data=FILE)")
     settings = C.to_dict(cfg)
     return Stage(name, kind, inputs, settings, cfg, st.output(settings))
+
+
+def _stage_ref(name: str, ref: Any, earlier: dict[str, Stage], where: str, key: str) -> str:
+    """An earlier stage named by a setting (``kd_teacher: teacher``) that makes a float checkpoint."""
+    if ref == name:
+        raise MhsaError(f"{where}: stage '{name}' refers to itself (cycle)")
+    if not isinstance(ref, str) or ref not in earlier:
+        raise MhsaError(f"{where}: stage '{name}': {key} '{ref}' is not an earlier stage"
+                        f"{closest(str(ref), earlier)} (name the stage whose checkpoint it takes)")
+    if earlier[ref].output_kind != "float":
+        raise MhsaError(f"{where}: stage '{name}': {key} '{ref}' makes no float checkpoint")
+    return ref
 
 
 def _data_path(cfg: Any) -> str | None:
@@ -343,7 +362,8 @@ def _hash_stages(plan: Plan) -> None:
         payload = {"type": s.type, "settings": {k: v for k, v in s.settings.items() if k not in RUNNER_KEYS},
                    "inputs": [by_name[i].hash for i in s.inputs], "mhsa": __version__}
         # input paths are implied by stage names; don't let the results root change hashes
-        for k in ("checkpoint", "teacher", "checkpoints", "baseline", *(("init",) if s.type == "finetune" else ())):
+        for k in ("checkpoint", "teacher", "checkpoints", "baseline", *(("init",) if s.type == "finetune" else ()),
+                  *STAGE_REFS.get(s.type, ())):
             payload["settings"].pop(k, None)
         payload["files"] = _data_files(payload["settings"])
         s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
