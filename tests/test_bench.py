@@ -904,3 +904,20 @@ def test_symlink_loop_is_one_line(ckpts, tmp_path):
     assert_one_line_error(run_cli(tmp_path / "a"), "checkpoint .*a goes through a symlink loop")
     assert_one_line_error(run_cli(ckpts / "base", "--baseline", tmp_path / "a"), "symlink loop")
     assert_one_line_error(run_cli(ckpts / "base", "--out", tmp_path / "a"), "symlink loop")
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_ort_int8_rows_follow_per_channel(ckpts, tmp_path, per_channel):
+    """--per-channel reaches the ORT int8 graph bench times: one weight scale per output channel."""
+    import onnx
+
+    from mhsa_cli.bench.entries import build_entries
+    from mhsa_cli.checkpoint import load_checkpoint
+
+    entries, _ = build_entries([load_checkpoint(ckpts / "base")], ["base"], ["onnxruntime"], tmp_path, 1,
+                               per_channel=per_channel)
+    (int8,) = [e for e in entries if e.precision == "int8"]
+    assert int8.details["quantization"]["per_channel"] is per_channel
+    scales = [i for i in onnx.load(str(int8.folder / int8.details["file"])).graph.initializer
+              if i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("scale")]
+    assert any(len(i.dims) == 1 and i.dims[0] > 1 for i in scales) is per_channel

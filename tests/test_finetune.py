@@ -167,3 +167,26 @@ def test_prune_counts_flops_at_the_datas_length_not_the_encoders_positions(bert,
     assert m["flops_seq_len"] == n and p.meta["lineage"][-1]["settings"]["budget_seq_len"] == n
     assert (m["flops_before"], m["flops"]) == (attention_flops(ft.model_config, n), attention_flops(p.model_config, n))
     assert m["flops_before"] < attention_flops(ft.model_config)  # not the max_len count
+
+
+def test_prune_fine_tuning_is_reproducible_whatever_the_process_random_state(tmp_path):
+    """Dropout masks come from torch's global stream, which a process starts at a random seed:
+    two identical prunes with fine-tuning give identical weights however that stream stood."""
+    import torch
+
+    from mhsa_cli.checkpoint import load_checkpoint
+    from mhsa_cli.config import PruneConfig, build_config
+    from mhsa_cli.prune import prune
+    from mhsa_cli.train import train
+
+    from .conftest import tiny_train_config
+
+    train(tiny_train_config(tmp_path / "base", epochs=1, dropout=0.3))
+    ids = []
+    for i, state in enumerate((1, 2, 2)):
+        torch.manual_seed(state)  # as if a new process: another starting point of the stream
+        out = tmp_path / f"p{i}"
+        prune(build_config(PruneConfig, {"checkpoint": str(tmp_path / "base"), "out": str(out), "ratio": 0.5,
+                                         "finetune_epochs": 1, "device": "cpu", "seed": 0 if i < 2 else 1}))
+        ids.append(load_checkpoint(out).meta["id"])
+    assert ids[0] == ids[1] and ids[2] != ids[0]  # the seed, not the stream, decides the dropout masks

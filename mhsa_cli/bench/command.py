@@ -342,7 +342,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
             with progress.task("loading" + (" and exporting to ONNX" if _exports(runtimes) else ""), total=1) as bar:
                 entries, notes = build_entries(ckpts, _names(ckpts), runtimes, Path(tmp), torch.get_num_threads(),
                                                list(cfg.ort_threads), tuple(cfg.int8_methods),
-                                               _calibration(cfg, data))
+                                               _calibration(cfg, data), cfg.per_channel)
                 bar.advance(1)
             env = _bench_environment(devices, runtimes, list(cfg.ort_threads))
             rows = _measure_rows(entries, data, progress)

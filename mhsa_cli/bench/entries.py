@@ -60,10 +60,11 @@ def checkpoint_entry(ckpt: Any, name: str, runtime: str = TORCH) -> Entry:
 
 def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: list[int] | None = None,
                    runtime: str = ORT, int8_methods: tuple[str, ...] = ("dynamic",),
-                   calibration: list[Any] | None = None) -> list[Entry]:
+                   calibration: list[Any] | None = None, per_channel: bool = False) -> list[Entry]:
     """Entries of a runtime that reads export folders: the float checkpoint exported into
     ``tmp/<n>`` (the files ``mhsa export`` writes; one int8 file per ``int8_methods``, static
-    calibrated on ``calibration``), one entry per precision the folder offers and
+    calibrated on ``calibration``; ``per_channel``: per-channel weight scales), one entry per precision
+    the folder offers and
     intra-op thread count (``ort_threads``, default ``[threads]``)."""
     from ..checkpoint import load_model
     from ..export import write_export
@@ -71,8 +72,8 @@ def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: l
 
     folder = tmp / f"{len(list(tmp.iterdir()))}"
     folder.mkdir()
-    exporter, quant = write_export(load_model(ckpt), folder, int8=True, int8_methods=int8_methods,
-                                   calibration=calibration)
+    exporter, quant = write_export(load_model(ckpt), folder, int8=True, per_channel=per_channel,
+                                   int8_methods=int8_methods, calibration=calibration)
     _write_meta(folder, ckpt, exporter)
     counts = ort_thread_counts(threads, ort_threads)
     out = []
@@ -134,7 +135,7 @@ def onnx_sizes(entry: Entry) -> tuple[int, int]:
 
 def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: Path | None,
                   threads: int, ort_threads: list[int] | None = None, int8_methods: tuple[str, ...] = ("dynamic",),
-                  calibration: list[Any] | None = None) -> tuple[list[Entry], list[str]]:
+                  calibration: list[Any] | None = None, per_channel: bool = False) -> tuple[list[Entry], list[str]]:
     """Entries in table order (each checkpoint's runtimes together, in registry order) and notes on
     what was left out (``int8_methods``, ``calibration``: see :func:`export_entries`)."""
     from ..runtimes import RUNTIMES
@@ -151,7 +152,7 @@ def build_entries(ckpts: list[Any], names: list[str], runtimes: list[str], tmp: 
                              "counterpart).")
             else:
                 entries.extend(export_entries(ckpt, name, tmp, threads, ort_threads, runtime,  # type: ignore[arg-type]
-                                              int8_methods, calibration))
+                                              int8_methods, calibration, per_channel))
     return entries, notes
 
 

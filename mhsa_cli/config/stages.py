@@ -61,6 +61,8 @@ class BenchConfig:
     int8_methods: list[str] = opt(["dynamic"], "ORT int8 rows of each float checkpoint: dynamic (ORT int8), "
                                   "static (ORT int8-static: QDQ, calibrated on 256 validation rows)",
                                   choices=INT8_METHODS)
+    per_channel: bool = opt(False, "ORT int8 rows: one weight scale per output channel (export's --per-channel), "
+                            "as the export you deploy was made")
     seq_len: Optional[int] = opt(None, "timing input length (default: the model's max_len)", min=1, max=MAX_WIDTH)
     seed: int = opt(0, "seed for the timing inputs", min=0, max=MAX_SEED)
     out: Optional[str] = opt(None, "folder for bench.json, .csv, .md, .png")

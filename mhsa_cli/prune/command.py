@@ -213,8 +213,13 @@ def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, metho
 
 def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: torch.device,
               progress: Progress, step: int, teacher: KDTeacher | None, kept: list[int]) -> dict[str, Any]:
-    """Fine-tune after a step: cross-entropy, or with ``teacher`` the KD loss of :mod:`.kd`."""
+    """Fine-tune after a step: cross-entropy, or with ``teacher`` the KD loss of :mod:`.kd`.
+
+    Torch's random stream (dropout, word dropout, mixup) is seeded from ``cfg.seed`` and the step:
+    a process starts with a random seed, and the checkpoint was loaded without building (and seeding)
+    a model, so without this two identical runs fine-tuned differently."""
     loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
+    torch.manual_seed(cfg.seed * 1_000 + step)
     loss_fn = prune_loss_fn(cfg, teacher, kept, loop) if teacher is not None else None
     fitted = fit(model, data, loop, device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune (step {step})")
     return {"finetune_best_epoch": fitted.best_epoch, "finetune_seconds": fitted.seconds,
