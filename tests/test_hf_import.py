@@ -648,8 +648,10 @@ def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path,
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "pruned", "student", "deploy") for p in ("fp32", "int8", "int8-static")}
-    gate = json.loads((out / "deploy-onnx" / "export.json").read_text())["int8_gate"]
-    assert set(gate["variants"]) == {"dynamic", "static"}
+    export = json.loads((out / "deploy-onnx" / "export.json").read_text())
+    assert set(export["int8_gate"]["variants"]) == {"dynamic", "static"}
+    assert export["quantization"]["per_channel"] is True  # the recipe's per-channel int8 weights
+    assert json.loads((out / "bench.json").read_text())["config"]["per_channel"] is True
     before = {s: (out / s / "model.safetensors").read_bytes() for s in ("teacher", "student")}
     (out / "deploy" / "stage.json").unlink()
     r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
