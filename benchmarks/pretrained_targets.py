@@ -30,6 +30,8 @@ from pathlib import Path
 
 from _cli import ROOT, load, mark, mhsa, p50, pts
 
+from mhsa_cli.export.command import INT8_PRECISION  # int8 method -> its bench row's precision
+
 DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mhsa-models" / "all-MiniLM-L6-v2"
 THREADS = {"n": 2}
 
@@ -127,9 +129,6 @@ def _recipe_lines(trec: Path, fig: dict) -> list[str]:
     return out
 
 
-GATE_ROW = {"dynamic": "int8", "static": "int8-static", None: "fp32"}  # export's int8_gate choice -> bench row
-
-
 def _limits(r: dict, fp32: dict, t_int8: dict, teacher_acc: float) -> tuple[float, dict[int, tuple[float, float]]]:
     """(points vs the teacher, {batch: (x the teacher's torch fp32, x faster than its ORT int8)})."""
     return pts(r["test_acc"], teacher_acc), {b: (p50(r, b) / p50(fp32, b), p50(t_int8, b) / p50(r, b)) for b in (1, 32)}
@@ -145,7 +144,7 @@ def _deploy_lines(rows: dict, teacher_acc: float, chosen: str | None) -> list[st
     fp32, t_int8 = rows[("teacher", "torch", "fp32")], rows[("teacher", "onnxruntime", "int8")]
     lines = [f"batch {b}: teacher torch fp32 {p50(fp32, b):.3g} ms, teacher ORT int8 {p50(t_int8, b):.3g} ms"
              for b in (1, 32)]
-    r = rows[("deploy", "onnxruntime", GATE_ROW[chosen])]
+    r = rows[("deploy", "onnxruntime", INT8_PRECISION[chosen] if chosen else "fp32")]  # None: the gate kept none
     gap, ratios = _limits(r, fp32, t_int8, teacher_acc)
     lines.append(f"deployable = deploy-onnx's {'model.int8.onnx' if chosen else 'model.onnx'} (gate: {chosen or 'fp32'}, "
                  f"{r['name']}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0: {mark(gap >= -1.0)})")

@@ -250,16 +250,23 @@ def test_kd_hidden_states_pair_kept_blocks_with_their_original_index():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_kd_fine_tuning_uses_the_unpruned_input_as_a_frozen_teacher(deep, tmp_path, monkeypatch):
+def spy_fit(monkeypatch, then=None) -> list:
+    """The loss function of every fine-tuning prune starts (None: fit's own cross-entropy); each call
+    then goes on to the real fit, or to ``then(loss_fn)`` (e.g. raise to stop there)."""
     import mhsa_cli.prune.command as command
 
     calls, real_fit = [], command.fit
 
     def spy(model, data, loop, device, loss_fn=None, **kw):
         calls.append(loss_fn)
-        return real_fit(model, data, loop, device, loss_fn=loss_fn, **kw)
+        return then(loss_fn) if then else real_fit(model, data, loop, device, loss_fn=loss_fn, **kw)
 
     monkeypatch.setattr(command, "fit", spy)
+    return calls
+
+
+def test_kd_fine_tuning_uses_the_unpruned_input_as_a_frozen_teacher(deep, tmp_path, monkeypatch):
+    calls = spy_fit(monkeypatch)
     prune_api(deep, tmp_path / "kd", ratio=0.5, drop_layers_at=[1], finetune_epochs=1, kd_weight=0.5,
               kd_hidden_weight=0.1, iterative=2)
     prune_api(deep, tmp_path / "ce", ratio=0.5, finetune_epochs=1)

@@ -22,6 +22,7 @@ from mhsa_cli.recipe import validate_recipe
 from mhsa_cli.train import LoopConfig
 
 from .conftest import assert_one_line_error
+from .test_prune_budget import spy_fit
 from .test_prune_structured import deep, prune_api, random_model, tokens  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,15 +81,7 @@ def test_loss_with_a_deeper_teacher_is_the_hand_computed_mix():
 # ---------------------------------------------------------------- the command
 
 def test_prune_distils_from_the_named_teacher_with_uniform_pairs(deep, deep6, tmp_path, monkeypatch):
-    import mhsa_cli.prune.command as command
-
-    calls, real_fit = [], command.fit
-
-    def spy(model, data, loop, device, loss_fn=None, **kw):
-        calls.append(loss_fn)
-        return real_fit(model, data, loop, device, loss_fn=loss_fn, **kw)
-
-    monkeypatch.setattr(command, "fit", spy)
+    calls = spy_fit(monkeypatch)
     prune_api(deep, tmp_path / "kd", ratio=0.5, drop_layers_at=[1], finetune_epochs=1, kd_weight=0.5,
               kd_hidden_weight=0.1, kd_teacher=str(deep6))
     (fn,) = calls
@@ -102,19 +95,16 @@ def test_prune_distils_from_the_named_teacher_with_uniform_pairs(deep, deep6, tm
     assert kd["hidden_pairs"] == ["1:2", "2:4", "3:6"]
 
 
+class Stop(Exception):
+    pass
+
+
+def stop(loss_fn):
+    raise Stop
+
+
 def test_kd_hidden_layers_pick_the_pairs_of_the_unpruned_self(deep, tmp_path, monkeypatch):
-    import mhsa_cli.prune.command as command
-
-    class Stop(Exception):
-        pass
-
-    calls = []
-
-    def capture(model, data, loop, device, loss_fn=None, **kw):
-        calls.append(loss_fn)
-        raise Stop
-
-    monkeypatch.setattr(command, "fit", capture)
+    calls = spy_fit(monkeypatch, then=stop)
     with pytest.raises(Stop):
         prune_api(deep, tmp_path / "kd", ratio=0.5, finetune_epochs=1, kd_hidden_weight=1.0,
                   kd_hidden_layers=["0:0", "3:3"])

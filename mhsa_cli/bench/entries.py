@@ -64,8 +64,7 @@ def export_entries(ckpt: Any, name: str, tmp: Path, threads: int, ort_threads: l
     """Entries of a runtime that reads export folders: the float checkpoint exported into
     ``tmp/<n>`` (the files ``mhsa export`` writes; one int8 file per ``int8_methods``, static
     calibrated on ``calibration``; ``per_channel``: per-channel weight scales), one entry per precision
-    the folder offers and
-    intra-op thread count (``ort_threads``, default ``[threads]``)."""
+    the folder offers and intra-op thread count (``ort_threads``, default ``[threads]``)."""
     from ..checkpoint import load_model
     from ..export import write_export
     from ..runtimes import get_runtime, load_runtime

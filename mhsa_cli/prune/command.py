@@ -36,7 +36,7 @@ from ..train import LoopConfig, evaluate, fit, split_report
 from .data import prune_data
 from .budget import budget_step, check_budget
 from .importance import IMPORTANCE, NEEDS_DATA, SEEDED, head_importance
-from .kd import KDTeacher, block_map, check_teacher, kd_enabled, kd_plan, kd_teacher, prune_loss_fn
+from .kd import KDTeacher, kd_enabled, kd_plan, kd_teacher, prune_loss_fn, teacher_source
 from .latency import budget_doc, choose_fraction
 from .layers import LAYER_NEEDS_DATA
 from .plan import Origin, prune_step, validate_plan
@@ -180,26 +180,13 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
     cfg.budget_seq_len = cfg.budget_seq_len or data_len(ckpt)
     _validate(cfg, ckpt.model_config)
-    teacher = _kd_teacher_checkpoint(cfg, ckpt)
+    source = teacher_source(cfg, ckpt)  # --kd-teacher and the block pairs, checked before any work
     device = resolve_device(cfg.device)
     data, why = prune_data(cfg, ckpt)
     model = load_model(ckpt).to(device)
     if cfg.sweep is not None:
         return _sweep(cfg, ckpt, model, data, device, progress)
-    return _prune_steps(cfg, ckpt, model, data, device, progress, why, teacher)
-
-
-def _kd_teacher_checkpoint(cfg: PruneConfig, ckpt: Checkpoint) -> Checkpoint | None:
-    """``--kd-teacher``'s checkpoint (None: not given), checked against ``ckpt`` with the block
-    pairs before any work."""
-    teacher = None
-    if cfg.kd_teacher:
-        teacher = load_checkpoint(cfg.kd_teacher)
-        teacher.require_kind("float", "distil from", "use the float teacher (int8 models run only for inference)")
-        check_teacher(cfg, ckpt, teacher)
-    n = len(ckpt.model_config.heads)
-    block_map(cfg, n, len(teacher.model_config.heads) if teacher else n, own=teacher is None)
-    return teacher
+    return _prune_steps(cfg, ckpt, model, data, device, progress, why, source)
 
 
 def _score(cfg: PruneConfig, model: MHSAClassifier, data: TaskData | None, method: str, seed: int,
@@ -259,11 +246,12 @@ def _scored_on(needs_data: bool) -> str:
 
 
 def _prune_steps(cfg: PruneConfig, ckpt: Checkpoint, model: MHSAClassifier, data: TaskData | None,
-                 device: torch.device, progress: Progress, why: str | None = None,
-                 kd_checkpoint: Checkpoint | None = None) -> PruneResult:
-    """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save."""
+                 device: torch.device, progress: Progress, why: str | None,
+                 source: tuple[Checkpoint | None, dict[int, int]]) -> PruneResult:
+    """Prune in ``cfg.iterative`` steps (re-scoring the smaller model each time); then save.
+    ``source``: :func:`.kd.teacher_source`'s teacher checkpoint and block pairs (KD fine-tuning)."""
     original, origin, steps = model, Origin.of(model), []
-    teacher = kd_teacher(cfg, original, kd_checkpoint) if kd_enabled(cfg) else None
+    teacher = kd_teacher(original, *source) if kd_enabled(cfg) else None
     search = choose_fraction(cfg, model, data, progress) if cfg.budget else None
     removal = functools.partial(budget_step, fraction=search.fraction) if search else prune_step
     for step in range(1, cfg.iterative + 1):

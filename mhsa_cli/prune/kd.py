@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, load_model
 from ..config import PruneConfig
 from ..distill.losses import LossWeights, make_loss_fn
 from ..distill.student import parse_pairs
@@ -101,18 +101,29 @@ def check_teacher(cfg: PruneConfig, ckpt: Checkpoint, teacher: Checkpoint) -> No
                         key="kd_teacher")
 
 
-def kd_teacher(cfg: PruneConfig, original: MHSAClassifier, teacher: Checkpoint | None) -> KDTeacher:
-    """The frozen teacher: ``teacher``'s model (``--kd-teacher``, checked by :func:`check_teacher`)
-    or a copy of the unpruned ``original``, on ``original``'s device, with its block pairs."""
-    n = len(original.blocks)
-    if teacher is None:
-        return KDTeacher(frozen_teacher(original), block_map(cfg, n, n, own=True), "the unpruned input model")
-    from ..checkpoint import load_model
+def teacher_source(cfg: PruneConfig, ckpt: Checkpoint) -> tuple[Checkpoint | None, dict[int, int]]:
+    """``--kd-teacher``'s checkpoint (None: the unpruned input model) and the block pairs, every
+    check done here, before any work.
 
-    device = next(original.parameters()).device
-    model = load_model(teacher).to(device).eval().requires_grad_(False)
-    return KDTeacher(model, block_map(cfg, n, len(model.blocks), own=False), str(teacher.path),
-                     teacher.meta.get("id"))
+    Raises:
+        MhsaError: a missing or int8 teacher, one :func:`check_teacher` refuses, or bad pairs.
+    """
+    n = len(ckpt.model_config.heads)
+    if not cfg.kd_teacher:
+        return None, block_map(cfg, n, n, own=True)
+    teacher = load_checkpoint(cfg.kd_teacher)
+    teacher.require_kind("float", "distil from", "use the float teacher (int8 models run only for inference)")
+    check_teacher(cfg, ckpt, teacher)
+    return teacher, block_map(cfg, n, len(teacher.model_config.heads), own=False)
+
+
+def kd_teacher(original: MHSAClassifier, teacher: Checkpoint | None, blocks: dict[int, int]) -> KDTeacher:
+    """The frozen teacher of :func:`teacher_source`'s result: ``teacher``'s model, or a copy of the
+    unpruned ``original``, on ``original``'s device."""
+    if teacher is None:
+        return KDTeacher(frozen_teacher(original), blocks, "the unpruned input model")
+    model = load_model(teacher).to(next(original.parameters()).device).eval().requires_grad_(False)
+    return KDTeacher(model, blocks, str(teacher.path), teacher.meta.get("id"))
 
 
 def hidden_pairs(kept: list[int], blocks: dict[int, int] | None = None) -> list[tuple[int, int]]:
@@ -151,13 +162,11 @@ def prune_loss_fn(cfg: PruneConfig, teacher: KDTeacher, kept: list[int], loop: L
     return fn
 
 
-def kd_plan(cfg: PruneConfig, teacher: KDTeacher | None = None) -> dict[str, Any] | None:
-    """What ``pruning.json`` records of the distillation (None when off)."""
-    if not kd_enabled(cfg):
+def kd_plan(cfg: PruneConfig, teacher: KDTeacher | None) -> dict[str, Any] | None:
+    """What ``pruning.json`` records of the distillation (None when off: no teacher)."""
+    if teacher is None:
         return None
-    blocks = teacher.blocks if teacher is not None else None
-    return {"teacher": teacher.source if teacher else "the unpruned input model",
-            "teacher_id": teacher.checkpoint_id if teacher else None,
+    return {"teacher": teacher.source, "teacher_id": teacher.checkpoint_id,
             "alpha": cfg.kd_weight, "temperature": cfg.kd_temperature, "hidden_weight": cfg.kd_hidden_weight,
-            "hidden_pairs": ([f"{i}:{t}" for i, t in sorted(blocks.items())] if blocks is not None
-                             else "each kept block with its original index") if cfg.kd_hidden_weight > 0 else None}
+            "hidden_pairs": [f"{i}:{t}" for i, t in sorted(teacher.blocks.items())] if cfg.kd_hidden_weight > 0
+            else None}

@@ -283,13 +283,19 @@ def _validate_stage(i: int, raw: Any, defaults: dict[str, Any], earlier: dict[st
     return Stage(name, kind, inputs, settings, cfg, st.output(settings))
 
 
-def _stage_ref(name: str, ref: Any, earlier: dict[str, Stage], where: str, key: str) -> str:
-    """An earlier stage named by a setting (``kd_teacher: teacher``) that makes a float checkpoint."""
+def _earlier(name: str, ref: Any, earlier: dict[str, Stage], where: str, label: str = "") -> str:
+    """``ref`` if it names an earlier stage (not ``name`` itself); ``label`` names the setting in errors."""
     if ref == name:
         raise MhsaError(f"{where}: stage '{name}' refers to itself (cycle)")
     if not isinstance(ref, str) or ref not in earlier:
-        raise MhsaError(f"{where}: stage '{name}': {key} '{ref}' is not an earlier stage"
-                        f"{closest(str(ref), earlier)} (name the stage whose checkpoint it takes)")
+        raise MhsaError(f"{where}: stage '{name}': {label}'{ref}' is not an earlier stage"
+                        f"{closest(str(ref), earlier)} (stages run in order; no forward references)")
+    return ref
+
+
+def _stage_ref(name: str, ref: Any, earlier: dict[str, Stage], where: str, key: str) -> str:
+    """An earlier stage named by a setting (``kd_teacher: teacher``) that makes a float checkpoint."""
+    ref = _earlier(name, ref, earlier, where, f"{key} ")
     if earlier[ref].output_kind != "float":
         raise MhsaError(f"{where}: stage '{name}': {key} '{ref}' makes no float checkpoint")
     return ref
@@ -320,12 +326,7 @@ def _stage_inputs(name: str, kind: str, raw: dict[str, Any], st: StageType,
             raise MhsaError(f"{at('from')}: stage '{name}' ({kind}) takes no 'from'")
         return []
     for ref in refs:
-        if ref == name:
-            raise MhsaError(f"{at(key)}: stage '{name}' refers to itself (cycle)")
-        if ref not in earlier:
-            raise MhsaError(f"{at(key)}: stage '{name}': '{ref}' is not an earlier stage"
-                            f"{closest(str(ref), earlier)} (stages run in order; no forward references)")
-        got = earlier[ref].output_kind
+        got = earlier[_earlier(name, ref, earlier, at(key))].output_kind
         if got not in st.accepts:
             hint = {("prune", "int8"): "; prune before quantizing",
                     ("export", "int8"): "; export its float parent (the export makes ORT's own int8)",
