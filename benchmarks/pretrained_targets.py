@@ -122,11 +122,17 @@ def _recipe_lines(trec: Path, fig: dict) -> list[str]:
                        ("deploy", "student, half heads + neurons, fine-tuned")):
         r = rows[(name, "torch", "fp32")]
         gap = pts(r["test_acc"], teacher_acc)
-        out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0): {mark(gap >= -1.0)}; "
+        out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts{_ci(r)}, >= -1.0): {mark(gap >= -1.0)}; "
                    f"{r['params']:,} parameters, heads {r['heads']}")
     gate = json.loads((trec / "deploy-onnx" / "export.json").read_text()).get("int8_gate") or {}
     out += _deploy_lines(rows, teacher_acc, gate.get("chosen", "dynamic"))
     return out
+
+
+def _ci(r: dict) -> str:
+    """The bench's paired comparison with the teacher (same test rows): 95 % interval, rows gained / lost."""
+    d = r.get("acc_delta_paired")
+    return f"; 95 % CI {d['low_pts']:+.2f} to {d['high_pts']:+.2f}, rows +{d['gained']}/-{d['lost']}" if d else ""
 
 
 def _limits(r: dict, fp32: dict, t_int8: dict, teacher_acc: float) -> tuple[float, dict[int, tuple[float, float]]]:
@@ -147,7 +153,7 @@ def _deploy_lines(rows: dict, teacher_acc: float, chosen: str | None) -> list[st
     r = rows[("deploy", "onnxruntime", INT8_PRECISION[chosen] if chosen else "fp32")]  # None: the gate kept none
     gap, ratios = _limits(r, fp32, t_int8, teacher_acc)
     lines.append(f"deployable = deploy-onnx's {'model.int8.onnx' if chosen else 'model.onnx'} (gate: {chosen or 'fp32'}, "
-                 f"{r['name']}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts, >= -1.0: {mark(gap >= -1.0)})")
+                 f"{r['name']}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts{_ci(r)}, >= -1.0: {mark(gap >= -1.0)})")
     for b, (vs_fp32, vs_int8) in ratios.items():
         lines.append(f"deployable, batch {b}: {p50(r, b):.3g} ms = {vs_fp32:.3f}x the teacher's torch fp32 "
                      f"(<= 0.15: {mark(vs_fp32 <= 0.15)}), {vs_int8:.2f}x faster than its ORT int8 (>= 3: {mark(vs_int8 >= 3)})")

@@ -113,3 +113,44 @@ def classification_report(y_true: torch.Tensor, y_pred: torch.Tensor, labels: li
         macro_f1=sum(c.f1 for c in classes) / n,
         total=int(cm.sum()),
     )
+
+
+# --------------------------------------------------------------------------- paired accuracy difference
+
+Z95 = 1.959963984540054  # standard normal 97.5 % quantile
+
+
+@dataclass
+class PairedDelta:
+    """Model minus baseline accuracy on the **same** rows, in percentage points, with a 95 % interval.
+
+    ``gained`` rows the model gets right and the baseline wrong, ``lost`` the reverse; the rest agree and
+    carry no information about the difference (McNemar). The interval is the Wald interval of a paired
+    difference of proportions: d = (gained - lost) / n, var(d) = ((gained + lost) / n - d^2) / n,
+    d +- 1.96 sqrt(var) (Newcombe 1998, method 10's normal form). With no discordant row it is [d, d].
+    """
+
+    delta_pts: float
+    low_pts: float
+    high_pts: float
+    gained: int
+    lost: int
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_delta(model_correct: torch.Tensor, base_correct: torch.Tensor) -> PairedDelta:
+    """:class:`PairedDelta` of two (N,) bool tensors: row i right for the model / for the baseline.
+
+    Raises:
+        ValueError: lengths differ or there are no rows.
+    """
+    m, b = model_correct.reshape(-1).bool().cpu(), base_correct.reshape(-1).bool().cpu()
+    if m.shape != b.shape or not m.numel():
+        raise ValueError(f"paired rows needed: {m.numel()} and {b.numel()} given")
+    n, gained, lost = m.numel(), int((m & ~b).sum()), int((~m & b).sum())
+    d = (gained - lost) / n
+    half = Z95 * max((gained + lost) / n - d * d, 0.0) ** 0.5 / n**0.5
+    return PairedDelta(100 * d, 100 * (d - half), 100 * (d + half), gained, lost, n)

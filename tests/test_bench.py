@@ -325,6 +325,26 @@ def test_ratios_against_baseline(tiny_run):
         base.latency[key].latency_ms_p50 / pruned.latency[key].latency_ms_p50)
 
 
+def test_paired_delta_counts_the_rows_each_model_alone_gets_right(tiny_run):
+    """Oracle: each model's test predictions made here, outside bench, compared row by row."""
+    from mhsa_cli.runtimes import predictions
+    from mhsa_cli.tasks import task_from_spec
+
+    result, _, _ = tiny_run
+    base = result.rows[0]
+    test = task_from_spec(load_checkpoint(base.path).task_spec).test
+    right = {r.name: predictions(load_model(r.path), test) == test.y for r in result.rows}
+    assert base.ratios.acc_delta["gained"] == base.ratios.acc_delta["lost"] == 0
+    for r in result.rows[1:]:
+        paired = r.ratios.acc_delta
+        gained, lost = int((right[r.name] & ~right["base"]).sum()), int((~right[r.name] & right["base"]).sum())
+        assert (paired["gained"], paired["lost"], paired["n"]) == (gained, lost, len(test))
+        assert paired["delta_pts"] == pytest.approx(r.ratios.acc_delta_pts)
+        assert paired["low_pts"] <= paired["delta_pts"] <= paired["high_pts"]
+    assert BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))).rows[1].ratios.acc_delta == \
+        result.rows[1].ratios.acc_delta
+
+
 def test_accuracy_equals_stored_training_accuracy(tiny_run, ckpts):
     result, _, _ = tiny_run
     stored = json.loads((ckpts / "base" / "checkpoint.json").read_text())["metrics"]["test_acc"]
@@ -577,7 +597,10 @@ def test_ort_threads_give_one_row_per_count_with_sessions_of_that_count(ckpts, m
     assert fastest["row"] == best.name and fastest["label"] == best.runtime_label
     md = bench_markdown(result)
     assert "1, 2 intra-op threads (a row each; torch: 1)" in md and f"{best.runtime_label} (" in md
-    assert bench_csv(result).splitlines()[2].endswith(",1 thr,CPUExecutionProvider")  # variant, providers
+    import csv
+    import io
+    line = list(csv.DictReader(io.StringIO(bench_csv(result))))[1]
+    assert (line["variant"], line["providers"]) == ("1 thr", "CPUExecutionProvider")
     same = bench(bench_cfg([ckpts / "base"], runtime=["onnxruntime"], batch_sizes=[1], ort_threads=[1]))
     assert [r.name for r in same.rows] == ["base (ORT fp32)", "base (ORT int8)"]  # = torch's: no label
     assert same.environment["ort_threads"]["intra_op"] == 1
@@ -861,8 +884,11 @@ def test_fell_back_cells_and_device_copies_in_table_json_and_csv():
     assert row["providers"]["cuda"] == ["CPUExecutionProvider"]
     assert next(c for c in row["cells"] if c["device"] == "cuda")["skipped"] == reason
     assert BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))).rows[-1].providers == ort_row.providers
-    csv_line = next(x for x in bench_csv(result).splitlines() if x.startswith("base (ORT fp32),") and ",cuda," in x)
-    assert csv_line.endswith(",CPUExecutionProvider")
+    import csv
+    import io
+    line = next(x for x in csv.DictReader(io.StringIO(bench_csv(result)))
+                if x["model"] == "base (ORT fp32)" and x["device"] == "cuda")
+    assert line["providers"] == "CPUExecutionProvider"
 
 
 def test_int8_methods_give_a_static_row_with_its_own_accuracy(ckpts, tmp_path):

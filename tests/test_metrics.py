@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mhsa_cli.metrics import ClassReport, classification_report, confusion_matrix
+from mhsa_cli.metrics import ClassReport, classification_report, confusion_matrix, paired_delta
 
 # 10 rows, 3 classes (a, b, c); c is never predicted, b is over-predicted
 Y_TRUE = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 0])
@@ -51,3 +51,32 @@ def test_agrees_with_scikit_learn_and_round_trips_json():
     assert ClassReport.from_dict(r.to_dict()) == r
     balanced = classification_report(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 1, 1]), ["x", "y"])
     assert not balanced.imbalanced
+
+
+def test_paired_delta_by_hand():
+    # 10 rows: the model alone right on rows 0-2 (gained 3), the baseline alone on row 3 (lost 1), 4-9 agree
+    model = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    base = torch.tensor([0, 0, 0, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    d = paired_delta(model, base)
+    assert (d.gained, d.lost, d.n) == (3, 1, 10)
+    assert d.delta_pts == pytest.approx(100 * (model.float().mean() - base.float().mean()).item())  # 20 pts
+    half = 1.959964 * ((4 / 10 - 0.2**2) / 10) ** 0.5  # Wald: var = ((b + c)/n - d^2) / n
+    assert (d.low_pts, d.high_pts) == (pytest.approx(100 * (0.2 - half), abs=1e-4), pytest.approx(100 * (0.2 + half), abs=1e-4))
+    same = paired_delta(base, base)  # no discordant row: a point, whatever the accuracy
+    assert (same.delta_pts, same.low_pts, same.high_pts, same.gained, same.lost) == (0.0, 0.0, 0.0, 0, 0)
+    with pytest.raises(ValueError):
+        paired_delta(model, base[:3])
+    with pytest.raises(ValueError):
+        paired_delta(model[:0], base[:0])
+
+
+def test_paired_interval_agrees_with_the_variance_of_per_row_differences():
+    """Independent route: the per-row differences' sample mean and (population) standard error."""
+    gen = torch.Generator().manual_seed(0)
+    model, base = torch.rand(500, generator=gen) < 0.9, torch.rand(500, generator=gen) < 0.92
+    diff = model.float() - base.float()  # (500,) in {-1, 0, 1}
+    se = diff.std(unbiased=False).item() / 500**0.5
+    d = paired_delta(model, base)
+    assert d.delta_pts == pytest.approx(100 * diff.mean().item())
+    assert d.high_pts - d.delta_pts == pytest.approx(100 * 1.959964 * se, rel=1e-5)
+    assert d.delta_pts - d.low_pts == pytest.approx(100 * 1.959964 * se, rel=1e-5)

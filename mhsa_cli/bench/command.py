@@ -143,13 +143,15 @@ def _calibration(cfg: Any, data: Any) -> list[Any] | None:
     return calibration_batches(data.val)
 
 
-def _torch_row(e: Entry, data: Any) -> BenchRow:
-    """Accuracy (CPU, test split), sizes and parameter counts of a torch entry."""
+def _torch_row(e: Entry, data: Any) -> tuple[BenchRow, torch.Tensor]:
+    """Accuracy (CPU, test split), sizes and parameter counts of a torch entry; (N,) bool: row i right."""
+    from ..batching import predict_logits
     from ..checkpoint import size_on_disk
-    from ..train import split_report
+    from ..metrics import classification_report
 
     stored = e.ckpt.meta.get("metrics", {}).get("test_acc")
-    report = split_report(e.model, data.test, data.labels, "cpu")  # its accuracy = evaluate's
+    pred = predict_logits(e.model, data.test, "cpu").argmax(-1)  # (N,); its accuracy = evaluate's
+    report = classification_report(data.test.y, pred, data.labels)
     return BenchRow(
         name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt),
         heads=list(e.ckpt.model_config.heads), params=count_weights(e.model),
@@ -158,17 +160,18 @@ def _torch_row(e: Entry, data: Any) -> BenchRow:
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         quantized_engine=engine_label(getattr(e.model, "quantization", None)),
         runtime=e.runtime, precision=e.precision, model=e.model_name,
-        test_macro_f1=report.macro_f1, test_classes=report.to_dict())
+        test_macro_f1=report.macro_f1, test_classes=report.to_dict()), pred == data.test.y
 
 
-def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
+def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> tuple[BenchRow, torch.Tensor]:
     """The same for an ORT entry: accuracy measured in ORT, ONNX file and initializer bytes,
     parameters of the source model, and the logit gap to torch on validation rows."""
     from ..metrics import classification_report
     from ..runtimes import predictions
 
     size, weights = onnx_sizes(e)
-    report = classification_report(data.test.y, predictions(e.model, data.test), data.labels)  # in ORT
+    pred = predictions(e.model, data.test)  # (N,) in ORT
+    report = classification_report(data.test.y, pred, data.labels)
     stored = e.ckpt.meta.get("metrics", {}).get("test_acc") if e.precision == "fp32" else None
     return BenchRow(
         name=e.name, path=str(e.ckpt.path), kind=_display_kind(e.ckpt), heads=list(e.ckpt.model_config.heads),
@@ -177,26 +180,28 @@ def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> BenchRow:
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         runtime=e.runtime, precision=e.precision, model=e.model_name, variant=e.variant,
         parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]),
-        providers={"cpu": list(e.details["providers"])} if "providers" in e.details else {})
+        providers={"cpu": list(e.details["providers"])} if "providers" in e.details else {}), \
+        pred == data.test.y
 
 
-def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> list[BenchRow]:
-    """Accuracy (test split, in each entry's runtime), sizes and parameter counts of every entry."""
+def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> tuple[list[BenchRow], list[torch.Tensor]]:
+    """Accuracy (test split, in each entry's runtime), sizes and parameter counts of every entry,
+    and per entry which test rows it gets right ((N,) bool, for the paired comparison)."""
     from ..checkpoint import load_model
 
-    rows, float_models = [], {}
+    measured, float_models = [], {}
     with progress.task("accuracy (test split)", total=len(entries)) as bar:
         for e in entries:
             if e.folder is None:  # a runtime that reads the checkpoint itself (torch and the like)
-                rows.append(_torch_row(e, data))
+                measured.append(_torch_row(e, data))
                 if e.runtime == TORCH:
                     float_models.setdefault(e.ckpt.path, e.model)
             else:
                 if e.ckpt.path not in float_models:
                     float_models[e.ckpt.path] = load_model(e.ckpt)
-                rows.append(_ort_row(e, data, float_models[e.ckpt.path]))
+                measured.append(_ort_row(e, data, float_models[e.ckpt.path]))
             bar.advance(1)
-    return rows
+    return [r for r, _ in measured], [c for _, c in measured]
 
 
 def engine_label(settings: dict | None) -> str | None:
@@ -264,10 +269,14 @@ def _cuda_peaks(group: Mapping[str, tuple[nn.Module, torch.Tensor]], device: tor
     return {n: cuda_peak_memory_bytes(m, x, device) for n, (m, x) in group.items()}
 
 
-def _fill_ratios(rows: list[BenchRow], base: BenchRow) -> None:
-    for r in rows:
+def _fill_ratios(rows: list[BenchRow], base: BenchRow, correct: list[torch.Tensor], base_correct: torch.Tensor) -> None:
+    """Each row against the baseline; ``correct`` / ``base_correct``: (N,) bool, test row i right."""
+    from ..metrics import paired_delta
+
+    for r, c in zip(rows, correct):
         r.ratios.compression = base.size_bytes / r.size_bytes if r.size_bytes else None
         r.ratios.acc_delta_pts = 100.0 * (r.test_acc - base.test_acc)
+        r.ratios.acc_delta = paired_delta(c, base_correct).to_dict() if len(c) else None
         for key, st in r.latency.items():
             b = base.latency.get(key)
             r.ratios.speedup[key] = b.latency_ms_p50 / st.latency_ms_p50 if b and st.latency_ms_p50 > 0 else None
@@ -345,7 +354,7 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
                                                _calibration(cfg, data), cfg.per_channel)
                 bar.advance(1)
             env = _bench_environment(devices, runtimes, list(cfg.ort_threads))
-            rows = _measure_rows(entries, data, progress)
+            rows, correct = _measure_rows(entries, data, progress)
             for key in [(d, b) for d in devices for b in sizes]:
                 _time_cell(entries, rows, key, timing_input(data, key[1], cfg.seq_len, cfg.seed), cfg, progress)
         finally:
@@ -353,9 +362,10 @@ def bench(cfg: Any, progress: Progress = NULL) -> BenchResult:
             for e in entries:
                 if isinstance(e.model, nn.Module):
                     e.model.to("cpu")
-    base = next(r for r, e in zip(rows, entries) if e.ckpt is base_ckpt)
+    i_base = next(i for i, e in enumerate(entries) if e.ckpt is base_ckpt)
+    base = rows[i_base]
     base.is_baseline = True
-    _fill_ratios(rows, base)
+    _fill_ratios(rows, base, correct, correct[i_base])
     seq = cfg.seq_len or data.max_len
     what = f"{seq}-token" if cfg.seq_len or not data.val.ragged else \
         f"cut to the longest picked row (max {seq} tokens)"

@@ -27,6 +27,9 @@ class Ratios:
     compression: float | None = None  # baseline size on disk / model size on disk
     acc_delta_pts: float | None = None  # (model - baseline) test accuracy, percentage points
     speedup: dict[Key, float | None] = field(default_factory=dict)  # baseline p50 / model p50
+    # the same difference on the same test rows with its 95 % interval and the rows gained / lost
+    # (mhsa_cli.metrics.PairedDelta.to_dict); None when the test split is empty
+    acc_delta: dict[str, Any] | None = None
 
 
 @dataclass
@@ -69,6 +72,7 @@ class BenchRow:
         """JSON-able; per-cell data as a list of {device, batch_size, ...} entries."""
         d = {k: v for k, v in asdict(self).items() if k not in ("latency", "peak_mem_bytes", "skipped", "ratios")}
         d["compression"], d["acc_delta_pts"] = self.ratios.compression, self.ratios.acc_delta_pts
+        d["acc_delta_paired"] = self.ratios.acc_delta
         keys = list(dict.fromkeys([*self.latency, *self.skipped]))
         d["cells"] = [{"device": dev, "batch_size": b, "skipped": self.skipped.get((dev, b)),
                        "speedup": self.ratios.speedup.get((dev, b)),
@@ -118,7 +122,7 @@ class BenchResult:
 def _row_from_dict(d: dict[str, Any]) -> BenchRow:
     stat_names = {f for f in LatencyStats.__dataclass_fields__}
     row = BenchRow(**{k: v for k, v in d.items() if k in BenchRow.__dataclass_fields__ and k != "ratios"})
-    row.ratios = Ratios(d.get("compression"), d.get("acc_delta_pts"))
+    row.ratios = Ratios(d.get("compression"), d.get("acc_delta_pts"), acc_delta=d.get("acc_delta_paired"))
     for cell in d.get("cells", []):
         key = (cell["device"], int(cell["batch_size"]))
         if cell.get("skipped"):

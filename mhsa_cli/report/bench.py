@@ -91,12 +91,19 @@ def columns(result: Any) -> list[Column]:
         Column("size", "ratio", lambda r: r.ratios.compression, _times, "max"),
         Column("test acc", "", lambda r: r.test_acc, pct, "max"),
         Column("test acc", "Δ pts", lambda r: r.ratios.acc_delta_pts, lambda v: f"{v:+.2f}", "max"),
+        Column("test acc", "95 % CI", _paired, lambda v: f"{v['low_pts']:+.1f} to {v['high_pts']:+.1f}", level=1),
+        Column("test acc", "rows +/−", _paired, lambda v: f"+{v['gained']}/−{v['lost']}", level=2),
     ]
     if imbalanced(result):  # accuracy alone hides a neglected small class
         cols.append(Column("test acc", "macro-F1", lambda r: r.test_macro_f1, lambda v: "–" if v is None else f"{v:.4f}", "max"))
     for device, batch in result.keys:
         cols.extend(_cell_columns(device, batch))
     return cols
+
+
+def _paired(row: Any) -> dict[str, Any] | None:
+    """The paired comparison with the baseline (none on the baseline's own row)."""
+    return None if row.is_baseline else row.ratios.acc_delta
 
 
 def _several_runtimes(result: Any) -> bool:
@@ -157,7 +164,9 @@ def footnotes(result: Any, marks: dict[str, str]) -> list[str]:
     if device_note:
         notes.append(device_note)
     notes.append(f"* baseline ({result.baseline}): ratio = baseline disk / model disk; speedup = "
-                 "baseline p50 / model p50; Δ pts = model - baseline test accuracy.")
+                 "baseline p50 / model p50; Δ pts = model - baseline test accuracy; 95 % CI = its paired interval "
+                 "on the same test rows (Wald, from the rows only the model gets right, +, and only the baseline, −): "
+                 "an interval holding 0 means the test split cannot tell the two apart.")
     n_warm = cfg.get("warmup")
     warm = (f"{n_warm} warm-up round{'s' * (n_warm != 1)} (at least {WARMUP_FRACTION:.0%} of the minimum time)"
             if n_warm else "no warm-up")

@@ -15,7 +15,8 @@ STAT_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_
 CSV_COLUMNS = ["model", "path", "runtime", "precision", "kind", "baseline", "heads", "params", "size_bytes", "weight_bytes",
                "quantized_engine", "test_acc", "stored_test_acc", "compression", "acc_delta_pts", "device",
                "batch_size", "skipped", *STAT_COLUMNS, "speedup", "peak_mem_bytes", "parity_max_abs_gap",
-               "test_macro_f1", "variant", "providers"]
+               "test_macro_f1", "variant", "providers", "acc_delta_low_pts", "acc_delta_high_pts", "rows_gained",
+               "rows_lost"]
 
 
 def bench_csv(result: Any) -> str:
@@ -30,8 +31,14 @@ def bench_csv(result: Any) -> str:
                           _blank(r.ratios.compression), r.ratios.acc_delta_pts, key[0], key[1],
                           r.skipped.get(key, ""), *stats, _blank(r.ratios.speedup.get(key)),
                           _blank(r.peak_mem_bytes.get(key)), _blank(r.parity_max_abs_gap),
-                          _blank(r.test_macro_f1), r.variant, " ".join(r.providers.get(key[0], []))])
+                          _blank(r.test_macro_f1), r.variant, " ".join(r.providers.get(key[0], [])),
+                          *_paired_cells(r.ratios.acc_delta)])
     return csv_text(CSV_COLUMNS, lines)
+
+
+def _paired_cells(d: dict[str, Any] | None) -> list[Any]:
+    """acc_delta_low_pts, acc_delta_high_pts, rows_gained, rows_lost (blank without a test split)."""
+    return [d[k] for k in ("low_pts", "high_pts", "gained", "lost")] if d else [""] * 4
 
 
 def _blank(v: Any) -> Any:
