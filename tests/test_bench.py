@@ -913,6 +913,11 @@ def test_int8_methods_give_a_static_row_with_its_own_accuracy(ckpts, tmp_path):
     pred = np.argmax(s.run(None, {"input": data.test.x.numpy()})[0], axis=-1)
     assert result.rows[2].test_acc == pytest.approx(float((pred == data.test.y.numpy()).mean()))
     assert result.rows[2].weight_bytes < result.rows[0].weight_bytes
+    md = bench_markdown(result)  # the note says how each int8 row was made
+    assert "int8-static = static QDQ int8 (quantize_static, calibrated on validation rows)" in md
+    assert "one weight scale per tensor;" in md and result.config["per_channel"] is False
+    result.config["per_channel"] = True
+    assert "one weight scale per output channel (--per-channel);" in bench_markdown(result)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

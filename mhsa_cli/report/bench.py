@@ -206,6 +206,18 @@ def _providers(result: Any) -> str:
     return f"providers taken ({text})" if text else "CPU provider"
 
 
+def _static(result: Any) -> str:
+    """How the int8-static rows were made, when there are any."""
+    if not any(r.precision == "int8-static" for r in result.rows):
+        return ""
+    return ", int8-static = static QDQ int8 (quantize_static, calibrated on validation rows)"
+
+
+def _scales(result: Any) -> str:
+    return ("one weight scale per output channel (--per-channel)" if result.config.get("per_channel")
+            else "one weight scale per tensor")
+
+
 def _runtime_notes(result: Any) -> list[str]:
     """Left-out runtimes, ORT settings and parity, and the fastest runtime per model and cell."""
     notes = list(getattr(result, "notes", []))
@@ -219,8 +231,8 @@ def _runtime_notes(result: Any) -> list[str]:
     notes.append(f"ORT: onnxruntime {result.environment.get('onnxruntime')}, {_providers(result)}, all graph "
                  "optimisations, "
                  f"{threads}, spinning off; fp32 = the exported graph, "
-                 "int8 = ORT dynamic quantization (quantize_dynamic after quant_pre_process); accuracy measured "
-                 "in each runtime.")
+                 f"int8 = ORT dynamic quantization (quantize_dynamic after quant_pre_process){_static(result)}, "
+                 f"{_scales(result)}; accuracy measured in each runtime.")
     gaps = [(r.name, r.parity_max_abs_gap) for r in result.rows if r.parity_max_abs_gap is not None
             and r.precision == "fp32"]
     if gaps:
