@@ -477,8 +477,8 @@ def test_gate_keeps_the_fastest_variant_within_max_drop(monkeypatch):
     when 3 points may go, static when 1.5, nothing when 0.5; 'speed' is the geometric mean of the p50s."""
     from mhsa_cli.export import int8
 
-    accs = {"fp32": 1.00, "static": 0.99, "dynamic": 0.97}
-    monkeypatch.setattr(int8, "_accuracy", lambda call, split: accs[call])
+    wrong = {"fp32": [], "static": [5], "dynamic": [5, 6, 7]}  # of 100 rows: 100 / 99 / 97 %
+    monkeypatch.setattr(int8, "_correct", lambda call, split: torch.tensor([i not in wrong[call] for i in range(100)]))
     monkeypatch.setattr(int8, "_latency", lambda calls, split, threads, t: {
         "static": {1: 0.4, 32: 4.0}, "dynamic": {1: 0.1, 32: 1.0}})
     calls = {"static": "static", "dynamic": "dynamic"}
@@ -487,7 +487,8 @@ def test_gate_keeps_the_fastest_variant_within_max_drop(monkeypatch):
         assert g["chosen"] == chosen, max_drop
     assert g["variants"]["static"]["drop_pts"] == pytest.approx(1.0)
     assert g["variants"]["dynamic"]["speed"] == pytest.approx((0.1 * 1.0) ** 0.5)
-    assert "ship fp32" in g["why"] and "static: -1.00 pts" in g["why"]
+    assert "ship fp32" in g["why"] and "static: -1.00 pts (rows +0/-1)" in g["why"]
+    assert (g["variants"]["dynamic"]["paired"]["gained"], g["variants"]["dynamic"]["paired"]["lost"]) == (0, 3)
 
 
 def test_static_variant_is_qdq_calibrated_on_validation_rows_and_gated(tiny_ckpt, tmp_path, monkeypatch):

@@ -97,10 +97,11 @@ def _static(src: Path, dst: Path, batches: list[np.ndarray] | None, per_channel:
 INT8_METHODS: dict[str, Callable[..., dict[str, Any]]] = {"dynamic": _dynamic, "static": _static}
 
 
-def _accuracy(call: Any, split: Any) -> float:
-    from ..runtimes import accuracy
+def _correct(call: Any, split: Any) -> torch.Tensor:
+    """(N,) bool: validation row i predicted right by ``call``."""
+    from ..runtimes import predictions
 
-    return accuracy(call, split)
+    return predictions(call, split) == split.y
 
 
 def _latency(calls: dict[str, Any], split: Any, threads: int, min_time: float) -> dict[str, dict[int, float]]:
@@ -130,16 +131,22 @@ def gate(calls: dict[str, Any], fp32_call: Any, split: Any, max_drop: float, thr
         min_time: seconds of timed calls per variant and batch size.
 
     Returns:
-        ``{"max_drop_pts", "fp32_val_acc", "variants": {method: {val_acc, drop_pts, within,
-        latency_ms_p50: {batch: ms}, speed}}, "chosen": method or None, "why": text}``.
+        ``{"max_drop_pts", "fp32_val_acc", "variants": {method: {val_acc, drop_pts, within, paired,
+        latency_ms_p50: {batch: ms}, speed}}, "chosen": method or None, "why": text}``; ``paired``: the
+        variant against fp32 on the same rows (:class:`mhsa_cli.metrics.PairedDelta`: rows gained / lost).
     """
-    fp32 = _accuracy(fp32_call, split)
+    from ..metrics import paired_delta
+
+    ref = _correct(fp32_call, split)
+    fp32 = ref.float().mean().item()
     lat = _latency(calls, split, threads, min_time)
     variants = {}
     for m, call in calls.items():
-        acc = _accuracy(call, split)
+        right = _correct(call, split)
+        acc = right.float().mean().item()
         drop = 100 * (fp32 - acc)
         variants[m] = {"val_acc": acc, "drop_pts": drop, "within": drop <= max_drop + 1e-9,  # float rounding
+                       "paired": paired_delta(right, ref).to_dict(),
                        "latency_ms_p50": {str(b): v for b, v in lat[m].items()},
                        "speed": math.exp(sum(math.log(v) for v in lat[m].values()) / len(lat[m]))}
     ok = sorted((v["speed"], m) for m, v in variants.items() if v["within"])
@@ -152,7 +159,8 @@ def _why(variants: dict[str, dict[str, Any]], chosen: str | None, max_drop: floa
     def desc(m: str) -> str:
         v = variants[m]
         ms = " / ".join(f"{x:.3g}" for x in v["latency_ms_p50"].values())
-        return f"{m}: {-v['drop_pts']:+.2f} pts, {ms} ms at batch {' / '.join(map(str, GATE_BATCHES))}"
+        rows = f" (rows +{v['paired']['gained']}/-{v['paired']['lost']})" if v.get("paired") else ""
+        return f"{m}: {-v['drop_pts']:+.2f} pts{rows}, {ms} ms at batch {' / '.join(map(str, GATE_BATCHES))}"
 
     parts = "; ".join(desc(m) for m in variants)
     if chosen is None:
