@@ -9,8 +9,8 @@
 2. recipe: `mhsa run recipes/pretrained-text.yaml` on trec (official test split), whole run timed
    (<= 30 min): the teacher (default fine-tuning, >= 96.0 % test, its training <= 10 min), 50 %-heads
    pruned + fine-tuned (<= 1.0 pt below the teacher), a 3-layer student from the teacher's layers with
-   logit + hidden-state KD (<= 1.0 pt), and the deployable model (the student with half its heads and
-   neurons removed, fine-tuned, exported; ORT int8). Its bench (torch + ORT fp32 / int8 / int8-static,
+   logit + hidden-state KD (<= 1.0 pt), and the deployable model (the teacher with half of every block's
+   heads and 80 % of its neurons removed and KD fine-tuned, then 3 of its blocks distilled; exported, ORT int8). Its bench (torch + ORT fp32 / int8 / int8-static,
    all rows interleaved in one run, batch 1 and 32 on trec-length validation rows) gives the ratios:
    the deployable model (deploy-onnx's int8 file: the variant its gate kept on validation) p50 <= 0.15x
    the teacher's torch fp32 p50 and >= 3x faster than the teacher's ORT int8, at batch 1 and 32, within
@@ -119,7 +119,7 @@ def _recipe_lines(trec: Path, fig: dict) -> list[str]:
         out.append(f"recipe wall time {w / 60:.1f} min (<= 30 min): {mark(w <= 1800)} "
                    f"({fig['recipe']['load_before']} -> {fig['recipe']['load_after']})")
     for name, what in (("pruned", "50 % heads + fine-tuning"), ("student", "3-layer student (KD)"),
-                       ("deploy", "student, half heads + neurons, fine-tuned")):
+                       ("deploy", "3 blocks distilled from the teacher with half its heads and 80 % of its neurons removed")):
         r = rows[(name, "torch", "fp32")]
         gap = pts(r["test_acc"], teacher_acc)
         out.append(f"{name} ({what}): test {100 * r['test_acc']:.2f} % ({gap:+.2f} pts{_ci(r)}, >= -1.0): {mark(gap >= -1.0)}; "

@@ -619,9 +619,10 @@ def test_repeated_label_names_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path, monkeypatch):
-    """import -> fine-tune -> prune -> distill -> prune heads+neurons -> int8 -> export -> bench on a tiny
-    BERT; then the run is 'interrupted' inside the deploy stage (its marker gone, as a kill leaves it) and
-    a rerun redoes that stage and its dependants only, keeping the earlier checkpoints byte for byte."""
+    """import -> fine-tune -> prune -> distill; prune heads+neurons per block -> distill (deploy) -> int8 ->
+    export -> bench on a tiny BERT; then the run is 'interrupted' inside the deploy stage (its marker gone, as
+    a kill leaves it) and a rerun redoes that stage and its dependants only, keeping the earlier checkpoints
+    byte for byte."""
     from mhsa_cli.config import RecipeConfig, build_config
     from mhsa_cli.recipe import run_recipe
 
@@ -629,22 +630,27 @@ def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path,
     csv = tmp_path / "data.csv"
     csv.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in corpus(80)))
     sets = {"import.path": tmp_path / "hf", "import.data": csv, "teacher.epochs": 1, "pruned.finetune_epochs": 1,
-            "student.epochs": 1, "student.layers": 1, "student.hidden_layers": ["1:2"], "deploy.finetune_epochs": 1,
+            "student.epochs": 1, "student.layers": 1, "student.hidden_layers": ["1:2"], "narrow.finetune_epochs": 1,
+            "deploy.epochs": 1, "deploy.layers": 1, "deploy.hidden_layers": ["1:2"],
             "deploy-int8.latency_time": 0, "bench.min_time": 0.01, "bench.min_repeats": 2, "bench.warmup": 1,
             "bench.batch_sizes": [2]}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}" if not isinstance(v, list) else f"{k}={json.dumps(v)}")]
     out = tmp_path / "out"
     r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
     assert r.exit_code == 0, r.output
-    ckpt = {s: load_checkpoint(out / s).meta for s in ("teacher", "pruned", "student", "deploy")}
+    ckpt = {s: load_checkpoint(out / s).meta for s in ("teacher", "pruned", "student", "narrow", "deploy")}
     assert ckpt["teacher"]["model"]["heads"] == [4, 4] and sum(ckpt["pruned"]["model"]["heads"]) == 4
-    assert ckpt["student"]["model"]["heads"] == [4] and ckpt["deploy"]["model"]["heads"] == [2]
-    assert ckpt["deploy"]["model"]["d_ff"] in (8, [8])  # 37 - int(0.8 x 37) neurons kept
-    for stage, lr in (("pruned", 5e-5), ("student", 1e-4), ("deploy", 1e-4)):  # the schedule is inherited,
-        s = ckpt[stage]["lineage"][-1]["settings"]  # the recipe sets the student's and deploy's lr
+    assert ckpt["student"]["model"]["heads"] == [4] and ckpt["narrow"]["model"]["heads"] == [2, 2]  # per block
+    assert ckpt["narrow"]["model"]["d_ff"] == [8, 7]  # 74 - int(0.8 x 74) neurons kept, spread over the blocks
+    narrow_block2 = ckpt["narrow"]["model"]["d_ff"][1]
+    assert ckpt["deploy"]["model"]["heads"] == [2] and ckpt["deploy"]["model"]["d_ff"] in (narrow_block2, [narrow_block2])
+    assert ckpt["deploy"]["lineage"][-1]["operation"] == "distill"
+    assert ckpt["deploy"]["lineage"][-1]["settings"]["init_from_teacher"] is True
+    for stage, lr in (("pruned", 5e-5), ("student", 1e-4), ("narrow", 1e-4), ("deploy", 1e-4)):  # the schedule
+        s = ckpt[stage]["lineage"][-1]["settings"]  # is inherited; the recipe sets the later stages' lr
         assert (s["lr"], s["schedule"]) == (lr, "linear"), stage
-    kd = ckpt["deploy"]["lineage"][-1]["settings"]
-    assert (kd["kd_weight"], kd["kd_hidden_weight"]) == (0.5, 1.0)  # deploy learns from the unpruned student
+    kd = ckpt["narrow"]["lineage"][-1]["settings"]
+    assert (kd["kd_weight"], kd["kd_hidden_weight"]) == (0.5, 1.0)  # narrow learns from the unpruned teacher
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "pruned", "student", "deploy") for p in ("fp32", "int8", "int8-static")}
@@ -652,7 +658,7 @@ def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path,
     assert set(export["int8_gate"]["variants"]) == {"dynamic", "static"}
     assert export["quantization"]["per_channel"] is True  # the recipe's per-channel int8 weights
     assert json.loads((out / "bench.json").read_text())["config"]["per_channel"] is True
-    before = {s: (out / s / "model.safetensors").read_bytes() for s in ("teacher", "student")}
+    before = {s: (out / s / "model.safetensors").read_bytes() for s in ("teacher", "student", "narrow")}
     (out / "deploy" / "stage.json").unlink()
     r = invoke("run", "recipes/pretrained-text.yaml", *args, "--out", out)
     assert r.exit_code == 0, r.output
