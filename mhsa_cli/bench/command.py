@@ -144,7 +144,7 @@ def _calibration(cfg: Any, data: Any) -> list[Any] | None:
 
 
 def _torch_row(e: Entry, data: Any) -> tuple[BenchRow, torch.Tensor]:
-    """Accuracy (CPU, test split), sizes and parameter counts of a torch entry; (N,) bool: row i right."""
+    """Accuracy (CPU, test split), sizes and parameter counts of a torch entry; its (N,) test predictions."""
     from ..batching import predict_logits
     from ..checkpoint import size_on_disk
     from ..metrics import classification_report
@@ -160,7 +160,7 @@ def _torch_row(e: Entry, data: Any) -> tuple[BenchRow, torch.Tensor]:
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         quantized_engine=engine_label(getattr(e.model, "quantization", None)),
         runtime=e.runtime, precision=e.precision, model=e.model_name,
-        test_macro_f1=report.macro_f1, test_classes=report.to_dict()), pred == data.test.y
+        test_macro_f1=report.macro_f1, test_classes=report.to_dict()), pred
 
 
 def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> tuple[BenchRow, torch.Tensor]:
@@ -180,8 +180,7 @@ def _ort_row(e: Entry, data: Any, float_model: nn.Module) -> tuple[BenchRow, tor
         stored_test_acc=float(stored) if isinstance(stored, (int, float)) else None,
         runtime=e.runtime, precision=e.precision, model=e.model_name, variant=e.variant,
         parity_max_abs_gap=parity_gap(float_model, e, data.val.x[:PARITY_ROWS]),
-        providers={"cpu": list(e.details["providers"])} if "providers" in e.details else {}), \
-        pred == data.test.y
+        providers={"cpu": list(e.details["providers"])} if "providers" in e.details else {}), pred
 
 
 def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> tuple[list[BenchRow], list[torch.Tensor]]:
@@ -201,7 +200,7 @@ def _measure_rows(entries: list[Entry], data: Any, progress: Progress) -> tuple[
                     float_models[e.ckpt.path] = load_model(e.ckpt)
                 measured.append(_ort_row(e, data, float_models[e.ckpt.path]))
             bar.advance(1)
-    return [r for r, _ in measured], [c for _, c in measured]
+    return [r for r, _ in measured], [pred == data.test.y for _, pred in measured]
 
 
 def engine_label(settings: dict | None) -> str | None:

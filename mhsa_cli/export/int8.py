@@ -138,20 +138,20 @@ def gate(calls: dict[str, Any], fp32_call: Any, split: Any, max_drop: float, thr
     from ..metrics import paired_delta
 
     ref = _correct(fp32_call, split)
-    fp32 = ref.float().mean().item()
     lat = _latency(calls, split, threads, min_time)
     variants = {}
     for m, call in calls.items():
         right = _correct(call, split)
-        acc = right.float().mean().item()
-        drop = 100 * (fp32 - acc)
-        variants[m] = {"val_acc": acc, "drop_pts": drop, "within": drop <= max_drop + 1e-9,  # float rounding
-                       "paired": paired_delta(right, ref).to_dict(),
+        paired = paired_delta(right, ref)  # the difference and its rows, on the same validation rows
+        drop = 0.0 - paired.delta_pts  # 0.0 - x: no -0.0 when nothing changed
+        variants[m] = {"val_acc": right.float().mean().item(), "drop_pts": drop,
+                       "within": drop <= max_drop + 1e-9,  # float rounding
+                       "paired": paired.to_dict(),
                        "latency_ms_p50": {str(b): v for b, v in lat[m].items()},
                        "speed": math.exp(sum(math.log(v) for v in lat[m].values()) / len(lat[m]))}
     ok = sorted((v["speed"], m) for m, v in variants.items() if v["within"])
     chosen = ok[0][1] if ok else None
-    return {"max_drop_pts": max_drop, "fp32_val_acc": fp32, "threads": threads, "variants": variants,
+    return {"max_drop_pts": max_drop, "fp32_val_acc": ref.float().mean().item(), "threads": threads, "variants": variants,
             "chosen": chosen, "why": _why(variants, chosen, max_drop)}
 
 
