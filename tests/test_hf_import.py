@@ -641,7 +641,8 @@ def test_pretrained_text_recipe_runs_and_resumes_on_a_tiny_saved_model(tmp_path,
     ckpt = {s: load_checkpoint(out / s).meta for s in ("teacher", "pruned", "student", "narrow", "deploy")}
     assert ckpt["teacher"]["model"]["heads"] == [4, 4] and sum(ckpt["pruned"]["model"]["heads"]) == 4
     assert ckpt["student"]["model"]["heads"] == [4] and ckpt["narrow"]["model"]["heads"] == [2, 2]  # per block
-    assert ckpt["narrow"]["model"]["d_ff"] == [8, 7]  # 74 - int(0.8 x 74) neurons kept, spread over the blocks
+    # 74 - int(0.8 x 74) = 15 neurons kept, spread evenly; which block keeps the odd one is the lower score's
+    assert sorted(ckpt["narrow"]["model"]["d_ff"]) == [7, 8]
     narrow_block2 = ckpt["narrow"]["model"]["d_ff"][1]
     assert ckpt["deploy"]["model"]["heads"] == [2] and ckpt["deploy"]["model"]["d_ff"] in (narrow_block2, [narrow_block2])
     assert ckpt["deploy"]["lineage"][-1]["operation"] == "distill"
