@@ -11,6 +11,11 @@ Two ways to make an int8 graph from the fp32 export (``INT8_METHODS``):
   ``DequantizeLinear`` pairs around each MatMul, which ORT fuses into integer
   kernels). Needs data.
 
+Both then store each large embedding table as int8 with one scale per row
+(:func:`int8_embeddings`, weight-only: the rows a batch gathers are scaled back to
+float). The tables are most of a small encoder's file (MiniLM's word table: 30,522 x
+384), and ORT's own int8 ``Gather`` takes one scale for the whole table.
+
 Either can collapse on some models, so :func:`gate` measures each on the
 validation split (accuracy against fp32, and ORT latency at batch 1 and 32) and
 keeps the fastest whose accuracy is within ``max_drop`` points of fp32.
@@ -76,11 +81,78 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
             "ops": ["MatMul"], "per_channel": per_channel}
 
 
+EMBED_MIN_ELEMENTS = 1 << 16  # smaller Gather tables stay float: little to gain
+
+
+def _embedding_tables(graph: Any) -> list[tuple[Any, Any]]:
+    """(Gather node, its fp32 (V, D) initializer) for each table worth storing as int8.
+
+    Only a table the Gather alone reads (along axis 0) qualifies: a weight tied elsewhere stays float.
+    """
+    from collections import Counter
+
+    from onnx import TensorProto
+
+    inits = {t.name: t for t in graph.initializer}
+    reads = Counter(i for n in graph.node for i in n.input) + Counter(o.name for o in graph.output)
+    out = []
+    for node in graph.node:
+        t = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (t is not None and t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and axis == 0
+                and t.dims[0] * t.dims[1] >= EMBED_MIN_ELEMENTS and reads[t.name] == 1):
+            out.append((node, t))
+    return out
+
+
+def int8_embeddings(path: Path) -> dict[str, Any]:
+    """Store each large embedding table of an ONNX file as int8 with one scale per row, in place.
+
+    ``Gather(table, ids)`` becomes ``Cast(Gather(q, ids), float) * Gather(scale, ids)``: q (V, D) int8
+    = round(table / scale), scale (V, 1) = max |row| / 127 (symmetric; an all-zero row keeps scale 1),
+    so each gathered value is off by at most scale / 2. Four standard ops, no custom kernel.
+
+    Returns:
+        ``{"embeddings": {"tables": [name, ...], "scheme": ..., "max_abs_error": float}}`` (export.json).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    tables, worst = [], 0.0
+    for node, t in _embedding_tables(g):
+        w = numpy_helper.to_array(t)  # (V, D)
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0  # (V, 1)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        worst = max(worst, float(np.abs(q * scale - w).max()))
+        name, ids, out = t.name, node.input[1], node.output[0]
+        g.initializer.remove(t)
+        g.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
+        at = list(g.node).index(node)
+        g.node.remove(node)
+        for k, new in enumerate([
+                helper.make_node("Gather", [f"{name}_int8", ids], [f"{out}_int8"], name=f"{node.name}_int8"),
+                helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name=f"{node.name}_scale"),
+                helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], to=TensorProto.FLOAT,
+                                 name=f"{node.name}_cast"),
+                helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequant")]):
+            g.node.insert(at + k, new)
+        tables.append(name)
+    if tables:
+        onnx.save(model, str(path))
+    return {"embeddings": {"tables": tables, "min_elements": EMBED_MIN_ELEMENTS, "max_abs_error": worst,
+                           "scheme": "weight-only int8, one symmetric scale per row; Gather + Cast + Mul"}}
+
+
 def _dynamic(src: Path, dst: Path, batches: list[np.ndarray] | None, per_channel: bool,
              reduce_range: bool) -> dict[str, Any]:
     from .onnx import quantize_onnx
 
-    return {"method": "dynamic", **quantize_onnx(src, dst, reduce_range, per_channel)}
+    settings = quantize_onnx(src, dst, reduce_range, per_channel)
+    return {"method": "dynamic", **settings, **int8_embeddings(dst)}
 
 
 def _static(src: Path, dst: Path, batches: list[np.ndarray] | None, per_channel: bool,
@@ -90,7 +162,8 @@ def _static(src: Path, dst: Path, batches: list[np.ndarray] | None, per_channel:
     if not batches:
         raise MhsaError("static int8 needs validation rows to calibrate on, and this checkpoint has no data; "
                         "use --int8-methods dynamic")
-    return {"method": "static", **quantize_static_qdq(src, dst, batches, per_channel)}
+    settings = quantize_static_qdq(src, dst, batches, per_channel)
+    return {"method": "static", **settings, **int8_embeddings(dst)}
 
 
 # method -> (src, dst, calibration batches or None, per_channel, reduce_range) -> settings

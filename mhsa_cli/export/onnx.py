@@ -156,13 +156,15 @@ def quantize_onnx(src: Path, dst: Path, reduce_range: bool, per_channel: bool) -
         The settings used (recorded in export.json).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
 
+    ops = [op for op in IntegerOpsRegistry if op != "Gather"]  # embedding tables: one scale per row, after
     with pre_processed(src, dst) as (pre, how):
         quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         reduce_range=reduce_range)
+                         reduce_range=reduce_range, op_types_to_quantize=ops)
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "pre_process": how,
             "format": "QOperator", "weight_type": "QInt8", "activations": "uint8, dynamic per call",
-            "per_channel": per_channel, "reduce_range": reduce_range}
+            "per_channel": per_channel, "reduce_range": reduce_range, "ops": ops}
 
 
 def op_counts(path: Path) -> dict[str, int]:
