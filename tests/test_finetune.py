@@ -107,7 +107,7 @@ def test_init_picks_fine_tuning_defaults_and_explicit_values_win(bert, tmp_path)
 
 def test_prune_and_distill_inherit_the_fine_tuning_loop_of_an_init_model(bert, tmp_path):
     """After train --init, pruning's fine-tuning and distillation use the model's own lr / warm-up /
-    schedule (5e-5, 0.1, linear) unless given; a from-scratch checkpoint keeps the stage defaults."""
+    schedule (5e-5, 0.1, linear) unless given (from-scratch checkpoints: tests/test_prune_loop.py)."""
     from mhsa_cli.checkpoint import finetune_loop
 
     imported, csv = bert
@@ -125,13 +125,6 @@ def test_prune_and_distill_inherit_the_fine_tuning_loop_of_an_init_model(bert, t
     assert r.exit_code == 0, r.output
     s = load_checkpoint(tmp_path / "s").meta["lineage"][-1]["settings"]
     assert (s["lr"], s["warmup"], s["schedule"]) == (7e-5, 0.1, "linear")  # the latest train --init's
-
-
-def test_stages_after_a_scratch_model_keep_their_defaults(tiny_ckpt, tmp_path):
-    r = invoke("prune", tiny_ckpt, "--ratio", 0.25, "--device", "cpu", "--out", tmp_path / "p")
-    assert r.exit_code == 0, r.output
-    s = load_checkpoint(tmp_path / "p").meta["lineage"][-1]["settings"]
-    assert (s["lr"], s["warmup"], s["schedule"]) == (1e-3, 0.05, "cosine")
 
 
 @pytest.mark.parametrize("option", ["tokenizer=bpe", "min_freq=2"])

@@ -72,6 +72,25 @@ def finetune_loop(meta: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def training_loop(meta: dict[str, Any]) -> dict[str, Any]:
+    """What ``mhsa prune`` fine-tunes with: the loop of the training its weights continue ({} if none).
+
+    After ``train --init``: :func:`finetune_loop`. Otherwise the latest from-scratch ``train`` step,
+    with its word dropout (the text task's own tokenizer), unless a ``distill`` step made the weights
+    since (a student is a new training, with its own settings): pruning removes units and
+    fine-tuning resumes the same training, so it keeps its learning rate and regularisation."""
+    inherited = finetune_loop(meta)
+    if inherited:
+        return inherited
+    for step in reversed(meta.get("lineage") or []):
+        settings = step.get("settings") or {}
+        if step.get("operation") == "distill":
+            return {}
+        if step.get("operation") == "train":
+            return {k: settings[k] for k in (*FINETUNE_LOOP, "token_dropout") if settings.get(k) is not None}
+    return {}
+
+
 def weights_id(path: Path) -> str:
     """Content hash of a weights file (first 16 hex digits of SHA-256)."""
     return file_sha256(path)[:16]

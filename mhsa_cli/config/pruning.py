@@ -95,13 +95,17 @@ class PruneConfig:
                                        "(test accuracy without fine-tuning)", min=0.0, max=1.0, max_open=True)
     random_seeds: int = opt(3, "sweep: seeds for the random method (mean and spread)", min=1, max=1000)
     batch_size: int = opt(64, "batch size of importance scoring and fine-tuning", min=1, max=MAX_BATCH)
-    lr: Optional[float] = opt(None, "fine-tuning peak learning rate (default 1e-3; a model fine-tuned with "
-                              "train --init: its own)", min=0.0, min_open=True, max=MAX_LR)
-    warmup: Optional[float] = opt(None, "fine-tuning warm-up fraction (default 0.05; after train --init: its own)",
-                                  min=0.0, max=1.0)
-    schedule: Optional[str] = opt(None, "fine-tuning decay after warm-up (default cosine; after train --init: its "
-                                  "own)", choices=("cosine", "linear"))
+    lr: Optional[float] = opt(None, "fine-tuning peak learning rate (default: the checkpoint's training's, e.g. "
+                              "3e-3 for a text model, 5e-5 after train --init; 1e-3 after distill or without a "
+                              "training step)", min=0.0, min_open=True, max=MAX_LR)
+    warmup: Optional[float] = opt(None, "fine-tuning warm-up fraction (default: the checkpoint's training's, else "
+                                  "0.05)", min=0.0, max=1.0)
+    schedule: Optional[str] = opt(None, "fine-tuning decay after warm-up (default: the checkpoint's training's, "
+                                  "else cosine)", choices=("cosine", "linear"))
     weight_decay: float = opt(0.01, "fine-tuning weight decay", min=0.0)
+    token_dropout: Optional[float] = opt(None, "fine-tuning word dropout (mhsa's text task): each token becomes "
+                                         "<unk> with this probability (default: the checkpoint's training's, "
+                                         "e.g. 0.1 for a text model, else 0)", min=0.0, max=1.0, max_open=True)
     seed: int = opt(0, "seed (random importance, fine-tuning order)", min=0, max=MAX_SEED)
     device: str = _device()
     threads: int = _threads()

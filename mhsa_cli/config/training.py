@@ -129,11 +129,11 @@ class TrainConfig:
 
 
 def resolve_loop(cfg: Any, inherited: dict[str, Any], lr: float) -> None:
-    """Fill a prune / distill config's unset ``lr``, ``warmup`` and ``schedule``: from the
-    checkpoint's ``train --init`` fine-tuning (``inherited``, see
+    """Fill a prune / distill config's unset ``lr``, ``warmup``, ``schedule`` (and prune's
+    ``token_dropout``): from ``inherited`` (prune: :func:`mhsa_cli.checkpoint.training_loop`, distill:
     :func:`mhsa_cli.checkpoint.finetune_loop`), else the stage's defaults."""
-    for name, default in (("lr", lr), ("warmup", 0.05), ("schedule", "cosine")):
-        if getattr(cfg, name) is None:
+    for name, default in (("lr", lr), ("warmup", 0.05), ("schedule", "cosine"), ("token_dropout", 0.0)):
+        if hasattr(cfg, name) and getattr(cfg, name) is None:  # distill has no word dropout
             setattr(cfg, name, inherited.get(name, default))
 
 

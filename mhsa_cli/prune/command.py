@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, finetune_loop, load_checkpoint, load_model,
+from ..checkpoint import (Checkpoint, atomic_dir, check_output_dir, load_checkpoint, load_model, training_loop,
                           make_meta, save_model, write_files)
 from ..config import PruneConfig, resolve_loop, to_dict
 from ..environment import resolve_device, set_threads
@@ -177,7 +177,10 @@ def prune(cfg: PruneConfig, progress: Progress = NULL) -> PruneResult | SweepRes
     set_threads(cfg.threads)
     check_output_dir(cfg.out, cfg.force, inputs=[cfg.checkpoint, *([cfg.kd_teacher] if cfg.kd_teacher else [])])
     ckpt = _load_float(cfg.checkpoint)
-    resolve_loop(cfg, finetune_loop(ckpt.meta), lr=1e-3)
+    if cfg.token_dropout and ckpt.task_spec.get("name") != "text":
+        raise MhsaError("--token-dropout replaces words by <unk>, which only mhsa's own text task numbers "
+                        f"(id 1), not '{ckpt.task_spec.get('name')}': drop --token-dropout")
+    resolve_loop(cfg, training_loop(ckpt.meta), lr=1e-3)  # fine-tuning resumes the checkpoint's training
     cfg.budget_seq_len = cfg.budget_seq_len or data_len(ckpt)
     _validate(cfg, ckpt.model_config)
     source = teacher_source(cfg, ckpt)  # --kd-teacher and the block pairs, checked before any work
@@ -206,6 +209,11 @@ def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: t
     a process starts with a random seed, and the checkpoint was loaded without building (and seeding)
     a model, so without this two identical runs fine-tuned differently."""
     loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
+    if step == 1:  # the resolved loop (inherited from the checkpoint's training unless given), once
+        progress.log(f"fine-tuning: {loop.epochs} epoch{'s' if loop.epochs != 1 else ''} per step, batch {loop.batch_size}, lr {loop.lr:g} "
+                     f"({loop.warmup:g} warm-up, {loop.schedule} decay), weight decay {loop.weight_decay:g}"
+                     + (f", word dropout {loop.token_dropout:g}" if loop.token_dropout else "")
+                     + (", KD from the unpruned model" if teacher is not None else ""))
     torch.manual_seed(cfg.seed * 1_000 + step)
     loss_fn = prune_loss_fn(cfg, teacher, kept, loop) if teacher is not None else None
     fitted = fit(model, data, loop, device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune (step {step})")

@@ -32,6 +32,7 @@ from ..distill.losses import LossWeights, make_loss_fn
 from ..distill.student import parse_pairs
 from ..errors import MhsaError
 from ..model import MHSAClassifier
+from ..regularize import make_token_dropout
 from ..train import LossFn, LoopConfig, make_mixup
 
 
@@ -148,7 +149,7 @@ def prune_loss_fn(cfg: PruneConfig, teacher: KDTeacher, kept: list[int], loop: L
         cfg: ``kd_weight`` (alpha), ``kd_temperature`` (T), ``kd_hidden_weight``.
         teacher: the frozen teacher and its block pairs (:func:`kd_teacher`).
         kept: original index of each current block (``Origin.layers``).
-        loop: the fine-tuning loop (its mixup, if any, is shared by teacher and student).
+        loop: the fine-tuning loop (its mixup or word dropout, if any, is shared by teacher and student).
 
     Returns:
         The loss function; ``loss_fn.teacher`` is the teacher model and ``loss_fn.pairs`` the hidden
@@ -157,7 +158,9 @@ def prune_loss_fn(cfg: PruneConfig, teacher: KDTeacher, kept: list[int], loop: L
     pairs = hidden_pairs(kept, teacher.blocks) if cfg.kd_hidden_weight > 0 else []
     weights = LossWeights(cfg.kd_weight, cfg.kd_temperature, cfg.kd_hidden_weight, 0.0)
     identity = nn.ModuleList(nn.Identity() for _ in pairs)  # same width: states compare directly
-    fn = make_loss_fn(teacher.model, weights, pairs, [], identity, make_mixup(loop))
+    kd = make_loss_fn(teacher.model, weights, pairs, [], identity, make_mixup(loop))
+    drop = make_token_dropout(loop)
+    fn = kd if drop is None else lambda model, x, y: kd(model, drop(x), y)  # teacher and student: the same words
     fn.teacher, fn.pairs = teacher.model, pairs  # type: ignore[attr-defined]
     return fn
 
