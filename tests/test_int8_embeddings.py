@@ -41,7 +41,7 @@ def test_large_table_becomes_int8_rows_each_with_its_own_scale(tmp_path):
     big = rng.normal(0, 0.05, (300, 256)).astype(np.float32)  # 76,800 values: over the threshold
     big[5] = 0.0  # an all-zero row keeps scale 1
     big[7] *= 40.0  # a row far larger than the rest: per-tensor scaling would crush every other row
-    small = rng.normal(0, 1, (300, 2)).astype(np.float32)  # 600 values: stays float
+    small = rng.normal(0, 1, (300, 2)).astype(np.float32)  # 600 values: under the threshold, stays float
     path = tmp_path / "m.onnx"
     gather_graph(path, {"big": big, "small": small})
     ids = np.array([[5, 7, 0, 299], [1, 2, 3, 7]], dtype=np.int64)

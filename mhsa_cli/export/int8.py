@@ -81,7 +81,7 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
             "ops": ["MatMul"], "per_channel": per_channel}
 
 
-EMBED_MIN_ELEMENTS = 1 << 16  # smaller Gather tables stay float: little to gain
+EMBED_MIN_ELEMENTS = 1024  # smaller Gather tables (a few KiB, e.g. token types) stay float
 
 
 def _embedding_tables(graph: Any) -> list[tuple[Any, Any]]:
