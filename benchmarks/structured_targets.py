@@ -129,6 +129,11 @@ def _minilm_lines(out: Path, d: dict[str, Any]) -> list[str]:
              f"MiniLM prune step alone (scores + surgery + accuracy): {d['step_s']:.0f} s (<= 120 s): "
              f"{mark(d['step_s'] <= 120)} ({d['load_step']})"]
     rows = json.loads((out / "minilm-bench" / "bench.json").read_text())["rows"]
+    fp32 = next((r for r in rows if r["model"] == "minilm-pruned" and r["runtime"] == "torch"), None)
+    paired = (fp32 or {}).get("acc_delta_paired")  # vs the teacher on the same test rows (bench >= session 4)
+    if paired:
+        lines.append(f"pruned vs teacher on the same test rows: {paired['delta_pts']:+.2f} pt, paired 95 % interval "
+                     f"{paired['low_pts']:+.2f} to {paired['high_pts']:+.2f}, rows +{paired['gained']}/-{paired['lost']}")
     ort = {r["model"]: r for r in rows if r["runtime"] == "onnxruntime" and r["precision"] == "int8"
            and not r.get("variant")}
     t8, p8 = ort.get("teacher"), ort.get("minilm-pruned")
