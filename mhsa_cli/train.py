@@ -265,8 +265,13 @@ def train(cfg: TrainConfig, progress: Progress = NULL) -> TrainResult:
 def loop_summary(cfg: TrainConfig, max_len: int) -> str:
     """One line with the resolved loop settings (``--init`` picks its own; printed before training)."""
     what = "fine-tuning" if cfg.init else "training"
-    return (f"{what}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g} ({cfg.warmup:g} warm-up, "
-            f"{cfg.schedule} decay), weight decay {cfg.weight_decay:g}, input length {max_len} tokens")
+    return f"{what}: {cfg.epochs} epochs, {loop_text(cfg)}, input length {max_len} tokens"
+
+
+def loop_text(loop: Any) -> str:
+    """Batch, lr, warm-up, decay and weight decay of a loop (a :class:`LoopConfig` or a stage config)."""
+    return (f"batch {loop.batch_size}, lr {loop.lr:g} ({loop.warmup:g} warm-up, {loop.schedule} decay), "
+            f"weight decay {loop.weight_decay:g}")
 
 
 def _input_files(cfg: TrainConfig) -> list[str]:

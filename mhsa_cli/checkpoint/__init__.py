@@ -21,16 +21,16 @@ Modules of this package:
 
 import os  # noqa: F401  (``mhsa_cli.checkpoint.os`` stays reachable, as before the split)
 
-from .io import (META, WEIGHTS, Checkpoint, finetune_loop, load_checkpoint, load_model, training_loop, make_meta,
-                 save_checkpoint, save_model, size_on_disk, weights_id)
+from .io import (META, WEIGHTS, Checkpoint, finetune_loop, load_checkpoint, load_model, make_meta,
+                 save_checkpoint, save_model, size_on_disk, training_loop, weights_id)
 from .kinds import KINDS, CheckpointKind, check_finite, check_tensors, expected_state, load_state
 from .outputs import _write_json, atomic_dir, check_output_dir, resolve_path, write_files
 from .schema import FORMAT, VERSION, validate_meta
 
 __all__ = [
     "FORMAT", "KINDS", "META", "VERSION", "WEIGHTS", "Checkpoint", "CheckpointKind", "atomic_dir",
-    "check_finite", "check_output_dir", "check_tensors", "expected_state", "finetune_loop", "load_checkpoint", "training_loop",
-    "resolve_path",
+    "check_finite", "check_output_dir", "check_tensors", "expected_state", "finetune_loop", "load_checkpoint",
+    "resolve_path", "training_loop",
     "load_model", "load_state", "make_meta", "save_checkpoint", "save_model", "size_on_disk",
     "validate_meta", "weights_id", "write_files",
 ]

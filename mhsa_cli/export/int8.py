@@ -224,8 +224,8 @@ def gate(calls: dict[str, Any], fp32_call: Any, split: Any, max_drop: float, thr
                        "speed": math.exp(sum(math.log(v) for v in lat[m].values()) / len(lat[m]))}
     ok = sorted((v["speed"], m) for m, v in variants.items() if v["within"])
     chosen = ok[0][1] if ok else None
-    return {"max_drop_pts": max_drop, "fp32_val_acc": ref.float().mean().item(), "threads": threads, "variants": variants,
-            "chosen": chosen, "why": _why(variants, chosen, max_drop)}
+    return {"max_drop_pts": max_drop, "fp32_val_acc": ref.float().mean().item(), "threads": threads,
+            "variants": variants, "chosen": chosen, "why": _why(variants, chosen, max_drop)}
 
 
 def _why(variants: dict[str, dict[str, Any]], chosen: str | None, max_drop: float) -> str:

@@ -32,7 +32,7 @@ from ..errors import MhsaError, choice
 from ..model import MHSAClassifier, ModelConfig, attention_flops, count_parameters
 from ..progress import NULL, Progress
 from ..tasks import TaskData
-from ..train import LoopConfig, evaluate, fit, split_report
+from ..train import LoopConfig, evaluate, fit, loop_text, split_report
 from .data import prune_data
 from .budget import budget_step, check_budget
 from .importance import IMPORTANCE, NEEDS_DATA, SEEDED, head_importance
@@ -210,8 +210,7 @@ def _finetune(cfg: PruneConfig, model: MHSAClassifier, data: TaskData, device: t
     a model, so without this two identical runs fine-tuned differently."""
     loop = dataclasses.replace(LoopConfig.from_config(cfg), epochs=cfg.finetune_epochs)
     if step == 1:  # the resolved loop (inherited from the checkpoint's training unless given), once
-        progress.log(f"fine-tuning: {loop.epochs} epoch{'s' if loop.epochs != 1 else ''} per step, batch {loop.batch_size}, lr {loop.lr:g} "
-                     f"({loop.warmup:g} warm-up, {loop.schedule} decay), weight decay {loop.weight_decay:g}"
+        progress.log(f"fine-tuning: {loop.epochs} epoch{'s' if loop.epochs != 1 else ''} per step, {loop_text(loop)}"
                      + (f", word dropout {loop.token_dropout:g}" if loop.token_dropout else "")
                      + (", KD from the unpruned model" if teacher is not None else ""))
     torch.manual_seed(cfg.seed * 1_000 + step)
