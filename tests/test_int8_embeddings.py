@@ -102,3 +102,60 @@ def test_export_stores_the_embedding_table_as_int8_in_both_variants(tiny_ckpt, t
     assert 0 < float((a - b).abs().max()) < 0.5
     assert r.accuracy["ort_int8"] == pytest.approx(float((b.argmax(-1) == load_task("order", 0, **TINY_TASK)
                                                           .test.y).float().mean()))
+
+
+# --------------------------------------------------------------------------- torch (mhsa quantize)
+
+def test_torch_int8_embedding_follows_the_hand_formula():
+    import torch
+    from torch import nn
+
+    from mhsa_cli.quantize import Int8Embedding, embedding_names
+
+    torch.manual_seed(0)
+    emb = nn.Embedding(300, 8, padding_idx=0)  # 2,400 values: over the threshold; row 0 is zero
+    with torch.no_grad():
+        emb.weight[7] *= 40.0
+    w = emb.weight.detach().numpy()
+    scale = np.abs(w).max(axis=1, keepdims=True) / 127.0  # by hand, (300, 1)
+    scale[0] = 1.0
+    q = np.clip(np.rint(w / scale), -127, 127)
+    m = Int8Embedding.from_float(emb)
+    assert m.weight.dtype == torch.int8 and np.array_equal(m.weight.numpy(), q)
+    ids = torch.tensor([[0, 7, 299], [5, 7, 1]])
+    got = m(ids).numpy()
+    assert np.allclose(got, (q * scale)[ids.numpy()], rtol=0, atol=1e-7)
+    assert np.all(np.abs(got - w[ids.numpy()]) <= scale[ids.numpy()] / 2 + 1e-7) and np.all(got[0, 0] == 0)
+    holder = nn.Module()
+    holder.big, holder.small = emb, nn.Embedding(10, 8)  # 80 values: stays float
+    holder.tied = nn.Embedding(300, 8)
+    holder.out = nn.Linear(8, 300, bias=False)
+    holder.out.weight = holder.tied.weight  # shared with an output layer: stays float
+    assert embedding_names(holder) == ["big"]
+
+
+def test_torch_and_ort_int8_store_the_same_table(tiny_ckpt, tmp_path, monkeypatch):
+    """``mhsa quantize`` and ``mhsa export --int8`` quantize a table with one formula: same int8 rows."""
+    import torch
+
+    from mhsa_cli.checkpoint import load_model
+    from mhsa_cli.config import ExportConfig, QuantizeConfig, build_config
+    from mhsa_cli.export import export
+    from mhsa_cli.quantize import Int8Embedding, quantize, rowwise
+
+    monkeypatch.setattr(int8, "EMBED_MIN_ELEMENTS", 1)  # the tiny table is under the threshold: lowered
+    monkeypatch.setattr(rowwise, "EMBED_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(int8, "gate", lambda calls, *a, **k: {"chosen": "dynamic", "why": "", "variants": {}})
+    export(build_config(ExportConfig, {"checkpoint": str(tiny_ckpt), "out": str(tmp_path / "e"), "threads": 1,
+                                       "int8_methods": ["dynamic"]}))
+    quantize(build_config(QuantizeConfig, {"checkpoint": str(tiny_ckpt), "out": str(tmp_path / "q"),
+                                           "latency_time": 0, "threads": 1}))
+    table = load_model(tiny_ckpt).embed.weight
+    q = load_model(tmp_path / "q").embed
+    assert type(q) is Int8Embedding
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "e" / "model.int8.onnx")).graph.initializer}
+    name = next(n for n in inits if n.endswith("_int8"))
+    V = table.shape[0]  # the exported table may carry the cls row after the V token rows
+    assert np.array_equal(inits[name][:V], q.weight.numpy())
+    assert np.array_equal(inits[name.removesuffix("_int8") + "_scale"][:V], q.weight_scale.numpy())
+    assert torch.equal(q.weight.float() * q.weight_scale, q(torch.arange(V)))

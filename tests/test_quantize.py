@@ -74,7 +74,7 @@ def int8(base, root):
 @pytest.fixture(scope="module")
 def int8_pc(base, root):
     return run_quantize(base, root / "int8-pc", per_channel=True, engine="fbgemm", classifier=False, threads=1,
-                        latency_time=0)
+                        latency_time=0, embeddings=False)
 
 
 def inputs(n: int = 64) -> torch.Tensor:
@@ -88,7 +88,7 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- library
 
-def test_every_linear_is_quantized(base, int8):
+def test_every_linear_is_quantized(base, int8, int8_pc):
     float_model = load_model(base)
     linears = [n for n, m in float_model.named_modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 2 * 6 + 1  # q, k, v, o, ff1, ff2 per layer + classifier
@@ -97,7 +97,10 @@ def test_every_linear_is_quantized(base, int8):
     assert not [n for n, m in q.named_modules() if type(m) is nn.Linear]
     assert sorted(Q.BACKENDS["torch-ao"].quantized_names(q)) == sorted(linears)
     kept = {p["name"]: p["type"] for p in int8.float_modules}
-    assert kept["embed"] == "Embedding" and kept["ln_f"] == "LayerNorm"
+    assert "embed" not in kept and kept["ln_f"] == "LayerNorm" and kept["pos"] == "Parameter"
+    assert int8.quantized_embeddings == ["embed"] and type(q.embed) is Q.Int8Embedding
+    assert {p["name"]: p["type"] for p in int8_pc.float_modules}["embed"] == "Embedding"  # --no-embeddings
+    assert int8_pc.quantized_embeddings == [] and type(load_model(Path(int8_pc.out)).embed) is nn.Embedding
     assert {"pos", "cls", "blocks.0.ln1", "blocks.1.ln2"} <= set(kept)
     assert int8.int8_fraction == pytest.approx(int8.params_int8 / (int8.params_int8 + int8.params_float))
     assert 0.9 < int8.int8_fraction < 1.0
@@ -115,7 +118,7 @@ def test_int8_logits_close_to_float(base, int8):
 def test_save_load_gives_identical_int8_logits(base, which, request):
     result = request.getfixturevalue(which)
     q = Q.BACKENDS["torch-ao"].quantize(load_model(base), result.engine, result.per_channel,
-                                        result.quantized_modules)
+                                        result.quantized_modules, tuple(result.quantized_embeddings))
     x = inputs()
     assert torch.equal(logits(load_model(Path(result.out)), x), logits(q, x))
 
@@ -156,9 +159,14 @@ def test_stored_tensors_and_settings(int8):
     assert t["blocks.0.attn.q.weight"].dtype == torch.int8 and t["blocks.0.attn.q.weight"].shape == (64, 64)
     assert t["blocks.0.attn.q.weight_scale"].dtype == torch.float32
     assert t["blocks.0.attn.q.weight_zero_point"].dtype == torch.int64
-    assert t["blocks.0.attn.q.bias"].dtype == torch.float32 and t["embed.weight"].dtype == torch.float32
+    assert t["blocks.0.attn.q.bias"].dtype == torch.float32
+    V, D = load_model(int8.source).embed.weight.shape
+    assert t["embed.weight"].dtype == torch.int8 and t["embed.weight"].shape == (V, D)
+    assert t["embed.weight_scale"].dtype == torch.float32 and t["embed.weight_scale"].shape == (V, 1)
+    assert "embed.weight_zero_point" not in t  # symmetric: no zero point
     s = ckpt.meta["extra"]["quantization"]
     assert s["backend"] == "torch-ao" and s["per_channel"] is False and s["modules"] == int8.quantized_modules
+    assert s["embeddings"] == ["embed"] and "embed" not in s["float_modules"]
     assert ckpt.meta["lineage"][-1]["operation"] == "quantize"
     assert ckpt.meta["lineage"][-1]["parent"] == int8.source
     m = ckpt.meta["metrics"]
@@ -233,8 +241,12 @@ def test_size_ratio(base, int8):
     assert int8.size_bytes_float == size_on_disk(base)
     assert int8.size_bytes_int8 == size_on_disk(int8.out)
     assert load_checkpoint(int8.out).meta["metrics"]["size_bytes"] == int8.size_bytes_int8
-    assert int8.size_ratio < 0.32  # 94% of parameters int8; embeddings, norms, biases float
+    assert int8.size_ratio < 0.32  # 96% of parameters int8; positions, norms, biases float
     assert int8.weight_bytes_int8 < 0.30 * int8.weight_bytes_float
+    # the embedding table as int8: 1 byte per value instead of 4, plus one float32 scale per row
+    V, D = load_model(base).embed.weight.shape
+    without = Q.BACKENDS["torch-ao"].quantize(load_model(base), int8.engine, False, int8.quantized_modules)
+    assert Q.model_weight_bytes(without) - int8.weight_bytes_int8 == 3 * V * D - 4 * V
 
 
 def test_weight_bytes_and_fraction_of_float_and_int8_models(base, int8):
@@ -255,7 +267,8 @@ def test_pruned_then_quantized(pruned, root):
     x = inputs()
     ref, got = logits(load_model(pruned), x), logits(q, x)
     assert (got - ref).abs().max().item() <= 0.1 * ref.abs().max().item() + 0.05
-    again = Q.BACKENDS["torch-ao"].quantize(load_model(pruned), result.engine, False, result.quantized_modules)
+    again = Q.BACKENDS["torch-ao"].quantize(load_model(pruned), result.engine, False, result.quantized_modules,
+                                            tuple(result.quantized_embeddings))
     assert torch.equal(got, logits(again, x))
 
 
@@ -334,12 +347,35 @@ def _tampered(src: str, dst: Path, change) -> Path:
     (lambda t, m: t.__setitem__("extra.weight", torch.zeros(1)), "unexpected extra.weight"),
     (lambda t, m: m["extra"].pop("quantization"), "no extra.quantization"),
     (lambda t, m: m["extra"]["quantization"].__setitem__("modules", ["blocks.0.ln1"]), "not a Linear"),
+    (lambda t, m: t.__setitem__("embed.weight", t["embed.weight"].float()),
+     r"embed.weight: file \(16, 64\) torch.float32, JSON \(16, 64\) torch.int8"),
+    (lambda t, m: t.pop("embed.weight_scale"), "missing embed.weight_scale"),
+    (lambda t, m: t.__setitem__("embed.weight_scale", -t["embed.weight_scale"]), "embed.weight_scale: scales must be > 0"),
+    (lambda t, m: m["extra"]["quantization"].__setitem__("embeddings", ["ln_f"]), "'ln_f' is not an Embedding"),
+    (lambda t, m: m["extra"]["quantization"].__setitem__("embeddings", "embed"), "embeddings is missing or invalid"),
 ])
 def test_corrupt_int8_checkpoint_is_one_line(int8, tmp_path, change, message):
     path = _tampered(int8.out, tmp_path / "bad", change)
     with pytest.raises(MhsaError, match=message) as exc:
         load_model(path)
     assert "\n" not in str(exc.value)
+
+
+def test_int8_checkpoint_without_int8_tables_still_loads(base, int8, tmp_path):
+    """A checkpoint written before int8 tables (float embed.weight, no ``embeddings`` key) loads as
+    it was made: float table, the same logits as quantizing the Linear layers alone."""
+    float_table = load_model(base).embed.weight.detach().clone()
+
+    def older(t, m):
+        t["embed.weight"] = float_table
+        t.pop("embed.weight_scale")
+        m["extra"]["quantization"].pop("embeddings")
+
+    path = _tampered(int8.out, tmp_path / "old", older)
+    q = load_model(path)
+    assert type(q.embed) is nn.Embedding and torch.equal(q.embed.weight, float_table)
+    ref = Q.BACKENDS["torch-ao"].quantize(load_model(base), int8.engine, False, int8.quantized_modules)
+    assert torch.equal(logits(q, inputs()), logits(ref, inputs()))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -22,6 +22,8 @@ class QuantizeConfig:
                       choices=("auto", "x86", "fbgemm", "onednn", "qnnpack"))
     per_channel: bool = opt(False, "per-channel weight scales (else per-tensor)")
     classifier: bool = opt(True, "quantize the classifier head too")
+    embeddings: bool = opt(True, "store large token embedding tables as int8 too (weight-only, one scale "
+                                 "per row, as the ORT int8 export does)")
     backend: str = opt("torch-ao", "quantization backend", choices=("torch-ao",))
     latency_time: float = opt(0.25, "seconds per model and batch size (1, 32) of a quick float-vs-int8 "
                                     "CPU latency check (0 = skip; mhsa bench measures properly)", min=0.0)

@@ -30,6 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..quantize.rowwise import EMBED_MIN_ELEMENTS, rowwise_int8
+
 CALIBRATION_ROWS, CALIBRATION_BATCH = 256, 32  # validation rows for static calibration, per batch
 GATE_BATCHES = (1, 32)  # the gate's latency is the geometric mean of the p50s at these batch sizes
 
@@ -81,9 +83,6 @@ def quantize_static_qdq(src: Path, dst: Path, batches: list[np.ndarray], per_cha
             "ops": ["MatMul"], "per_channel": per_channel}
 
 
-EMBED_MIN_ELEMENTS = 1024  # smaller Gather tables (a few KiB, e.g. token types) stay float
-
-
 def _embedding_tables(graph: Any) -> list[tuple[Any, Any]]:
     """(Gather node, its fp32 (V, D) initializer) for each table worth storing as int8.
 
@@ -108,9 +107,9 @@ def _embedding_tables(graph: Any) -> list[tuple[Any, Any]]:
 def int8_embeddings(path: Path) -> dict[str, Any]:
     """Store each large embedding table of an ONNX file as int8 with one scale per row, in place.
 
-    ``Gather(table, ids)`` becomes ``Cast(Gather(q, ids), float) * Gather(scale, ids)``: q (V, D) int8
-    = round(table / scale), scale (V, 1) = max |row| / 127 (symmetric; an all-zero row keeps scale 1),
-    so each gathered value is off by at most scale / 2. Four standard ops, no custom kernel.
+    ``Gather(table, ids)`` becomes ``Cast(Gather(q, ids), float) * Gather(scale, ids)`` with q (V, D)
+    int8 and scale (V, 1) from :func:`~mhsa_cli.quantize.rowwise.rowwise_int8` (symmetric, max |row| /
+    127), so each gathered value is off by at most scale / 2. Four standard ops, no custom kernel.
 
     Returns:
         ``{"embeddings": {"tables": [name, ...], "scheme": ..., "max_abs_error": float}}`` (export.json).
@@ -122,11 +121,10 @@ def int8_embeddings(path: Path) -> dict[str, Any]:
     g = model.graph
     tables, worst = [], 0.0
     for node, t in _embedding_tables(g):
-        w = numpy_helper.to_array(t)  # (V, D)
-        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0  # (V, 1)
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-        worst = max(worst, float(np.abs(q * scale - w).max()))
+        w = torch.from_numpy(numpy_helper.to_array(t).copy())  # (V, D)
+        qt, st = rowwise_int8(w)  # the formula torch's int8 checkpoints use (mhsa quantize)
+        q, scale = qt.numpy(), st.numpy()
+        worst = max(worst, float((qt * st - w).abs().max()))
         name, ids, out = t.name, node.input[1], node.output[0]
         g.initializer.remove(t)
         g.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),

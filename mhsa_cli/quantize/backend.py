@@ -9,8 +9,10 @@ Another backend can replace it by registering in :data:`BACKENDS`.
 Checkpoint layout (kind ``int8``): for each quantized Linear ``name``:
 ``name.weight`` int8 (out, in), ``name.weight_scale`` float32 (1,) or (out,),
 ``name.weight_zero_point`` int64 (same shape), ``name.bias`` float32 (out,);
+for each int8 embedding table ``name`` (:class:`~.rowwise.Int8Embedding`, weight-only):
+``name.weight`` int8 (V, D), ``name.weight_scale`` float32 (V, 1);
 every other tensor as in a float checkpoint. The settings needed to rebuild
-(backend, engine, per-channel, module list) are in ``checkpoint.json`` ->
+(backend, engine, per-channel, module list, embedding list) are in ``checkpoint.json`` ->
 ``extra.quantization`` (:func:`settings_of`); :func:`rebuild_quantized` is the
 load path of int8 checkpoints. (An int8 model runs on the CPU only: ``mhsa bench --devices cuda`` reports it as not timed.)
 """
@@ -25,6 +27,7 @@ from torch import nn
 
 from ..errors import MhsaError
 from .engines import ENGINES, engine_here, quiet, use_engine
+from .rowwise import Int8Embedding
 from .torch_private import dynamic_linear_type, linear_dynamic, make_qint8_weight, weight_bias
 
 CLASSIFIER = "head"  # module name of the classifier in MHSAClassifier
@@ -51,8 +54,9 @@ class Backend(Protocol):
     name: str
 
     def quantize(self, model: nn.Module, engine: str, per_channel: bool,
-                 include: list[str]) -> nn.Module:
-        """A quantized copy of float ``model``: the Linear modules named in ``include``."""
+                 include: list[str], embeddings: tuple[str, ...] = ()) -> nn.Module:
+        """A quantized copy of float ``model``: the Linear modules named in ``include``, the
+        embedding tables named in ``embeddings`` (:class:`~.rowwise.Int8Embedding`)."""
 
     def quantized_names(self, model: nn.Module) -> list[str]:
         """Names of the modules of ``model`` that hold int8 weights (empty: not ours)."""
@@ -96,7 +100,7 @@ class TorchAoDynamicBackend:
     name = "torch-ao"
 
     def quantize(self, model: nn.Module, engine: str, per_channel: bool,
-                 include: list[str]) -> nn.Module:
+                 include: list[str], embeddings: tuple[str, ...] = ()) -> nn.Module:
         with quiet():
             from torch.ao.quantization import (default_dynamic_qconfig, per_channel_dynamic_qconfig,
                                                quantize_dynamic)
@@ -108,6 +112,8 @@ class TorchAoDynamicBackend:
         done = self.quantized_names(q)
         if sorted(done) != sorted(include):  # finish the surgery here, or fail loudly
             raise RuntimeError(f"quantize_dynamic quantized {done}, expected {include}")
+        for name in embeddings:
+            _set_submodule(q, name, Int8Embedding.from_float(q.get_submodule(name)))
         return q
 
     def quantized_names(self, model: nn.Module) -> list[str]:
@@ -136,11 +142,14 @@ class TorchAoDynamicBackend:
 
     def rebuild(self, float_model: nn.Module, tensors: dict[str, torch.Tensor],
                 settings: dict[str, Any]) -> nn.Module:
-        include = list(settings["modules"])
+        include, embeddings = list(settings["modules"]), list(settings.get("embeddings", []))
         linears = {n: _float_linear(float_model, n) for n in include}
-        _load_float_part(float_model, tensors, include)
+        for n in embeddings:  # before the float part: their tensors are int8 and are not loaded there
+            _set_submodule(float_model, n, _int8_embedding(float_model, n, tensors))
+        _load_float_part(float_model, tensors, include + embeddings)
         expected = {k for n, m in linears.items() for k in _quant_keys(n, m)}
-        extra = sorted(k for k in tensors if _inside(k, set(include)) and k not in expected)
+        expected |= {f"{n}{suffix}" for n in embeddings for suffix in (".weight", ".weight_scale")}
+        extra = sorted(k for k in tensors if _inside(k, set(include + embeddings)) and k not in expected)
         if extra:
             raise MhsaError(f"unexpected tensor {extra[0]}")
         with quiet(), use_engine(settings["engine"]):  # weights are packed for this engine
@@ -169,6 +178,23 @@ def _float_linear(model: nn.Module, name: str) -> nn.Linear:
     if type(m) is not nn.Linear:
         raise MhsaError(f"quantized module '{name}' is not a Linear layer of this architecture")
     return m
+
+
+def _int8_embedding(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> Int8Embedding:
+    """The stored int8 table of embedding ``name``, checked against the float module it replaces."""
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        m = None
+    if type(m) is not nn.Embedding:
+        raise MhsaError(f"int8 embedding '{name}' is not an Embedding layer of this architecture")
+    out = Int8Embedding(m.num_embeddings, m.embedding_dim, m.padding_idx)
+    q = _tensor(tensors, f"{name}.weight", tuple(m.weight.shape), torch.int8)
+    scale = _tensor(tensors, f"{name}.weight_scale", (m.num_embeddings, 1), torch.float32)
+    if (scale <= 0).any():
+        raise MhsaError(f"{name}: scales must be > 0")
+    out.weight, out.weight_scale = q.clone(), scale.clone()
+    return out
 
 
 def _quant_keys(name: str, linear: nn.Linear) -> list[str]:
@@ -247,8 +273,12 @@ def settings_of(ckpt: Any) -> dict[str, Any]:
     checks = {"backend": lambda v: v in BACKENDS, "engine": lambda v: v in ENGINES and v != "auto",
               "per_channel": lambda v: isinstance(v, bool),
               "modules": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v)}
+    optional = {"embeddings": checks["modules"]}  # absent in checkpoints made before int8 tables: none
     for key, ok in checks.items():
         if key not in s or not ok(s[key]):
+            raise MhsaError(f"{where}: extra.quantization.{key} is missing or invalid ({s.get(key)!r})")
+    for key, ok in optional.items():
+        if key in s and not ok(s[key]):
             raise MhsaError(f"{where}: extra.quantization.{key} is missing or invalid ({s.get(key)!r})")
     return s
 

@@ -26,6 +26,7 @@ from ..progress import NULL, Progress
 from .backend import BACKENDS, linear_names
 from .engines import quiet, resolve_engine, use_engine
 from .measures import float_parts, fraction_of, model_weight_bytes, state_bytes, state_counts
+from .rowwise import embedding_names
 
 
 # --------------------------------------------------------------------------- mhsa quantize
@@ -41,7 +42,7 @@ class QuantizeResult:
     engine_requested: str
     per_channel: bool
     threads: int
-    quantized_modules: list[str]
+    quantized_modules: list[str]  # Linear layers (dynamic int8)
     float_modules: list[dict[str, Any]]  # {"name", "type", "params"}
     params_int8: int
     params_float: int
@@ -53,6 +54,7 @@ class QuantizeResult:
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"float", "int8"}
     latency: dict[int, dict[str, float]] = field(default_factory=dict)  # batch -> float_ms, int8_ms, ratio
     notes: list[str] = field(default_factory=list)  # e.g. accuracy not measured, and why
+    quantized_embeddings: list[str] = field(default_factory=list)  # int8 tables (weight-only, per row)
 
     @property
     def size_ratio(self) -> float:
@@ -171,7 +173,8 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     ckpt = _load_source(cfg)
     float_model = load_model(ckpt)
     include = linear_names(float_model, cfg.classifier)
-    qmodel = backend.quantize(float_model, engine, cfg.per_channel, include).eval()
+    tables = embedding_names(float_model) if cfg.embeddings else []
+    qmodel = backend.quantize(float_model, engine, cfg.per_channel, include, tuple(tables)).eval()
     data, why = task_or_reason(ckpt.task_spec)
     acc = _accuracy({"float": float_model, "int8": qmodel}, data, progress) if data is not None else {}
     latency = (_latency_check({"float": float_model, "int8": qmodel}, data, cfg.latency_time, progress)
@@ -181,7 +184,7 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
     fraction = fraction_of(counts)
     settings = {"backend": backend.name, "engine": engine, "engine_requested": cfg.engine,
                 "per_channel": cfg.per_channel, "classifier": cfg.classifier, "dtype": "qint8",
-                "modules": include, "float_modules": [p["name"] for p in kept],
+                "modules": include, "embeddings": tables, "float_modules": [p["name"] for p in kept],
                 "int8_fraction": fraction}
     metrics = _metrics(acc, counts, fraction, tensors, float_size, why)
     with use_engine(engine):  # so the recorded environment names the engine used
@@ -198,4 +201,5 @@ def quantize(cfg: Any, progress: Progress = NULL) -> QuantizeResult:
         params_float=counts["float"], int8_fraction=fraction,
         size_bytes_float=float_size, size_bytes_int8=size_on_disk(cfg.out),
         weight_bytes_float=model_weight_bytes(float_model), weight_bytes_int8=state_bytes(tensors),
-        accuracy=acc, latency=latency, notes=[] if data is not None else [f"accuracy not measured ({why})"])
+        accuracy=acc, latency=latency, notes=[] if data is not None else [f"accuracy not measured ({why})"],
+        quantized_embeddings=tables)

@@ -5,8 +5,9 @@ this package) through :data:`mhsa_cli.registry.CHECKPOINT_KINDS`.
 quantized model: the float model of the JSON architecture on the meta device
 gives every shape; each quantized Linear (``extra.quantization.modules``) must
 hold ``weight`` int8 (out, in), ``weight_scale`` float32 and ``weight_zero_point``
-int64 of shape (1,) or (out,) for per-channel, and a float ``bias`` (out,);
-every other tensor is as in a float checkpoint. ``load`` is :func:`rebuild_quantized`.
+int64 of shape (1,) or (out,) for per-channel, and a float ``bias`` (out,); each
+int8 embedding table (``extra.quantization.embeddings``) ``weight`` int8 (V, D) and
+``weight_scale`` float32 (V, 1); every other tensor is as in a float checkpoint. ``load`` is :func:`rebuild_quantized`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..checkpoint import CheckpointKind, check_tensors, expected_state
 from ..errors import MhsaError
@@ -46,6 +48,11 @@ def check_int8(ckpt: Any) -> None:
         quant[f"{name}.weight"] = (tuple(weight.shape), torch.int8)
         quant[name + QPARAM_SUFFIXES[0]] = (qshape_of(out), torch.float32)
         quant[name + QPARAM_SUFFIXES[1]] = (qshape_of(out), torch.int64)
+    for name in settings.get("embeddings", []):
+        rows, width = _embedding_shape(config, name)
+        del float_part[f"{name}.weight"]
+        quant[f"{name}.weight"] = ((rows, width), torch.int8)
+        quant[name + QPARAM_SUFFIXES[0]] = ((rows, 1), torch.float32)
     tensors = ckpt.tensors
     for key, (shape, dtype) in quant.items():
         t = tensors.get(key)
@@ -57,6 +64,22 @@ def check_int8(ckpt: Any) -> None:
         if key.endswith(QPARAM_SUFFIXES[0]) and torch.isfinite(t).all() and (t <= 0).any():
             raise MhsaError(f"{key}: scales must be > 0")
     check_tensors({k: v for k, v in tensors.items() if k not in quant}, float_part, config.head_dim)
+
+
+
+def _embedding_shape(config: Any, name: str) -> tuple[int, int]:
+    """(V, D) of embedding ``name`` in the JSON architecture (built on the meta device)."""
+    from ..model import build_model
+
+    with torch.device("meta"):
+        model = build_model(config)
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        m = None
+    if type(m) is not nn.Embedding:
+        raise MhsaError(f"int8 embedding '{name}' is not an Embedding layer of this architecture")
+    return m.num_embeddings, m.embedding_dim
 
 
 INT8 = CHECKPOINT_KINDS.register("int8", CheckpointKind("int8", check_int8, rebuild_quantized))

@@ -19,6 +19,9 @@ def _short(names: list[str], limit: int = 6) -> str:
 def _module_groups(result: Any) -> list[tuple[str, str, int, str]]:
     """Rows (status, type, count, names): quantized Linear layers, then float parts by type."""
     rows = [("int8", "Linear", len(result.quantized_modules), _short(result.quantized_modules))]
+    if result.quantized_embeddings:
+        rows.append(("int8", "Embedding (weight-only, per row)", len(result.quantized_embeddings),
+                     _short(result.quantized_embeddings)))
     by_type: dict[str, list[str]] = defaultdict(list)
     params: dict[str, int] = defaultdict(int)
     for part in result.float_modules:
